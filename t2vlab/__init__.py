@@ -1,0 +1,38 @@
+"""t2vlab: ModelScope text-to-video (damo-vilab/text-to-video-ms-1.7b) rebuilt from scratch in PyTorch.
+
+Public names are imported lazily (on first use), so ``import t2vlab`` is quick and a notebook
+that needs only the tokenizer does not pay for the whole model.
+"""
+
+import importlib
+
+__version__ = "0.1.0"
+
+_PUBLIC = {
+    "UNet3DConditionModel": "t2vlab.unet",
+    "AutoencoderKL": "t2vlab.vae",
+    "Tokenizer": "t2vlab.text",
+    "CLIPTextEncoder": "t2vlab.text",
+    "DDIMScheduler": "t2vlab.schedulers",
+    "DDPMScheduler": "t2vlab.schedulers",
+    "DPMSolverMultistepScheduler": "t2vlab.schedulers",
+    "EulerDiscreteScheduler": "t2vlab.schedulers",
+    "EulerAncestralDiscreteScheduler": "t2vlab.schedulers",
+    "PNDMScheduler": "t2vlab.schedulers",
+    "LMSDiscreteScheduler": "t2vlab.schedulers",
+    "TextToVideoPipeline": "t2vlab.pipeline",
+    "export_to_video": "t2vlab.video",
+    "make_tiny_checkpoint": "t2vlab.tiny",
+}
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name):
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module 't2vlab' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

@@ -1,0 +1,147 @@
+"""Attention, the one module every transformer in the model uses.
+
+    Attention(Q, K, V) = softmax(Q K^T / sqrt(d)) V
+
+Three interchangeable ways to compute it (the "backend"), equal up to float rounding:
+
+- ``"sdpa"``   PyTorch's ``scaled_dot_product_attention`` (fused kernels on GPU; the default).
+- ``"math"``   the formula above written out, for reading and for drawing attention maps.
+- ``"sliced"`` the formula, a few (batch x head) slices at a time, so the (N x N) score matrix of
+               only ``slice_size`` slices exists at once: less peak memory, a little slower.
+
+Parameter names (``to_q``, ``to_k``, ``to_v``, ``to_out.0``) are those of the published checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+BACKENDS = ("sdpa", "math", "sliced")
+
+
+def causal_bias(n, m, device, dtype):
+    """Additive mask (n, m): 0 where query i may see key j (j <= i + m - n), -inf elsewhere."""
+    keep = torch.ones(n, m, dtype=torch.bool, device=device).tril(diagonal=m - n)
+    return torch.zeros(n, m, device=device, dtype=dtype).masked_fill(~keep, float("-inf"))
+
+
+def attention_math(q, k, v, *, causal=False, mask=None, scale=None):
+    """softmax(q k^T * scale + mask) v, shapes (..., N, d) x (..., M, d) -> (..., N, d)."""
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    scores = (q @ k.transpose(-1, -2)) * scale
+    if causal:
+        scores = scores + causal_bias(scores.shape[-2], scores.shape[-1], q.device, scores.dtype)
+    if mask is not None:
+        scores = scores + mask
+    return scores.softmax(dim=-1) @ v
+
+
+def attention(q, k, v, *, backend="sdpa", slice_size=None, causal=False, mask=None, scale=None):
+    """Scaled dot-product attention over tensors shaped (batch, heads, tokens, head_dim).
+
+    ``mask`` (optional) is additive and broadcastable to (batch, heads, N, M); ``causal`` lets
+    query i see keys 0..i only.
+    """
+    if backend == "sdpa":
+        if causal and mask is not None:  # SDPA takes one or the other: fold causality into the mask
+            mask, causal = mask + causal_bias(q.shape[-2], k.shape[-2], q.device, q.dtype), False
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=scale)
+    if backend == "math":
+        return attention_math(q, k, v, causal=causal, mask=mask, scale=scale)
+    if backend == "sliced":
+        b, h, n = q.shape[:3]
+        qf, kf, vf = (t.reshape(b * h, *t.shape[2:]) for t in (q, k, v))
+        mf = None if mask is None else mask.expand(b, h, *mask.shape[-2:]).reshape(b * h, *mask.shape[-2:])
+        step = slice_size or 1
+        out = qf.new_empty(b * h, n, vf.shape[-1])
+        for i in range(0, b * h, step):
+            s = slice(i, i + step)
+            out[s] = attention_math(qf[s], kf[s], vf[s], causal=causal, scale=scale,
+                                    mask=None if mf is None else mf[s])
+        return out.reshape(b, h, n, -1)
+    raise ValueError(f"unknown attention backend {backend!r}; choose one of {BACKENDS}")
+
+
+class Attention(nn.Module):
+    """Multi-head attention: self-attention when ``context`` is None, else cross-attention.
+
+    x (B, N, query_dim), context (B, M, cross_dim) -> (B, N, query_dim)
+    """
+
+    def __init__(self, query_dim, heads=8, dim_head=64, cross_attention_dim=None, bias=False,
+                 out_bias=True):
+        super().__init__()
+        inner = heads * dim_head
+        self.heads, self.dim_head = heads, dim_head
+        self.to_q = nn.Linear(query_dim, inner, bias=bias)
+        self.to_k = nn.Linear(cross_attention_dim or query_dim, inner, bias=bias)
+        self.to_v = nn.Linear(cross_attention_dim or query_dim, inner, bias=bias)
+        self.to_out = nn.ModuleList([nn.Linear(inner, query_dim, bias=out_bias), nn.Dropout(0.0)])
+        self.backend, self.slice_size = "sdpa", None
+        self.keep_probs = False  # when True, the math backend stores the attention map in .last_probs
+        self.last_probs = None
+
+    def set_backend(self, backend="sdpa", slice_size=None):
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown attention backend {backend!r}; choose one of {BACKENDS}")
+        if slice_size is not None and (not isinstance(slice_size, int) or slice_size < 1):
+            raise ValueError(f"slice_size must be a positive int, got {slice_size!r}")
+        self.backend, self.slice_size = backend, slice_size
+
+    def split_heads(self, t):  # (B, N, H*D) -> (B, H, N, D)
+        return t.unflatten(-1, (self.heads, self.dim_head)).transpose(1, 2)
+
+    def forward(self, x, context=None, mask=None):
+        context = x if context is None else context
+        q, k, v = self.split_heads(self.to_q(x)), self.split_heads(self.to_k(context)), \
+            self.split_heads(self.to_v(context))
+        if self.keep_probs:
+            scores = (q @ k.transpose(-1, -2)) / math.sqrt(self.dim_head)
+            self.last_probs = scores.softmax(-1).detach()
+            out = self.last_probs.to(v.dtype) @ v
+        else:
+            out = attention(q, k, v, backend=self.backend, slice_size=self.slice_size, mask=mask)
+        out = out.transpose(1, 2).flatten(2)
+        return self.to_out[1](self.to_out[0](out))
+
+
+class GEGLU(nn.Module):
+    """Gated GELU: split a projection in two halves a, g and return a * gelu(g)."""
+
+    def __init__(self, dim_in, dim_out):
+        super().__init__()
+        self.proj = nn.Linear(dim_in, dim_out * 2)
+
+    def forward(self, x):
+        a, gate = self.proj(x).chunk(2, dim=-1)
+        return a * F.gelu(gate)
+
+
+class FeedForward(nn.Module):
+    """GEGLU -> Linear, with an optional chunked mode that runs a few tokens at a time.
+
+    Chunking (``chunk_size``, along ``chunk_dim``) trades speed for a smaller peak: the 4x-wide
+    hidden activation exists for one chunk at a time only. Names: ``net.0.proj``, ``net.2``.
+    """
+
+    def __init__(self, dim, mult=4):
+        super().__init__()
+        self.net = nn.ModuleList([GEGLU(dim, dim * mult), nn.Dropout(0.0), nn.Linear(dim * mult, dim)])
+        self.chunk_size, self.chunk_dim = None, 1
+
+    def _ff(self, x):
+        for layer in self.net:
+            x = layer(x)
+        return x
+
+    def forward(self, x):
+        if not self.chunk_size:
+            return self._ff(x)
+        if x.shape[self.chunk_dim] % self.chunk_size:
+            raise ValueError(f"forward chunking: dimension {self.chunk_dim} of size {x.shape[self.chunk_dim]} "
+                             f"is not divisible by chunk_size={self.chunk_size}")
+        return torch.cat([self._ff(c) for c in x.split(self.chunk_size, dim=self.chunk_dim)], dim=self.chunk_dim)

@@ -1,0 +1,275 @@
+"""How weights arrive: configs, weight files and the base class every model shares.
+
+A checkpoint folder in the published layout looks like::
+
+    model_index.json
+    unet/config.json           unet/diffusion_pytorch_model[.fp16].safetensors   (or .bin)
+    vae/config.json            vae/diffusion_pytorch_model[.fp16].safetensors
+    text_encoder/config.json   text_encoder/model[.fp16].safetensors             (or pytorch_model.bin)
+    tokenizer/                 vocab.json + merges.txt, or tokenizer.json
+    scheduler/scheduler_config.json
+
+Loading a model (``ModelBase.from_pretrained``) is four plain steps:
+
+1. read ``config.json`` into the model's config dataclass (keys starting with ``_`` and nulls are
+   the reference library's bookkeeping and mean "default");
+2. build the model on the ``meta`` device: shapes only, no memory, no random initialisation;
+3. read the weight file (safetensors preferred; ``.bin`` only through ``torch.load(weights_only=True)``,
+   which refuses pickled code);
+4. check names and shapes against the model, then ``load_state_dict(strict=True, assign=True)``,
+   which makes the loaded tensors the parameters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import pickle
+from pathlib import Path
+
+import torch
+from torch import nn
+
+logger = logging.getLogger("t2vlab")
+
+DIFFUSERS_WEIGHTS = ("diffusion_pytorch_model",)
+TRANSFORMERS_WEIGHTS = ("model", "pytorch_model")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file or config that cannot be used, with what was found and what to do."""
+
+
+# ----------------------------------------------------------------------------------------- configs
+def read_json(path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path} is not valid JSON: {e}") from None
+
+
+def config_from_dict(config_cls, data, *, source="config"):
+    """Fill the dataclass ``config_cls`` from a dict as the reference libraries write it.
+
+    ``_class_name``/``_diffusers_version``/``_use_default_values`` and other ``_`` keys are skipped,
+    ``null`` means "use the default", lists become tuples; other unknown keys are logged and ignored.
+    """
+    if isinstance(data, config_cls):
+        return data
+    if isinstance(data, (str, os.PathLike)):
+        source, data = str(data), read_json(data)
+    if not isinstance(data, dict):
+        raise TypeError(f"{source}: expected a dict, a path to a config.json or a {config_cls.__name__}, "
+                        f"got {type(data).__name__}")
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    kwargs, unknown = {}, []
+    for key, value in data.items():
+        if key.startswith("_"):
+            continue
+        if key not in names:
+            unknown.append(key)
+            continue
+        if value is None:
+            continue
+        kwargs[key] = tuple(value) if isinstance(value, list) else value
+    if unknown:
+        logger.info("%s: ignoring keys %s", source, ", ".join(sorted(unknown)))
+    config = config_cls(**kwargs)
+    if hasattr(config, "validate"):
+        config.validate()
+    return config
+
+
+def config_to_dict(config, class_name) -> dict:
+    data = {"_class_name": class_name}
+    for key, value in dataclasses.asdict(config).items():
+        data[key] = list(value) if isinstance(value, tuple) else value
+    return data
+
+
+def check_positive_ints(config, *names, limit=1 << 16):
+    """Refuse absurd sizes (negative channels, a billion layers) before anything is allocated."""
+    for name in names:
+        values = getattr(config, name)
+        for v in values if isinstance(values, (tuple, list)) else (values,):
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 < v <= limit:
+                raise CheckpointError(f"config {name}={values!r}: expected positive integers up to {limit}")
+
+
+# ------------------------------------------------------------------------------------ weight files
+def add_variant(filename: str, variant: str | None) -> str:
+    """'diffusion_pytorch_model.safetensors' + 'fp16' -> 'diffusion_pytorch_model.fp16.safetensors'."""
+    if not variant:
+        return filename
+    stem, ext = filename.rsplit(".", 1)
+    return f"{stem}.{variant}.{ext}"
+
+
+def weight_candidates(stems, variant=None):
+    """File names to look for, best first: safetensors before .bin, one file before a sharded index."""
+    names = []
+    for ext in ("safetensors", "bin"):
+        for stem in stems:
+            names += [add_variant(f"{stem}.{ext}", variant), add_variant(f"{stem}.{ext}.index.json", variant)]
+    return names
+
+
+def find_weights(folder, stems=DIFFUSERS_WEIGHTS, variant=None) -> Path:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"checkpoint folder not found: {folder}")
+    for name in weight_candidates(stems, variant):
+        if (folder / name).is_file():
+            return folder / name
+    present = sorted(p.name for p in folder.iterdir())
+    hint = ""
+    if variant and any((folder / n).is_file() for n in weight_candidates(stems, None)):
+        hint = f" The folder has weights without the {variant!r} variant: pass variant=None."
+    elif not variant and any(n.split(".")[-2:-1] == ["fp16"] or ".fp16." in n for n in present):
+        hint = " The folder has 'fp16' weights only: pass variant='fp16'."
+    raise FileNotFoundError(f"no weight file in {folder} (looked for {', '.join(weight_candidates(stems, variant))}; "
+                            f"found {', '.join(present) or 'nothing'}).{hint}")
+
+
+def load_weight_file(path) -> dict[str, torch.Tensor]:
+    """Read one weight file (or a sharded index) into a dict of CPU tensors. Never runs pickled code."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weight file not found: {path}")
+    if path.name.endswith(".index.json"):
+        index = read_json(path)
+        state = {}
+        for shard in sorted(set(index.get("weight_map", {}).values())):
+            state.update(load_weight_file(path.parent / shard))
+        return state
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(f"{path}: cannot read this safetensors file ({e}). It is corrupted or "
+                                  "truncated (an interrupted download?): delete it and download it again.") from None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as e:
+        if "mmap" not in str(e) and "zip" not in str(e):
+            raise CheckpointError(f"{path}: cannot read this .bin file ({e}); prefer a .safetensors copy.") from None
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"{path}: refused to load. This .bin file contains pickled objects other than tensors, which could "
+            f"run code on your machine ({str(e).splitlines()[0]}). Use a .safetensors copy of the weights.") from None
+    except EOFError:
+        raise CheckpointError(f"{path}: the .bin file ends early (truncated): download it again.") from None
+    try:  # old (non-zip) torch serialization cannot be memory-mapped
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(f"{path}: refused to load pickled objects other than tensors "
+                              f"({str(e).splitlines()[0]}). Use a .safetensors copy of the weights.") from None
+    except (RuntimeError, EOFError) as e:
+        raise CheckpointError(f"{path}: cannot read this .bin file ({e}): it may be truncated.") from None
+
+
+def check_state_dict(model: nn.Module, state: dict, source, ignore_unexpected=()) -> None:
+    """Compare names and shapes with the model; raise one error that lists what differs."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    for k in [k for k in state if k not in expected and any(k.endswith(s) for s in ignore_unexpected)]:
+        del state[k]
+    missing = sorted(expected.keys() - state.keys())
+    unexpected = sorted(state.keys() - expected.keys())
+    wrong = [f"{k}: file {tuple(state[k].shape)} vs model {expected[k]}"
+             for k in sorted(expected.keys() & state.keys()) if tuple(state[k].shape) != expected[k]]
+    not_float = [k for k, v in state.items() if k in expected and not v.is_floating_point()]
+    problems = []
+    for title, items in (("missing tensors", missing), ("unexpected tensors", unexpected),
+                         ("shape mismatches", wrong), ("non-float tensors", not_float)):
+        if items:
+            more = f" (and {len(items) - 8} more)" if len(items) > 8 else ""
+            problems.append(f"{len(items)} {title}: {'; '.join(items[:8])}{more}")
+    if problems:
+        raise CheckpointError(f"{source} does not match {type(model).__name__} built from its config "
+                              f"(is the config.json from the same checkpoint?): " + " | ".join(problems))
+
+
+# ----------------------------------------------------------------------------------- the base class
+class ModelBase(nn.Module):
+    """from_config / from_pretrained / save_pretrained for every model of the package.
+
+    Subclasses set ``config_class`` (a dataclass), ``weight_stems`` (file names without extension)
+    and take the config as their only constructor argument.
+    """
+
+    config_class: type = None
+    weight_stems = DIFFUSERS_WEIGHTS
+    ignore_unexpected: tuple = ()  # suffixes of harmless extra tensors in published files
+
+    @classmethod
+    def from_config(cls, config, **overrides):
+        config = config_from_dict(cls.config_class, config, source=f"{cls.__name__} config")
+        if overrides:
+            config = dataclasses.replace(config, **overrides)
+            config.validate() if hasattr(config, "validate") else None
+        return cls(config)
+
+    @classmethod
+    def config_filename(cls):
+        return "config.json"
+
+    @classmethod
+    def from_pretrained(cls, path, subfolder=None, torch_dtype=None, variant=None, device=None):
+        """Load config and weights from ``path[/subfolder]``; see the module docstring for the steps."""
+        folder = Path(path) / subfolder if subfolder else Path(path)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{cls.__name__}: folder not found: {folder}")
+        config = config_from_dict(cls.config_class, folder / cls.config_filename(),
+                                  source=str(folder / cls.config_filename()))
+        weights = find_weights(folder, cls.weight_stems, variant)
+        with torch.device("meta"):
+            model = cls(config)
+        state = load_weight_file(weights)
+        check_state_dict(model, state, weights, cls.ignore_unexpected)
+        dtype = torch_dtype or torch.float32
+        for k in list(state):  # convert one tensor at a time: peak memory is the file plus one tensor
+            state[k] = state[k].to(dtype)
+        model.load_state_dict(state, strict=True, assign=True)
+        del state
+        model._init_buffers()
+        if device is not None:
+            model.to(device)
+        return model.eval()
+
+    def _init_buffers(self):
+        """Recreate non-persistent buffers (not in weight files) after a meta-device build."""
+
+    def save_pretrained(self, folder, variant=None, safe_serialization=True):
+        from safetensors.torch import save_file
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        data = config_to_dict(self.config, type(self).__name__)
+        (folder / self.config_filename()).write_text(json.dumps(data, indent=2) + "\n")
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        stem = self.weight_stems[0] if safe_serialization else self.weight_stems[-1]
+        target = folder / add_variant(f"{stem}.{'safetensors' if safe_serialization else 'bin'}", variant)
+        tmp = target.with_name(target.name + ".partial")
+        if safe_serialization:
+            save_file(state, str(tmp), metadata={"format": "pt"})
+        else:
+            torch.save(state, tmp)
+        os.replace(tmp, target)
+        return target
+
+    @property
+    def dtype(self):
+        return next(self.parameters()).dtype
+
+    @property
+    def device(self):
+        return next(self.parameters()).device
+
+    def num_parameters(self):
+        return sum(p.numel() for p in self.parameters())
