@@ -231,7 +231,7 @@ class ModelBase(nn.Module):
         weights = find_weights(folder, cls.weight_stems, variant)
         with torch.device("meta"):
             model = cls(config)
-        state = load_weight_file(weights)
+        state = cls.convert_state_dict(load_weight_file(weights))
         check_state_dict(model, state, weights, cls.ignore_unexpected)
         dtype = torch_dtype or torch.float32
         for k in list(state):  # convert one tensor at a time: peak memory is the file plus one tensor
@@ -242,6 +242,11 @@ class ModelBase(nn.Module):
         if device is not None:
             model.to(device)
         return model.eval()
+
+    @classmethod
+    def convert_state_dict(cls, state: dict) -> dict:
+        """Rename the tensors of another file layout to this model's names (default: none)."""
+        return state
 
     def _init_buffers(self):
         """Recreate non-persistent buffers (not in weight files) after a meta-device build."""
