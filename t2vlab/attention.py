@@ -96,9 +96,15 @@ class Attention(nn.Module):
         return t.unflatten(-1, (self.heads, self.dim_head)).transpose(1, 2)
 
     def forward(self, x, context=None, mask=None):
+        """``context`` may have fewer rows than ``x`` (one per video while ``x`` has one per frame):
+        keys and values are then projected once per video and shared by its frames."""
         context = x if context is None else context
         q, k, v = self.split_heads(self.to_q(x)), self.split_heads(self.to_k(context)), \
             self.split_heads(self.to_v(context))
+        if k.shape[0] != q.shape[0]:
+            if q.shape[0] % k.shape[0]:
+                raise ValueError(f"context batch {k.shape[0]} does not divide query batch {q.shape[0]}")
+            k, v = (t.repeat_interleave(q.shape[0] // k.shape[0], dim=0) for t in (k, v))
         if self.keep_probs:
             scores = (q @ k.transpose(-1, -2)) / math.sqrt(self.dim_head)
             self.last_probs = scores.softmax(-1).detach()
@@ -141,7 +147,4 @@ class FeedForward(nn.Module):
     def forward(self, x):
         if not self.chunk_size:
             return self._ff(x)
-        if x.shape[self.chunk_dim] % self.chunk_size:
-            raise ValueError(f"forward chunking: dimension {self.chunk_dim} of size {x.shape[self.chunk_dim]} "
-                             f"is not divisible by chunk_size={self.chunk_size}")
         return torch.cat([self._ff(c) for c in x.split(self.chunk_size, dim=self.chunk_dim)], dim=self.chunk_dim)

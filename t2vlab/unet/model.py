@@ -1,0 +1,172 @@
+"""UNet3DConditionModel: predicts the noise in a video latent, given the step t and the prompt.
+
+    sample (B, 4, F, h, w), t, text (B, 77, 1024)  ->  noise estimate (B, 4, F, h, w)
+
+Top to bottom (see ``forward``): embed t; fold frames into the batch; conv_in; transformer_in
+(attention across frames once, before anything else); down levels (keeping skips); mid; up
+levels (consuming skips); GroupNorm -> SiLU -> conv_out; unfold the frames.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..checkpoint import CheckpointError, ModelBase, check_positive_ints
+from .blocks import DOWN_BLOCKS, UP_BLOCKS, UNetMidBlock3DCrossAttn
+from .layers import TemporalTransformer, TimestepEmbedding, timestep_embedding
+
+
+@dataclass
+class UNetConfig:
+    """The keys of the checkpoint's ``unet/config.json`` (defaults: the published 1.7B model)."""
+
+    sample_size: int = 32
+    in_channels: int = 4
+    out_channels: int = 4
+    down_block_types: tuple = ("CrossAttnDownBlock3D",) * 3 + ("DownBlock3D",)
+    up_block_types: tuple = ("UpBlock3D",) + ("CrossAttnUpBlock3D",) * 3
+    block_out_channels: tuple = (320, 640, 1280, 1280)
+    layers_per_block: int = 2
+    downsample_padding: int = 1
+    mid_block_scale_factor: float = 1.0
+    act_fn: str = "silu"
+    norm_num_groups: int = 32
+    norm_eps: float = 1e-5
+    cross_attention_dim: int = 1024
+    attention_head_dim: int = 64  # the width of one head; a level has channels // 64 heads
+    num_attention_heads: int | None = None
+    time_cond_proj_dim: int | None = None
+
+    def validate(self):
+        check_positive_ints(self, "sample_size", "in_channels", "out_channels", "block_out_channels",
+                            "layers_per_block", "norm_num_groups", "cross_attention_dim", "attention_head_dim")
+        if self.layers_per_block > 64 or len(self.block_out_channels) > 8:
+            raise CheckpointError(f"UNet config: {self.layers_per_block} layers per block and "
+                                  f"{len(self.block_out_channels)} levels is beyond any model of this family")
+        if not (len(self.down_block_types) == len(self.up_block_types) == len(self.block_out_channels)):
+            raise CheckpointError("UNet config: down_block_types, up_block_types and block_out_channels must have "
+                                  f"the same length, got {len(self.down_block_types)}, {len(self.up_block_types)}, "
+                                  f"{len(self.block_out_channels)}")
+        for name, known in (("down_block_types", DOWN_BLOCKS), ("up_block_types", UP_BLOCKS)):
+            for t in getattr(self, name):
+                if t not in known:
+                    raise CheckpointError(f"UNet config {name}: unknown block {t!r}; this architecture has "
+                                          f"{sorted(known)}")
+        for c in self.block_out_channels:
+            if c % self.norm_num_groups or c % self.attention_head_dim:
+                raise CheckpointError(f"UNet config: block_out_channels {c} must be divisible by norm_num_groups "
+                                      f"({self.norm_num_groups}) and attention_head_dim ({self.attention_head_dim})")
+        if self.act_fn != "silu":
+            raise CheckpointError(f"UNet config act_fn={self.act_fn!r}: only 'silu' is used by this architecture")
+        if self.num_attention_heads is not None or self.time_cond_proj_dim is not None:
+            raise CheckpointError("UNet config: num_attention_heads and time_cond_proj_dim are not used by this "
+                                  "architecture (the heads follow from attention_head_dim)")
+
+
+class UNet3DConditionModel(ModelBase):
+    config_class = UNetConfig
+
+    def __init__(self, config: UNetConfig):
+        super().__init__()
+        self.config = cfg = config
+        ch = cfg.block_out_channels
+        temb = ch[0] * 4
+        self.conv_in = nn.Conv2d(cfg.in_channels, ch[0], 3, padding=1)
+        self.time_embedding = TimestepEmbedding(ch[0], temb)
+        self.transformer_in = TemporalTransformer(ch[0], 8, cfg.attention_head_dim, cfg.norm_num_groups)
+
+        self.down_blocks = nn.ModuleList()
+        for i, kind in enumerate(cfg.down_block_types):
+            self.down_blocks.append(DOWN_BLOCKS[kind](ch[max(i - 1, 0)], ch[i], temb, cfg,
+                                                      add_downsample=i < len(ch) - 1))
+        self.mid_block = UNetMidBlock3DCrossAttn(ch[-1], temb, cfg)
+        self.up_blocks = nn.ModuleList()
+        rev = ch[::-1]
+        for i, kind in enumerate(cfg.up_block_types):
+            self.up_blocks.append(UP_BLOCKS[kind](rev[min(i + 1, len(ch) - 1)], rev[max(i - 1, 0)], rev[i], temb,
+                                                  cfg, add_upsample=i < len(ch) - 1))
+        self.conv_norm_out = nn.GroupNorm(cfg.norm_num_groups, ch[0], eps=cfg.norm_eps)
+        self.conv_out = nn.Conv2d(ch[0], cfg.out_channels, 3, padding=1)
+
+    # ------------------------------------------------------------------------------------ forward
+    def forward(self, sample, timestep, encoder_hidden_states, return_dict=None):
+        """sample (B, C, F, H, W), timestep (scalar or (B,)), encoder_hidden_states (B, 77, D) -> (B, C, F, H, W).
+
+        ``return_dict`` is accepted for drop-in use and ignored: the result is always a tensor.
+        """
+        if sample.ndim != 5:
+            raise ValueError(f"sample must be (batch, channels, frames, height, width), got {tuple(sample.shape)}")
+        b, _, f, h, w = sample.shape
+        if encoder_hidden_states.shape[0] != b:
+            raise ValueError(f"encoder_hidden_states has batch {encoder_hidden_states.shape[0]}, sample has {b}")
+        t = torch.as_tensor(timestep, device=sample.device)
+        t = t.reshape(-1).expand(b) if t.numel() == 1 else t.reshape(b)
+        t_features = timestep_embedding(t, self.config.block_out_channels[0]).to(self.conv_in.weight.dtype)
+        temb = self.time_embedding(t_features)
+        temb = temb.repeat_interleave(f, dim=0)  # one row per frame
+        context = encoder_hidden_states  # one row per video: cross-attention shares its keys over frames
+
+        x = sample.transpose(1, 2).flatten(0, 1)  # (B*F, C, H, W)
+        x = self.conv_in(x)
+        x = self.transformer_in(x, f)
+
+        skips = [x]
+        for block in self.down_blocks:
+            x, kept = block(x, temb, context, f)
+            skips += kept
+        x = self.mid_block(x, temb, context, f)
+        for block in self.up_blocks:
+            n = len(block.resnets)
+            level_skips, skips = skips[-n:], skips[:-n]
+            # when H or W is not a multiple of 2^levels, upsample to the next skip's size, not 2x
+            size = None
+            if block.upsamplers is not None and tuple(skips[-1].shape[-2:]) != (2 * x.shape[-2], 2 * x.shape[-1]):
+                size = skips[-1].shape[-2:]
+            x = block(x, level_skips, temb, context, f, upsample_size=size)
+
+        x = self.conv_out(F.silu(self.conv_norm_out(x)))
+        return x.unflatten(0, (b, f)).transpose(1, 2)
+
+    # ------------------------------------------------------------------------- memory/speed knobs
+    def attention_modules(self):
+        from ..attention import Attention
+
+        return [m for m in self.modules() if isinstance(m, Attention)]
+
+    def set_attention_backend(self, backend="sdpa", slice_size=None):
+        """"sdpa" (fused, default), "math" (the formula), or "sliced" (``slice_size`` heads at a time)."""
+        for m in self.attention_modules():
+            m.set_backend(backend, slice_size)
+
+    def enable_attention_slicing(self, slice_size="auto"):
+        """Compute attention a few (batch x head) slices at a time: "auto" = half the heads, "max" = one."""
+        if slice_size == "max":
+            slice_size = 1
+        for m in self.attention_modules():
+            size = max(m.heads // 2, 1) if slice_size == "auto" else slice_size
+            m.set_backend("sliced", size)
+
+    def disable_attention_slicing(self):
+        self.set_attention_backend("sdpa")
+
+    def enable_forward_chunking(self, chunk_size=None, dim=0):
+        """Run every feed-forward ``chunk_size`` rows at a time along ``dim`` (0: batch, 1: tokens)."""
+        if dim not in (0, 1):
+            raise ValueError(f"dim must be 0 (batch) or 1 (tokens), got {dim!r}")
+        if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+            raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+        self._set_chunking(chunk_size or 1, dim)
+
+    def disable_forward_chunking(self):
+        self._set_chunking(None, 0)
+
+    def _set_chunking(self, chunk_size, dim):
+        from ..attention import FeedForward
+
+        for m in self.modules():
+            if isinstance(m, FeedForward):
+                m.chunk_size, m.chunk_dim = chunk_size, dim
