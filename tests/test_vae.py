@@ -329,3 +329,18 @@ def test_float16_decode_without_overflow_stays_float16(tiny):
         with torch.no_grad():
             out = vae.decode(z.half())
     assert out.dtype == torch.float16 and torch.isfinite(out).all()
+
+
+@pytest.mark.parity
+def test_posterior_matches_diffusers_including_clamped_logvar():
+    from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+    from t2vlab.vae import DiagonalGaussian
+
+    # logvar beyond the clamp range [-30, 20]
+    moments = torch.randn(2, 8, 3, 3, generator=torch.Generator().manual_seed(0)) * 40
+    ours, ref = DiagonalGaussian(moments), DiagonalGaussianDistribution(moments)
+    assert ours.logvar.min() == -30 and ours.logvar.max() == 20
+    for name in ("mean", "logvar", "std", "var"):
+        assert rel_err(getattr(ours, name), getattr(ref, name)) < 1e-6, name
+    assert rel_err(ours.kl(), ref.kl()) < 1e-6
