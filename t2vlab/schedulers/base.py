@@ -1,0 +1,401 @@
+"""Shared pieces of every scheduler: config handling, beta schedules, timestep spacing, the
+x0/epsilon conversions, sigma helpers (Karras, sigma -> t) and the noise draw.
+
+Notation used in all scheduler files (DDPM paper):
+    beta_t                      noise added at training step t
+    abar_t = prod_{s<=t}(1 - beta_s)      ("alphas_cumprod")
+    x_t = sqrt(abar_t) * x0 + sqrt(1 - abar_t) * eps                 (variance preserving, "VP")
+    sigma_t = sqrt((1 - abar_t) / abar_t),  x_t / sqrt(abar_t) = x0 + sigma_t * eps   (k-diffusion, "VE")
+
+Numerics deliberately follow diffusers: tables (betas, abar, sigmas) are float32 tensors and
+per-step coefficients are float32 0-d tensors, so that a trajectory matches diffusers to ~1e-7.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
+CONFIG_NAME = "scheduler_config.json"
+
+# Config keys shared by every scheduler (names and defaults as in diffusers' scheduler configs).
+BETA_DEFAULTS = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.0001,
+    "beta_end": 0.02,
+    "beta_schedule": "linear",
+    "trained_betas": None,
+}
+
+
+class SchedulerConfig(Mapping):
+    """Read-only mapping with attribute access: ``cfg["beta_end"]`` and ``cfg.beta_end``."""
+
+    def __init__(self, data):
+        object.__setattr__(self, "_data", dict(data))
+
+    def __getitem__(self, key):
+        return self._data[key]
+
+    def __iter__(self):
+        return iter(self._data)
+
+    def __len__(self):
+        return len(self._data)
+
+    def __getattr__(self, name):
+        try:
+            return self._data[name]
+        except KeyError:
+            raise AttributeError(f"scheduler config has no key {name!r}") from None
+
+    def __setattr__(self, name, value):
+        raise AttributeError("scheduler config is read-only; use Scheduler.from_config(config, key=value)")
+
+    def __repr__(self):
+        return f"SchedulerConfig({self._data!r})"
+
+
+@dataclass
+class SchedulerOutput:
+    prev_sample: torch.Tensor
+    pred_original_sample: torch.Tensor | None = None
+
+    def __getitem__(self, i):
+        return (self.prev_sample, self.pred_original_sample)[i]
+
+
+# ----------------------------------------------------------------------------- math helpers
+
+
+def make_betas(cfg) -> torch.Tensor:
+    """beta_t for t = 0..T-1, float32.
+    linear:            beta_t = linspace(beta_start, beta_end)
+    scaled_linear:     beta_t = linspace(sqrt(beta_start), sqrt(beta_end))^2        (Stable Diffusion)
+    squaredcos_cap_v2: beta_t = min(1 - abar(t+1/T) / abar(t/T), 0.999),
+                       abar(s) = cos((s + 0.008) / 1.008 * pi / 2)^2                 (Nichol & Dhariwal)
+    """
+    n, b0, b1 = cfg["num_train_timesteps"], cfg["beta_start"], cfg["beta_end"]
+    if cfg.get("trained_betas") is not None:
+        return torch.tensor(cfg["trained_betas"], dtype=torch.float32)
+    kind = cfg["beta_schedule"]
+    if kind == "linear":
+        return torch.linspace(b0, b1, n, dtype=torch.float32)
+    if kind == "scaled_linear":
+        return torch.linspace(b0**0.5, b1**0.5, n, dtype=torch.float32) ** 2
+    if kind == "squaredcos_cap_v2":
+        abar = [math.cos((i / n + 0.008) / 1.008 * math.pi / 2) ** 2 for i in range(n + 1)]
+        return torch.tensor([min(1 - abar[i + 1] / abar[i], 0.999) for i in range(n)], dtype=torch.float32)
+    raise ValueError(f"beta_schedule must be one of {BETA_SCHEDULES}, got {kind!r}")
+
+
+def spaced_timesteps(spacing: str, n: int, num_train: int, steps_offset: int = 0, *,
+                     extra: int = 0, round_linspace: bool = True) -> np.ndarray:
+    """n inference timesteps in [0, T), descending, as float64 (callers cast).
+    leading:  k * (T // m) + steps_offset, k = m-1..0             (m = n + extra)
+    trailing: round(T - k * T / n) - 1,    k = 0..n-1   (always includes T-1)
+    linspace: round(linspace(0, T-1, m)) reversed   (unrounded for the sigma schedulers)
+    ``extra`` points are generated then the smallest dropped (DPM-Solver uses m = n + 1).
+    """
+    m = n + extra
+    if spacing == "linspace":
+        t = np.linspace(0, num_train - 1, m)
+        t = (t.round() if round_linspace else t)[::-1][:n]
+    elif spacing == "leading":
+        t = (np.arange(m) * (num_train // m))[::-1][:n].astype(np.float64) + steps_offset
+    elif spacing == "trailing":
+        t = np.round(np.arange(num_train, 0, -num_train / n)) - 1
+    else:
+        raise ValueError(f"timestep_spacing must be one of {TIMESTEP_SPACINGS}, got {spacing!r}")
+    return np.array(t, dtype=np.float64)  # a fresh array: torch.from_numpy refuses negative strides
+
+
+def vp_x0_eps(prediction_type: str, model_output, sample, alpha, sigma):
+    """Convert a model output to (x0, eps) where sample = alpha * x0 + sigma * eps
+    and v = alpha * eps - sigma * x0 (Salimans & Ho 2022)."""
+    if prediction_type == "epsilon":
+        return (sample - sigma * model_output) / alpha, model_output
+    if prediction_type == "v_prediction":
+        return alpha * sample - sigma * model_output, alpha * model_output + sigma * sample
+    if prediction_type == "sample":
+        return model_output, (sample - alpha * model_output) / sigma
+    raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
+
+
+def ve_x0(prediction_type: str, model_output, x, sigma):
+    """x0 from a model output in k-diffusion form, x = x0 + sigma * eps (x is the unscaled sample).
+    The model saw c_in * x with c_in = 1 / sqrt(sigma^2 + 1), so for v: x0 = c_in^2 x - sigma c_in v."""
+    if prediction_type == "epsilon":
+        return x - sigma * model_output
+    if prediction_type == "v_prediction":
+        return model_output * (-sigma / (sigma**2 + 1) ** 0.5) + x / (sigma**2 + 1)
+    if prediction_type == "sample":
+        return model_output
+    raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
+
+
+def karras_sigmas(sigma_min: float, sigma_max: float, n: int, rho: float = 7.0) -> np.ndarray:
+    """Karras et al. 2022, eq. 5: sigma_i = (smax^(1/rho) + i/(n-1) (smin^(1/rho) - smax^(1/rho)))^rho."""
+    ramp = np.linspace(0, 1, n)
+    lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
+    return (hi + ramp * (lo - hi)) ** rho
+
+
+def sigma_to_t(sigmas: np.ndarray, train_sigmas: np.ndarray) -> np.ndarray:
+    """Fractional training timestep of each sigma: linear interpolation in log(sigma), clamped to [0, T-1]."""
+    log_train = np.log(train_sigmas.astype(np.float64))
+    return np.interp(np.log(np.maximum(sigmas, 1e-10)), log_train, np.arange(len(train_sigmas)))
+
+
+def draw_noise(shape, generator, device, dtype) -> torch.Tensor:
+    """Standard normal noise drawn exactly as diffusers' ``randn_tensor`` draws it: a CPU generator
+    used for another device draws on the CPU and moves the result; a list of generators draws one
+    batch item from each. Same generator => bit-identical noise."""
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    first = generator[0] if isinstance(generator, (list, tuple)) else generator
+    rand_device = device
+    if first is not None and first.device.type != device.type:
+        if first.device.type != "cpu":
+            raise ValueError(f"cannot draw a {device} tensor from a {first.device.type} generator")
+        rand_device = torch.device("cpu")
+    if isinstance(generator, (list, tuple)) and len(generator) == 1:
+        generator = generator[0]
+    if isinstance(generator, (list, tuple)):
+        parts = [torch.randn((1, *shape[1:]), generator=g, device=rand_device, dtype=dtype) for g in generator]
+        return torch.cat(parts).to(device)
+    return torch.randn(shape, generator=generator, device=rand_device, dtype=dtype).to(device)
+
+
+def _broadcast(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    values = values.flatten()
+    return values.reshape(values.shape + (1,) * (like.ndim - 1))
+
+
+# ----------------------------------------------------------------------------- base class
+
+
+class Scheduler:
+    """Base: config in / out, ``set_timesteps``, ``step``, ``add_noise``.
+
+    Subclasses set ``_defaults`` (every config key of the diffusers class of the same name, with
+    its default) and ``_only`` (key -> allowed values, for options whose other values change the
+    math and are not implemented here), and implement ``_set_timesteps`` and ``_step``.
+    """
+
+    _defaults: dict = dict(BETA_DEFAULTS)
+    _only: dict = {}
+    _choices = {"beta_schedule": BETA_SCHEDULES, "prediction_type": PREDICTION_TYPES,
+                "timestep_spacing": TIMESTEP_SPACINGS}
+    order = 1
+    init_noise_sigma = 1.0
+
+    def __init__(self, **config):
+        name = type(self).__name__
+        unknown = sorted(set(config) - set(self._defaults))
+        if unknown:
+            raise TypeError(f"{name} got unknown config keys {unknown}; use from_config to ignore extra keys")
+        cfg = {**self._defaults, **config}
+        for key, allowed in self._choices.items():
+            if key in cfg and cfg[key] not in allowed:
+                raise ValueError(f"{key} must be one of {allowed}, got {cfg[key]!r}")
+        for key, allowed in self._only.items():
+            if cfg[key] not in allowed:
+                raise NotImplementedError(f"{name}: {key}={cfg[key]!r} is not implemented in t2vlab "
+                                          f"(supported: {allowed})")
+        T = cfg["num_train_timesteps"]
+        if isinstance(T, bool) or not isinstance(T, int) or T < 2:
+            raise ValueError(f"num_train_timesteps must be an integer >= 2, got {T!r}")
+        self._cfg, self._explicit, self._hidden = cfg, set(config), {}
+        self.betas = make_betas(cfg)
+        self.alphas_cumprod = torch.cumprod(1.0 - self.betas, dim=0)
+        self.num_inference_steps = None
+        self.timesteps = None
+        self._step_index = None
+        self._begin_index = None
+
+    # ---- config -------------------------------------------------------------------------
+    @property
+    def config(self) -> SchedulerConfig:
+        used_defaults = sorted(set(self._defaults) - self._explicit)
+        return SchedulerConfig({**self._hidden, **self._cfg, "_class_name": type(self).__name__,
+                                "_use_default_values": used_defaults})
+
+    @classmethod
+    def from_config(cls, config=None, **overrides):
+        """Build from a diffusers scheduler config (dict, ``.config`` of any scheduler, ours or
+        diffusers'). Keys this class does not know are kept aside (and passed on by ``.config``) so
+        that switching DDIM -> DPM -> DDIM keeps e.g. ``clip_sample``; keys the source left at its own
+        defaults (``_use_default_values``) are not carried over, as in diffusers."""
+        if cls is Scheduler:
+            return scheduler_class(config)._from_config(config, overrides)
+        return cls._from_config(config, overrides)
+
+    @classmethod
+    def _from_config(cls, config, overrides):
+        src = dict(config or {})
+        used_defaults = set(src.pop("_use_default_values", None) or ())
+        src = {k: v for k, v in src.items() if k not in used_defaults}
+        bad = sorted(set(overrides) - set(cls._defaults))
+        if bad:
+            raise TypeError(f"{cls.__name__} has no config keys {bad}")
+        own = {k: v for k, v in src.items() if k in cls._defaults}
+        sched = cls(**{**own, **overrides})
+        sched._hidden = {k: v for k, v in src.items() if k not in cls._defaults and not k.startswith("_")}
+        return sched
+
+    @classmethod
+    def from_pretrained(cls, path, subfolder: str | None = None, **overrides):
+        """Read ``scheduler_config.json`` from a folder (optionally ``subfolder``) or a json file path."""
+        file = os.path.join(path, subfolder or "", CONFIG_NAME) if os.path.isdir(path) else path
+        with open(file, encoding="utf-8") as f:
+            return cls.from_config(json.load(f), **overrides)
+
+    def save_pretrained(self, folder) -> str:
+        """Write ``scheduler_config.json`` in the diffusers format (readable by diffusers' classes)."""
+        os.makedirs(folder, exist_ok=True)
+        data = {k: v for k, v in self.config.items() if k != "_use_default_values"}
+        file = os.path.join(folder, CONFIG_NAME)
+        with open(file, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2, sort_keys=True)
+        return file
+
+    def __repr__(self):
+        return f"{type(self).__name__}({json.dumps(self._cfg)})"
+
+    def __len__(self):
+        return self._cfg["num_train_timesteps"]
+
+    # ---- timesteps and stepping ------------------------------------------------------------
+    def set_timesteps(self, num_inference_steps: int, device=None):
+        T, n = self._cfg["num_train_timesteps"], num_inference_steps
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= T:
+            raise ValueError(f"num_inference_steps must be an integer in [1, num_train_timesteps={T}], got {n!r}")
+        self.num_inference_steps = int(n)
+        self._step_index = None
+        self._begin_index = None
+        self._set_timesteps(int(n), device)
+
+    def step(self, model_output, timestep, sample, eta: float = 0.0, generator=None, return_dict=True, **kwargs):
+        """One denoising step: returns ``.prev_sample`` and ``.pred_original_sample`` (x0 estimate).
+        Only DDIM uses ``eta``; unknown keyword arguments are ignored."""
+        if self.timesteps is None:
+            raise ValueError(f"{type(self).__name__}.step() called before set_timesteps(); "
+                             "call set_timesteps(num_inference_steps) first")
+        prev, x0 = self._step(model_output, timestep, sample, eta=eta, generator=generator, **kwargs)
+        return SchedulerOutput(prev, x0) if return_dict else (prev, x0)
+
+    def scale_model_input(self, sample, timestep=None):
+        return sample
+
+    def set_begin_index(self, begin_index: int = 0):
+        """Start stepping at ``timesteps[begin_index]`` (image/video-to-video)."""
+        self._begin_index = begin_index
+
+    @property
+    def step_index(self):
+        return self._step_index
+
+    def index_for_timestep(self, timestep, schedule=None) -> int:
+        """Position of ``timestep`` in the schedule (the 2nd match if it occurs twice, as diffusers)."""
+        schedule = self.timesteps if schedule is None else schedule
+        if isinstance(timestep, torch.Tensor):
+            timestep = timestep.to(schedule.device)
+        hits = (schedule == timestep).nonzero()
+        if len(hits) == 0:
+            raise ValueError(f"timestep {timestep} is not one of this scheduler's timesteps")
+        return hits[1 if len(hits) > 1 else 0].item()
+
+    def _index(self, timestep) -> int:
+        if self._step_index is None:
+            self._step_index = self._begin_index if self._begin_index is not None else \
+                self.index_for_timestep(timestep)
+        return self._step_index
+
+    def _schedule_indices(self, timesteps: torch.Tensor, device) -> list[int]:
+        if self._begin_index is None:
+            schedule = self.timesteps.to(device)
+            return [self.index_for_timestep(t, schedule) for t in timesteps.to(device).flatten()]
+        idx = self._step_index if self._step_index is not None else self._begin_index
+        return [idx] * timesteps.numel()
+
+    def add_noise(self, original_samples, noise, timesteps):
+        """Forward process q(x_t | x0): x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps (t = training timesteps)."""
+        abar = self.alphas_cumprod.to(device=original_samples.device, dtype=original_samples.dtype)
+        abar = abar[timesteps.to(original_samples.device)]
+        return _broadcast(abar**0.5, original_samples) * original_samples + \
+            _broadcast((1 - abar) ** 0.5, original_samples) * noise
+
+    def _train_sigmas(self) -> np.ndarray:
+        """sigma_t = sqrt((1 - abar_t) / abar_t) for t = 0..T-1 (float32, increasing)."""
+        return (((1 - self.alphas_cumprod) / self.alphas_cumprod) ** 0.5).numpy()
+
+    def _set_timesteps(self, n, device):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _step(self, model_output, timestep, sample, eta, generator, **kwargs):  # pragma: no cover
+        raise NotImplementedError
+
+
+class SigmaScheduler(Scheduler):
+    """Schedulers in k-diffusion form (Euler, Euler ancestral, LMS). They integrate in
+    x = x_vp * sqrt(sigma^2 + 1) = x0 + sigma * eps, start from noise of std ``init_noise_sigma``
+    and feed the model ``scale_model_input(x) = x / sqrt(sigma^2 + 1)`` (back to VP scale)."""
+
+    _only = {"use_exponential_sigmas": (False, None), "use_beta_sigmas": (False, None)}
+
+    def __init__(self, **config):
+        super().__init__(**config)
+        self.sigmas = torch.from_numpy(np.concatenate([self._train_sigmas()[::-1], [0.0]]).astype(np.float32))
+
+    @property
+    def init_noise_sigma(self):
+        top = self.sigmas.max()
+        return top if self._cfg["timestep_spacing"] in ("linspace", "trailing") else (top**2 + 1) ** 0.5
+
+    def scale_model_input(self, sample, timestep=None):
+        sigma = self.sigmas[self._index(timestep)]
+        return sample / (sigma**2 + 1) ** 0.5
+
+    def add_noise(self, original_samples, noise, timesteps):
+        """x = x0 + sigma * eps, sigma taken from the inference schedule at ``timesteps``."""
+        sigmas = self.sigmas.to(device=original_samples.device, dtype=original_samples.dtype)
+        sigma = sigmas[self._schedule_indices(timesteps, original_samples.device)]
+        return original_samples + noise * _broadcast(sigma, original_samples)
+
+    def _set_timesteps(self, n, device):
+        c = self._cfg
+        timesteps = spaced_timesteps(c["timestep_spacing"], n, c["num_train_timesteps"], c["steps_offset"],
+                                     round_linspace=False).astype(np.float32)
+        train = self._train_sigmas()
+        sigmas = np.interp(timesteps, np.arange(len(train)), train)
+        if c.get("use_karras_sigmas"):
+            lo = c.get("sigma_min") if c.get("sigma_min") is not None else sigmas[-1].item()
+            hi = c.get("sigma_max") if c.get("sigma_max") is not None else sigmas[0].item()
+            sigmas = karras_sigmas(lo, hi, n)
+            timesteps = sigma_to_t(sigmas, train)
+        last = train[0].item() if c.get("final_sigmas_type") == "sigma_min" else 0.0
+        self.sigmas = torch.from_numpy(np.concatenate([sigmas, [last]]).astype(np.float32))
+        self.timesteps = torch.from_numpy(timesteps.astype(np.float32)).to(device)
+        self._reset_history()
+
+    def _reset_history(self):
+        pass
+
+
+def scheduler_class(config):
+    """The t2vlab class named by a config's ``_class_name``."""
+    from . import SCHEDULER_CLASSES  # late import: the classes live in sibling modules
+
+    name = (config or {}).get("_class_name")
+    if name not in SCHEDULER_CLASSES:
+        raise ValueError(f"_class_name must be one of {sorted(SCHEDULER_CLASSES)}, got {name!r}")
+    return SCHEDULER_CLASSES[name]
