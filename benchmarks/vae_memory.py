@@ -1,0 +1,78 @@
+"""Peak CPU memory of decoding a video with the full-width VAE, with and without slicing.
+
+    python benchmarks/vae_memory.py [--size 64] [--frames 16 64]
+
+Builds the published VAE config (83.7 M parameters, random weights: memory does not depend on
+the values) at a small frame size, and measures in a forked child the extra peak resident memory
+of one decode of F frames:
+
+- ours:      ``vae.decode_video(latents)``, frames folded into the batch, finished slice by slice;
+- diffusers: ``vae.decode(folded_latents)`` (what TextToVideoSDPipeline.decode_latents calls), with
+             ``enable_slicing()`` / ``disable_slicing()``.
+
+The "output" column is the size of the decoded float32 frames, which any decoder must hold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from functools import partial
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import mib, peak_memory, print_table  # noqa: E402
+
+from t2vlab import AutoencoderKL  # noqa: E402
+
+CONFIG = Path("/work/shared/reference/ms-1.7b-configs/vae_config.json")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", type=int, default=64, help="frame height and width in pixels")
+    ap.add_argument("--frames", type=int, nargs="+", default=[16, 64])
+    ap.add_argument("--config", type=Path, default=CONFIG)
+    ap.add_argument("--no-diffusers", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(1)  # a shared 2-core machine: keep runs comparable
+    cfg = json.loads(args.config.read_text())
+    ours = AutoencoderKL.from_config(cfg).eval()
+    ref = None
+    if not args.no_diffusers:
+        import diffusers
+        ref = diffusers.AutoencoderKL.from_config(cfg).eval()
+        ref.load_state_dict(ours.state_dict())
+    h = args.size // ours.spatial_factor
+    rows = []
+    for frames in args.frames:
+        latents = torch.randn(1, 4, frames, h, h)
+        folded = latents.permute(0, 2, 1, 3, 4).reshape(frames, 4, h, h) / ours.config.scaling_factor
+        out = frames * 3 * args.size * args.size * 4
+        for sliced in (False, True):
+            row = [frames, "yes" if sliced else "no", mib(out),
+                   mib(peak_memory(partial(decode_ours, ours, latents, sliced)))]
+            if ref is not None:
+                row.append(mib(peak_memory(partial(decode_diffusers, ref, folded, sliced))))
+            rows.append(row)
+    headers = ["frames", "slicing", "output MiB", "ours peak MiB", "diffusers peak MiB"][:5 if ref else 4]
+    title = f"VAE decode, full-width config, {args.size}x{args.size} frames, CPU float32, 1 thread"
+    print_table(headers, rows, title=title)
+
+
+def decode_ours(vae, latents, sliced):
+    vae.enable_slicing(1) if sliced else vae.disable_slicing()
+    with torch.no_grad():
+        vae.decode_video(latents)
+
+
+def decode_diffusers(vae, folded, sliced):
+    vae.enable_slicing() if sliced else vae.disable_slicing()
+    with torch.no_grad():
+        vae.decode(folded)
+
+if __name__ == "__main__":
+    main()
