@@ -1,46 +1,33 @@
 """Small helpers shared by the benchmark scripts: timing, peak memory, and a printed table.
 
-Peak CPU memory is measured in a forked child process: the child notes its resident memory
-before the measured call and its high-water mark (ru_maxrss) after, and reports the difference.
-A fresh process per measurement keeps one run's allocations from hiding another's.
+Peak CPU memory is the process's resident-set high-water mark (VmHWM), reset just before the
+measured call through /proc/self/clear_refs, minus the resident memory at that moment. It runs
+in-process: forking a process whose OpenMP thread pool is running can deadlock the child.
 """
 
 from __future__ import annotations
 
-import multiprocessing as mp
-import resource
+import gc
+import re
 import statistics
 import time
 
 import torch
 
 
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize()
-
-
-def _child(fn, queue):
-    try:
-        before = _rss_bytes()
-        fn()
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        queue.put(max(peak - before, 0))
-    except BaseException as e:  # report, do not hang the parent
-        queue.put(e)
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return int(re.search(rf"^{field}:\s+(\d+) kB", f.read(), re.M).group(1))
 
 
 def peak_memory(fn) -> int:
-    """Extra peak memory (bytes) that calling ``fn()`` needs on CPU (CUDA: use torch.cuda stats)."""
-    ctx = mp.get_context("fork")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_child, args=(fn, queue))
-    proc.start()
-    result = queue.get()
-    proc.join()
-    if isinstance(result, BaseException):
-        raise result
-    return result
+    """Extra peak memory (bytes) that calling ``fn()`` needs on CPU (for CUDA use torch.cuda stats)."""
+    gc.collect()
+    before = _status_kib("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset VmHWM to the current RSS
+    fn()
+    return max(_status_kib("VmHWM") - before, 0) * 1024
 
 
 def time_call(fn, repeats=3, warmup=1) -> float:
