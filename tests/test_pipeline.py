@@ -1,0 +1,379 @@
+"""The whole pipeline against diffusers' TextToVideoSDPipeline, frame for frame, plus loading,
+the seed page's examples, the CLI and bad input.
+
+Parity tolerance: 1e-4 absolute on frames in [0, 1] (float32). Every component matches to ~1e-6
+relative; through 5-10 denoising steps with guidance 9 (which amplifies the UNet's small
+differences ninefold) and the VAE, the frames stay within a few 1e-6; 1e-4 is far below one
+8-bit grey level (3.9e-3) yet far above float32 noise.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import t2vlab
+from t2vlab import TextToVideoPipeline
+from t2vlab.checkpoint import CheckpointError
+from t2vlab.tiny import TINY_TEXT, TINY_UNET, TINY_VAE, make_tiny_checkpoint
+
+from .helpers import randomize_
+
+diffusers = pytest.importorskip("diffusers")
+transformers = pytest.importorskip("transformers")
+
+ATOL = 1e-4
+
+
+def diffusers_pipeline(folder_tokenizer, seed=0):
+    """A tiny TextToVideoSDPipeline built from diffusers' and transformers' own classes."""
+    from t2vlab.tiny import SCHEDULER_CONFIG
+
+    unet = randomize_(diffusers.UNet3DConditionModel(**TINY_UNET), seed=seed, std=0.2)
+    vae = randomize_(diffusers.AutoencoderKL(**TINY_VAE), seed=seed + 1, std=0.2)
+    text_cfg = transformers.CLIPTextConfig(**TINY_TEXT, vocab_size=49408, max_position_embeddings=77)
+    text = randomize_(transformers.CLIPTextModel(text_cfg), seed=seed + 2, std=0.2)
+    tokenizer = transformers.CLIPTokenizer.from_pretrained(str(folder_tokenizer))
+    scheduler = diffusers.DDIMScheduler.from_config(SCHEDULER_CONFIG)
+    for model in (unet, vae, text):
+        model.eval()  # freshly constructed modules are in training mode: dropout would be live
+    return diffusers.TextToVideoSDPipeline(vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet,
+                                           scheduler=scheduler).to(torch.float32)
+
+
+@pytest.fixture(scope="module")
+def tokenizer_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tok")
+    t2vlab.Tokenizer.default().save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def saved_reference(tmp_path_factory, tokenizer_folder):
+    """{(safe, variant): folder} written by diffusers' save_pretrained, and the reference pipeline."""
+    ref = diffusers_pipeline(tokenizer_folder)
+    ref.set_progress_bar_config(disable=True)
+    folders = {}
+    for safe, variant in [(True, None), (False, None), (True, "fp16")]:
+        folder = tmp_path_factory.mktemp(f"ref-{safe}-{variant}")
+        if variant == "fp16":
+            half = diffusers_pipeline(tokenizer_folder).to(torch.float16)
+            half.save_pretrained(folder, safe_serialization=safe, variant=variant)
+        else:
+            ref.save_pretrained(folder, safe_serialization=safe, variant=variant)
+        folders[(safe, variant)] = folder
+    return ref, folders
+
+
+def run_both(ref, ours, scheduler=None, n_videos=1, steps=6, **kw):
+    if scheduler is not None:
+        ref.scheduler = getattr(diffusers, scheduler).from_config(ref.scheduler.config)
+        ours.scheduler = getattr(t2vlab, scheduler).from_config(ours.scheduler.config)
+    args = dict(prompt="a red circle moving left", negative_prompt="blurry", num_frames=3, height=32, width=48,
+                num_inference_steps=steps, guidance_scale=9.0, **kw)
+    expected = ref(**{**args, "prompt": [args["prompt"]] * n_videos, "negative_prompt": ["blurry"] * n_videos},
+                   generator=torch.Generator().manual_seed(0)).frames
+    got = ours(**args, num_videos_per_prompt=n_videos, generator=torch.Generator().manual_seed(0)).frames
+    return got, expected
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("scheduler", ["DDIMScheduler", "DPMSolverMultistepScheduler"])
+@pytest.mark.parametrize("n_videos", [1, 3])
+def test_frames_equal_diffusers(saved_reference, scheduler, n_videos):
+    ref, folders = saved_reference
+    ours = TextToVideoPipeline.from_pretrained(folders[(True, None)])
+    ours.set_progress_bar_config(disable=True)
+    got, expected = run_both(ref, ours, scheduler, n_videos)
+    assert got.shape == expected.shape == (n_videos, 3, 32, 48, 3)
+    assert np.abs(got - expected).max() <= ATOL
+    assert expected.std() > 0.01  # a non-trivial video
+
+
+@pytest.mark.parity
+def test_stochastic_ddim_eta_matches(saved_reference):
+    """eta > 0 draws noise inside each step: same generator, same layout, same frames."""
+    ref, folders = saved_reference
+    ours = TextToVideoPipeline.from_pretrained(folders[(True, None)])
+    ours.set_progress_bar_config(disable=True)
+    got, expected = run_both(ref, ours, "DDIMScheduler", eta=1.0)
+    assert np.abs(got - expected).max() <= ATOL
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("safe,variant", [(False, None), (True, "fp16")])
+def test_loads_bin_and_fp16_variant(saved_reference, safe, variant):
+    ref, folders = saved_reference
+    ours = TextToVideoPipeline.from_pretrained(folders[(safe, variant)], variant=variant, torch_dtype=torch.float32)
+    if variant is None:  # same weights as the reference: same frames
+        ours.set_progress_bar_config(disable=True)
+        got, expected = run_both(ref, ours, "DDIMScheduler", steps=3)
+        assert np.abs(got - expected).max() <= ATOL
+    else:  # the fp16 files hold the fp16 rounding of another random draw: compare weights
+        half = diffusers.TextToVideoSDPipeline.from_pretrained(folders[(safe, variant)], variant="fp16")
+        for name in ("unet", "vae"):
+            theirs = getattr(half, name).state_dict()
+            for k, v in getattr(ours, name).state_dict().items():
+                assert torch.equal(v, theirs[k].float()), (name, k)
+
+
+# --------------------------------------------------------------------------------------- tiny + API
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "ckpt")
+
+
+@pytest.fixture()
+def pipe(tiny):
+    p = TextToVideoPipeline.from_pretrained(tiny)
+    p.set_progress_bar_config(disable=True)
+    return p
+
+
+def test_tiny_checkpoint_is_readable_by_diffusers(tiny):
+    ref = diffusers.TextToVideoSDPipeline.from_pretrained(tiny)
+    ours = TextToVideoPipeline.from_pretrained(tiny)
+    for name in ("unet", "vae"):
+        theirs = getattr(ref, name).state_dict()
+        for k, v in getattr(ours, name).state_dict().items():
+            assert torch.equal(v, theirs[k]), (name, k)
+
+
+def test_default_size_and_output_types(pipe):
+    out = pipe("a cat", num_frames=2, num_inference_steps=2, output_type="np")
+    assert out.frames.shape == (1, 2, 64, 64, 3) and out.frames.dtype == np.float32  # 8 * sample_size
+    assert 0 <= out.frames.min() and out.frames.max() <= 1
+    pt = pipe("a cat", num_frames=2, num_inference_steps=2, output_type="pt").frames
+    assert torch.is_tensor(pt) and pt.shape == (1, 2, 64, 64, 3)
+    pil = pipe("a cat", num_frames=2, num_inference_steps=2, output_type="pil").frames
+    assert len(pil) == 1 and len(pil[0]) == 2 and pil[0][0].size == (64, 64)
+    lat = pipe("a cat", num_frames=2, num_inference_steps=2, output_type="latent").frames
+    assert lat.shape == (1, 4, 2, 8, 8)
+    assert pipe("a cat", num_frames=1, num_inference_steps=1, return_dict=False)[0].shape == (1, 1, 64, 64, 3)
+
+
+def test_same_seed_same_video_and_generator_list(pipe):
+    def run(gen):
+        return pipe(["a", "b"], num_frames=2, num_inference_steps=3, generator=gen).frames
+
+    a = run(torch.Generator().manual_seed(7))
+    assert np.array_equal(a, run(torch.Generator().manual_seed(7)))
+    assert not np.array_equal(a, run(torch.Generator().manual_seed(8)))
+    per_video = run([torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)])
+    alone = pipe("b", num_frames=2, num_inference_steps=3, generator=[torch.Generator().manual_seed(2)]).frames
+    # the second video depends only on its own seed (up to float32 rounding: a batch of 2 and a batch of 1
+    # take different matrix-multiply blockings, ~1e-6 apart), and not on the first video's seed
+    assert np.abs(per_video[1] - alone[0]).max() < 1e-4
+    assert np.abs(per_video[0] - alone[0]).max() > 1e-2
+
+
+def test_callback_sees_every_step_and_can_replace_latents(pipe):
+    seen = []
+
+    def cb(p, i, t, kw):
+        seen.append((i, int(t), kw["pred_original_sample"].shape))
+        return {"latents": torch.zeros_like(kw["latents"])} if i == 2 else {}
+
+    out = pipe("a", num_frames=2, num_inference_steps=3, callback_on_step_end=cb, output_type="latent").frames
+    assert [s[0] for s in seen] == [0, 1, 2] and seen[0][2] == (1, 4, 2, 8, 8)
+    assert torch.count_nonzero(out) == 0
+
+
+def test_prompt_embeds_path_equals_prompt_path(pipe):
+    cond, uncond = pipe.encode_prompt("a dog", "cpu", negative_prompt="x")
+    g = dict(num_frames=2, num_inference_steps=2)
+    a = pipe("a dog", negative_prompt="x", generator=torch.Generator().manual_seed(0), **g).frames
+    b = pipe(prompt_embeds=cond, negative_prompt_embeds=uncond, generator=torch.Generator().manual_seed(0), **g).frames
+    assert np.array_equal(a, b)
+
+
+def test_noise_shared_ratio_correlates_the_starting_frames(pipe):
+    def start(r):
+        return pipe.prepare_latents(1, 8, 64, 64, torch.float32, "cpu", torch.Generator().manual_seed(0),
+                                    noise_shared_ratio=r)
+
+    def frame_corr(x):
+        f = x[0].transpose(0, 1).reshape(8, -1)
+        return torch.corrcoef(f)[~torch.eye(8, dtype=bool)].mean().item()
+
+    assert abs(frame_corr(start(0.0))) < 0.1
+    assert abs(frame_corr(start(0.5)) - 0.5) < 0.15
+    assert abs(start(0.5).std().item() - 1) < 0.1  # still unit variance
+
+
+def test_scheduler_swap_from_config(pipe):
+    pipe.scheduler = t2vlab.DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
+    out = pipe("a", num_frames=2, num_inference_steps=4)
+    assert out.frames.shape[1] == 2
+    assert len(pipe.scheduler.timesteps) == 4
+
+
+def test_memory_options_do_not_change_the_video(pipe):
+    kw = dict(num_frames=3, num_inference_steps=2)
+    base = pipe("a", generator=torch.Generator().manual_seed(0), **kw).frames
+    pipe.enable_vae_slicing()
+    pipe.enable_attention_slicing()
+    pipe.unet.enable_forward_chunking()
+    with pytest.warns(UserWarning, match="no CUDA"):
+        pipe.enable_model_cpu_offload()
+    other = pipe("a", generator=torch.Generator().manual_seed(0), **kw).frames
+    assert np.abs(base - other).max() < 1e-5
+
+
+def test_progress_bar_can_be_disabled(tiny, capsys):
+    p = TextToVideoPipeline.from_pretrained(tiny)
+    p("a", num_frames=1, num_inference_steps=2)
+    assert "2/2" in capsys.readouterr().err
+    p.set_progress_bar_config(disable=True)
+    p("a", num_frames=1, num_inference_steps=2)
+    assert "2/2" not in capsys.readouterr().err
+
+
+def test_non_finite_latents_stop_the_run(pipe):
+    pipe.scheduler = t2vlab.DDIMScheduler.from_config(pipe.scheduler.config)
+    with pytest.raises(FloatingPointError, match="float32"):
+        pipe("a", num_frames=1, num_inference_steps=3, latents=torch.full((1, 4, 1, 8, 8), float("nan")))
+
+
+# ------------------------------------------------------------------------------------------ bad input
+@pytest.mark.parametrize("kwargs,name", [
+    (dict(height=60), "height"), (dict(width=0), "width"), (dict(num_frames=0), "num_frames"),
+    (dict(num_inference_steps=0), "num_inference_steps"), (dict(guidance_scale=-1.0), "guidance_scale"),
+    (dict(guidance_scale=float("nan")), "guidance_scale"), (dict(prompt=["a", "b"], negative_prompt=["x"]),
+                                                            "negative_prompt"),
+    (dict(prompt_embeds=torch.zeros(1, 77, 32)), "prompt_embeds"), (dict(prompt=None), "prompt"),
+    (dict(latents=torch.zeros(1, 4, 2, 8, 8)), "latents"), (dict(output_type="gif"), "output_type"),
+    (dict(prompt=3), "prompt"), (dict(num_videos_per_prompt=0), "num_videos_per_prompt"),
+    (dict(noise_shared_ratio=1.0), "noise_shared_ratio"),
+    (dict(generator=[torch.Generator()] * 2), "generator"),
+])
+def test_bad_input_names_the_argument(pipe, kwargs, name):
+    args = dict(prompt="a", num_frames=1, num_inference_steps=1)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=name):
+        pipe(**args)
+
+
+def test_unknown_scheduler_name():
+    with pytest.raises(ValueError, match="valid names"):
+        t2vlab.schedulers.from_name("nope")
+
+
+def test_missing_component_and_weights(tiny, tmp_path):
+    import shutil
+
+    broken = tmp_path / "b"
+    shutil.copytree(tiny, broken)
+    shutil.rmtree(broken / "vae")
+    with pytest.raises(FileNotFoundError, match="vae"):
+        TextToVideoPipeline.from_pretrained(broken)
+    shutil.copytree(tiny / "vae", broken / "vae")
+    (broken / "unet" / "diffusion_pytorch_model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="diffusion_pytorch_model"):
+        TextToVideoPipeline.from_pretrained(broken)
+    with pytest.raises(FileNotFoundError, match="not found"):
+        TextToVideoPipeline.from_pretrained(tmp_path / "nowhere")
+
+
+def test_other_architecture_is_refused_naming_it(tiny, tmp_path):
+    import shutil
+
+    other = tmp_path / "sd"
+    shutil.copytree(tiny, other)
+    index = json.loads((other / "model_index.json").read_text())
+    index.update(_class_name="StableDiffusionPipeline", unet=["diffusers", "UNet2DConditionModel"])
+    (other / "model_index.json").write_text(json.dumps(index))
+    with pytest.raises(CheckpointError, match="UNet2DConditionModel"):
+        TextToVideoPipeline.from_pretrained(other)
+
+
+def test_hub_download_asks_only_for_needed_files(monkeypatch, tiny):
+    """The Hub path: list the repository, then snapshot_download with allow_patterns for the variant."""
+    import huggingface_hub
+
+    from t2vlab.pipeline import hub_allow_patterns
+
+    repo = ["model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.bin",
+            "unet/diffusion_pytorch_model.safetensors", "unet/diffusion_pytorch_model.fp16.safetensors",
+            "vae/config.json", "vae/diffusion_pytorch_model.fp16.bin", "vae/diffusion_pytorch_model.bin",
+            "text_encoder/config.json", "text_encoder/model.fp16.safetensors", "text_encoder/pytorch_model.bin",
+            "tokenizer/vocab.json", "scheduler/scheduler_config.json"]
+    fp16 = hub_allow_patterns(repo, "fp16")
+    assert "unet/diffusion_pytorch_model.fp16.safetensors" in fp16
+    assert "vae/diffusion_pytorch_model.fp16.bin" in fp16  # no fp16 safetensors: the .bin
+    assert not any(p.endswith("diffusion_pytorch_model.safetensors") or p.endswith("pytorch_model.bin")
+                   for p in fp16)
+    full = hub_allow_patterns(repo, None)
+    assert "unet/diffusion_pytorch_model.safetensors" in full and "unet/diffusion_pytorch_model.bin" not in full
+    with pytest.raises(FileNotFoundError, match="bf16"):
+        hub_allow_patterns(repo, "bf16")
+
+    calls = {}
+    monkeypatch.setattr(huggingface_hub, "list_repo_files", lambda name: repo)
+
+    def fake_download(name, allow_patterns=None, local_files_only=False):
+        calls.update(name=name, patterns=allow_patterns, offline=local_files_only)
+        return str(tiny)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_download)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    TextToVideoPipeline.from_pretrained("damo-vilab/text-to-video-ms-1.7b")
+    assert calls["name"] == "damo-vilab/text-to-video-ms-1.7b" and "model_index.json" in calls["patterns"]
+    assert not calls["offline"]
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    TextToVideoPipeline.from_pretrained("damo-vilab/text-to-video-ms-1.7b")
+    assert calls["offline"] is True
+
+
+# ------------------------------------------------------------------------------- the seed page, the CLI
+def seed_examples():
+    """The three code blocks of the seed page (../shared/reference/seed-text_to_video.md)."""
+    root = Path(__file__).resolve().parents[1]
+    for page in (root / "shared", root.parent / "shared"):
+        page = page / "reference" / "seed-text_to_video.md"
+        if page.is_file():
+            return re.findall(r"```python *\n(.*?)```", page.read_text(), re.S)
+    pytest.skip("the seed page (../shared/reference) is not beside this checkout")
+
+
+@pytest.mark.parametrize("index,frames", [(0, 16), (1, 64), (2, 16)])
+def test_seed_page_examples_run_unchanged_but_for_the_import(tiny, tmp_path, monkeypatch, index, frames):
+    code = seed_examples()[index]
+    code = code.replace("from diffusers import DiffusionPipeline, DPMSolverMultistepScheduler",
+                        "from t2vlab import TextToVideoPipeline as DiffusionPipeline, DPMSolverMultistepScheduler")
+    code = code.replace("from diffusers import DiffusionPipeline",
+                        "from t2vlab import TextToVideoPipeline as DiffusionPipeline")
+    code = code.replace("from diffusers.utils import export_to_video", "from t2vlab import export_to_video")
+    assert "diffusers" not in code
+    # this machine: the tiny checkpoint in place of the Hub id, the CPU in place of the GPU
+    code = code.replace('"damo-vilab/text-to-video-ms-1.7b"', repr(str(tiny)))
+    if not torch.cuda.is_available():
+        code = code.replace('pipe.to("cuda")', 'pipe.to("cpu")')
+    monkeypatch.chdir(tmp_path)
+    scope = {}
+    exec(compile(code, f"seed example {index}", "exec"), scope)
+    assert _read(scope["video_path"]).shape == (frames, 64, 64, 3)
+
+
+def _read(path):
+    import imageio.v2 as imageio
+
+    reader = imageio.get_reader(path)
+    frames = np.stack(list(reader))
+    reader.close()
+    return frames
+
+
+def test_cli_generates_a_video_and_says_which_model(tiny, tmp_path, capsys):
+    from t2vlab.__main__ import main
+
+    out = tmp_path / "v.mp4"
+    assert main(["a red circle", "--out", str(out), "--model", str(tiny), "--steps", "2", "--frames", "4"]) == 0
+    said = capsys.readouterr().out
+    assert str(tiny) in said and "wrote" in said
+    assert _read(out).shape == (4, 64, 64, 3)
