@@ -1,0 +1,193 @@
+"""The studio: a prompt box and a Generate button, with the video, a download and a history.
+
+    from t2vlab.widgets import studio
+    studio()            # the tiny checkpoint on a CPU, the real model when a GPU is there
+
+Generation runs synchronously inside the button's click handler: the kernel is busy until the video
+is ready (other cells wait), while the progress bar still moves, since widget updates are sent as
+the steps finish. That keeps the code short and lets tests drive it with ``button.click()``.
+"""
+
+from __future__ import annotations
+
+import html
+import random
+
+import ipywidgets as w
+import torch
+
+from ..schedulers import SCHEDULER_NAMES
+from . import core
+
+MAX_SEED = 2**31 - 1
+
+
+def load_pipeline(checkpoint=None):
+    """The pipeline the notebooks use: ``checkpoint``, else ``$T2VLAB_CHECKPOINT``, else the real model
+    with a GPU and the tiny one without."""
+    import os
+
+    from ..pipeline import REAL_CHECKPOINT, TextToVideoPipeline
+
+    cuda = torch.cuda.is_available()
+    checkpoint = checkpoint or os.environ.get("T2VLAB_CHECKPOINT", "").strip() or (REAL_CHECKPOINT if cuda else "tiny")
+    if cuda:
+        return TextToVideoPipeline.from_pretrained(checkpoint, torch_dtype=torch.float16, variant="fp16",
+                                                   device="cuda")
+    return TextToVideoPipeline.from_pretrained(checkpoint)
+
+
+class Studio:
+    """Text-to-video generation in a notebook. ``Studio(pipe).widget`` is the whole UI; ``display(studio)``
+    works too. Each finished run is appended to ``history`` (a list of ``core.Result``); listeners added
+    with ``on_result(fn)`` get every new result (the denoising scrubber uses this).
+
+    The click handler runs the generation itself, so the kernel is busy meanwhile (see the module
+    docstring). Errors (bad sizes, out of memory...) are shown in the UI as a message, not raised.
+    """
+
+    def __init__(self, pipe=None, settings=None, out_dir=None):
+        self.pipe = pipe
+        self.out_dir = out_dir
+        self.history = []
+        self.last_error = None
+        self._listeners = []
+        s = settings or self._defaults()
+        wide = w.Layout(width="98%")
+        label = {"description_width": "110px"}
+        self.prompt = w.Textarea(value=s.prompt, description="Prompt", rows=2, layout=wide, style=label,
+                                 placeholder="describe the video")
+        self.negative_prompt = w.Text(value=s.negative_prompt, description="Negative prompt", layout=wide,
+                                      style=label, placeholder="what to steer away from (optional)")
+        self.steps = w.IntSlider(value=s.steps, min=1, max=100, description="Steps", style=label)
+        self.guidance = w.FloatSlider(value=s.guidance, min=0.0, max=20.0, step=0.5, description="Guidance",
+                                      style=label)
+        self.frames = w.IntSlider(value=s.frames, min=1, max=64, description="Frames", style=label)
+        self.width = w.BoundedIntText(value=s.width, min=8, max=1024, step=8, description="Width",
+                                      style=label, layout=w.Layout(width="200px"))
+        self.height = w.BoundedIntText(value=s.height, min=8, max=1024, step=8, description="Height",
+                                       style=label, layout=w.Layout(width="200px"))
+        self.seed = w.BoundedIntText(value=s.seed, min=0, max=MAX_SEED, description="Seed", style=label,
+                                     layout=w.Layout(width="240px"))
+        self.dice = w.Button(description="", icon="dice", tooltip="random seed", layout=w.Layout(width="40px"))
+        self.scheduler = w.Dropdown(options=list(SCHEDULER_NAMES), value=s.scheduler, description="Scheduler",
+                                    style=label)
+        cuda = torch.cuda.is_available()
+        gpu_only = "" if cuda else " (needs a GPU)"
+        self.fp16 = w.Checkbox(value=s.fp16, description="fp16" + gpu_only, disabled=not cuda, indent=False)
+        self.offload = w.Checkbox(value=s.offload, description="CPU offload" + gpu_only, disabled=not cuda,
+                                  indent=False)
+        self.vae_slicing = w.Checkbox(value=s.vae_slicing, description="VAE slicing", indent=False)
+        self.generate = w.Button(description="Generate", button_style="primary", icon="play")
+        self.progress = w.IntProgress(value=0, min=0, max=s.steps, description="Denoising", style=label)
+        self.status = w.HTML()
+        self.video = w.HTML()
+        self.download = w.HTML()
+        self.history_box = w.HTML("<i>No videos yet.</i>")
+
+        self.dice.on_click(self._roll_dice)
+        self.generate.on_click(self._on_generate)
+        memory = w.HBox([w.Label("Memory:", layout=w.Layout(width="110px")), self.fp16, self.offload,
+                         self.vae_slicing])
+        controls = w.VBox([
+            self.prompt, self.negative_prompt,
+            w.HBox([self.steps, self.guidance]),
+            w.HBox([self.frames, self.scheduler]),
+            w.HBox([self.width, self.height, self.seed, self.dice]),
+            memory,
+            w.HBox([self.generate, self.progress]),
+            self.status,
+        ])
+        history = w.Accordion(children=[self.history_box], titles=("History",))
+        self.widget = w.VBox([w.HTML("<h3>t2vlab studio</h3>"), controls, self.video, self.download, history])
+        self.widget.add_class("t2vlab-studio")
+
+    def _defaults(self):
+        """The real model's usual settings on a GPU; a few quick steps at the model's own size elsewhere."""
+        if torch.cuda.is_available():
+            return core.Settings()
+        size = 64 if self.pipe is None else self.pipe.unet.config.sample_size * self.pipe.vae.spatial_factor
+        return core.Settings(prompt="a panda playing a guitar", steps=4, frames=8, height=size, width=size)
+
+    def _ipython_display_(self):
+        from IPython.display import display
+
+        display(self.widget)
+
+    # --------------------------------------------------------------------- reading the controls
+    def settings(self) -> core.Settings:
+        return core.Settings(prompt=self.prompt.value, negative_prompt=self.negative_prompt.value,
+                             steps=self.steps.value, guidance=self.guidance.value, frames=self.frames.value,
+                             height=self.height.value, width=self.width.value, seed=self.seed.value,
+                             scheduler=self.scheduler.value, fp16=self.fp16.value, offload=self.offload.value,
+                             vae_slicing=self.vae_slicing.value)
+
+    def on_result(self, fn):
+        """Call ``fn(result)`` after every successful generation."""
+        self._listeners.append(fn)
+
+    @property
+    def last_result(self):
+        return self.history[-1] if self.history else None
+
+    # --------------------------------------------------------------------- actions
+    def _roll_dice(self, _=None):
+        self.seed.value = random.randint(0, MAX_SEED)
+
+    def _step_done(self, done, total):
+        self.progress.max = total
+        self.progress.value = done
+
+    def _on_generate(self, _=None):
+        self.run()
+
+    def run(self):
+        """Generate with the current settings; return the Result, or None after an error (shown in the UI)."""
+        settings = self.settings()
+        self.generate.disabled = True
+        self.progress.max, self.progress.value = settings.steps, 0
+        self.progress.bar_style = ""
+        self.status.value = f"<i>Generating: {html.escape(settings.summary())} ...</i>"
+        self.last_error = None
+        try:
+            if self.pipe is None:
+                self.status.value = "<i>Loading the model (once) ...</i>"
+                self.pipe = load_pipeline()
+                self.status.value = f"<i>Generating: {html.escape(settings.summary())} ...</i>"
+            result = core.generate(self.pipe, settings, on_step=self._step_done, out_dir=self.out_dir)
+        except Exception as e:  # shown to the user; the studio stays usable
+            self.last_error = e
+            self.progress.bar_style = "danger"
+            self.status.value = core.error_html(e)
+            return None
+        finally:
+            self.generate.disabled = False
+        self.history.append(result)
+        self.progress.bar_style = "success"
+        notes = "".join(f"<br><small>note: {html.escape(n)}</small>" for n in result.notes)
+        self.status.value = (f"Done in {result.seconds:.1f} s: {html.escape(settings.summary())}. "
+                             f"<small>Saved to <code>{html.escape(result.video_path)}</code></small>{notes}")
+        self.video.value = core.video_html(result)
+        self.download.value = core.download_html(result)
+        self.history_box.value = self._history_html()
+        for fn in self._listeners:
+            fn(result)
+        return result
+
+    def _history_html(self):
+        rows = []
+        for i, r in reversed(list(enumerate(self.history, 1))):
+            rows.append(f"<tr><td>{i}</td><td>{html.escape(r.settings.prompt)}</td>"
+                        f"<td>{html.escape(r.settings.summary())}</td><td>{r.seconds:.1f} s</td>"
+                        f"<td><code>{html.escape(r.video_path)}</code></td></tr>")
+        return ('<table class="t2vlab-history"><tr><th>#</th><th>prompt</th><th>settings</th><th>time</th>'
+                "<th>file</th></tr>" + "".join(rows) + "</table>")
+
+
+def studio(pipe=None, **settings):
+    """Build and display a Studio (keyword arguments set the starting controls); return it."""
+    from IPython.display import display
+
+    s = Studio(pipe, core.Settings(**settings) if settings else None)
+    display(s.widget)
+    return s
