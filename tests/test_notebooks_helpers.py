@@ -1,0 +1,65 @@
+"""t2vlab.notebook: the first cell's choices and the helpers the notebooks share."""
+
+import sys
+
+import pytest
+import torch
+
+from t2vlab import notebook as nbh
+
+
+def test_checkpoint_follows_the_environment_variable_first():
+    assert nbh.choose_checkpoint(cuda=False, environ={}) == "tiny"
+    assert nbh.choose_checkpoint(cuda=True, environ={}) == "damo-vilab/text-to-video-ms-1.7b"
+    assert nbh.choose_checkpoint(cuda=False, environ={"T2VLAB_CHECKPOINT": "/ckpt/ms"}) == "/ckpt/ms"
+    assert nbh.choose_checkpoint(cuda=True, environ={"T2VLAB_CHECKPOINT": "tiny"}) == "tiny"
+    assert nbh.choose_checkpoint(cuda=True, environ={"T2VLAB_CHECKPOINT": "  "}) == "damo-vilab/text-to-video-ms-1.7b"
+
+
+def test_setup_on_cpu(monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.delenv("T2VLAB_CHECKPOINT", raising=False)
+    env = nbh.setup()
+    assert (env.device, env.dtype, env.checkpoint) == ("cpu", torch.float32, "tiny")
+    assert "random" in env.description.lower()
+    assert "checkpoint: tiny" in capsys.readouterr().out
+
+
+def test_setup_with_a_gpu_and_with_the_variable(monkeypatch, tmp_path):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.delenv("T2VLAB_CHECKPOINT", raising=False)
+    env = nbh.setup(quiet=True)
+    assert (env.device, env.dtype) == ("cuda", torch.float16)
+    assert env.checkpoint == "damo-vilab/text-to-video-ms-1.7b" and "3.6 GB" in env.description
+    monkeypatch.setenv("T2VLAB_CHECKPOINT", str(tmp_path))
+    env = nbh.setup(quiet=True)
+    assert env.checkpoint == str(tmp_path) and "folder" in env.description
+
+
+def test_on_colab(monkeypatch):
+    monkeypatch.delenv("COLAB_RELEASE_TAG", raising=False)
+    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    assert not nbh.on_colab()
+    monkeypatch.setenv("COLAB_RELEASE_TAG", "release-colab-x")
+    assert nbh.on_colab()
+
+
+def test_show_source_prints_the_package_code_outside_ipython(capsys):
+    nbh.show_source(nbh.choose_checkpoint)
+    out = capsys.readouterr().out
+    assert "t2vlab/notebook.py:" in out and "def choose_checkpoint" in out
+
+
+def test_sample_image_and_to_image():
+    img = nbh.sample_image(32)
+    assert img.shape == (3, 32, 32) and img.min() >= -1 and img.max() <= 1 and img.std() > 0.1
+    arr = nbh.to_image(img)
+    assert arr.shape == (32, 32, 3) and arr.min() >= 0 and arr.max() <= 1
+    assert nbh.to_image(torch.rand(5, 5, 3)).shape == (5, 5, 3)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_peak_memory_sees_an_allocation():
+    kept = []
+    peak = nbh.peak_memory(lambda: kept.append(torch.ones(8, 2**20)))  # 32 MiB
+    assert peak is None or 28 * 2**20 <= peak <= 64 * 2**20
