@@ -10,22 +10,18 @@ classifier-free guidance, float32. Prints time per call and extra peak memory pe
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 import torch
 
 from benchmarks.common import mib, peak_memory, print_table, time_call
 
-CONFIG = Path(__file__).resolve().parents[1].parent / "shared/reference/ms-1.7b-configs/unet_config.json"
-
 
 def build_models():
     import diffusers
 
-    from t2vlab import UNet3DConditionModel
+    from t2vlab import UNet3DConditionModel, configs
 
-    cfg = {k: v for k, v in json.loads(CONFIG.read_text()).items() if not k.startswith("_")}
+    cfg = configs.UNET
     with torch.device("meta"):
         ref = diffusers.UNet3DConditionModel.from_config(cfg)
         ours = UNet3DConditionModel.from_config(cfg)

@@ -3,8 +3,8 @@
     python benchmarks/vae_memory.py [--size 64] [--frames 16 64]
 
 Builds the published VAE config (83.7 M parameters, random weights: memory does not depend on
-the values) at a small frame size, and measures in a forked child the extra peak resident memory
-of one decode of F frames:
+the values) at a small frame size, and measures the extra peak resident memory of one decode of
+F frames (benchmarks/common.py: peak_memory):
 
 - ours:      ``vae.decode_video(latents)``, frames folded into the batch, finished slice by slice;
 - diffusers: ``vae.decode(folded_latents)`` (what TextToVideoSDPipeline.decode_latents calls), with
@@ -26,20 +26,18 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import mib, peak_memory, print_table  # noqa: E402
 
-from t2vlab import AutoencoderKL  # noqa: E402
-
-CONFIG = Path("/work/shared/reference/ms-1.7b-configs/vae_config.json")
+from t2vlab import AutoencoderKL, configs  # noqa: E402
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=64, help="frame height and width in pixels")
     ap.add_argument("--frames", type=int, nargs="+", default=[16, 64])
-    ap.add_argument("--config", type=Path, default=CONFIG)
+    ap.add_argument("--config", type=Path, default=None, help="a vae config.json (default: the published one)")
     ap.add_argument("--no-diffusers", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(1)  # a shared 2-core machine: keep runs comparable
-    cfg = json.loads(args.config.read_text())
+    cfg = json.loads(args.config.read_text()) if args.config else configs.VAE
     ours = AutoencoderKL.from_config(cfg).eval()
     ref = None
     if not args.no_diffusers:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from . import configs
+
 MODEL_INDEX = {
     "_class_name": "TextToVideoSDPipeline",
     "_diffusers_version": "0.42.1",
@@ -25,14 +27,7 @@ MODEL_INDEX = {
     "vae": ["diffusers", "AutoencoderKL"],
 }
 
-# the published scheduler config (ms-1.7b's scheduler/scheduler_config.json)
-SCHEDULER_CONFIG = {
-    "_class_name": "DDIMScheduler", "num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012,
-    "beta_schedule": "scaled_linear", "trained_betas": None, "clip_sample": False, "set_alpha_to_one": False,
-    "steps_offset": 1, "prediction_type": "epsilon", "thresholding": False, "dynamic_thresholding_ratio": 0.995,
-    "clip_sample_range": 1.0, "sample_max_value": 1.0, "timestep_spacing": "leading",
-    "rescale_betas_zero_snr": False,
-}
+SCHEDULER_CONFIG = configs.SCHEDULER  # the published one
 
 TINY_UNET = dict(sample_size=8, block_out_channels=(32, 64, 64), layers_per_block=1, attention_head_dim=8,
                  norm_num_groups=8, cross_attention_dim=32,

@@ -39,3 +39,19 @@ def test_ci_runs_the_readme_test_command_verbatim():
     ci_lines = (ROOT / ".ci" / "run").read_text().splitlines()
     assert test_command.strip() in [line.strip() for line in ci_lines]
     assert "pip install torch==2.13.0" in test_command.replace("-q ", "")
+
+
+def test_published_configs_match_the_reference_copies():
+    import json
+
+    from t2vlab import configs
+
+    ref = ROOT.parent / "shared" / "reference" / "ms-1.7b-configs"
+    if not ref.is_dir():
+        pytest.skip("../shared/reference not beside this checkout")
+    for name, ours in (("unet_config.json", configs.UNET), ("vae_config.json", configs.VAE),
+                       ("text_encoder_config.json", configs.TEXT_ENCODER),
+                       ("scheduler_config.json", configs.SCHEDULER)):
+        theirs = {k: v for k, v in json.loads((ref / name).read_text()).items() if k != "_class_name" or
+                  name == "scheduler_config.json"}
+        assert ours == theirs, name

@@ -14,7 +14,7 @@ import json
 import pytest
 import torch
 
-from t2vlab import UNet3DConditionModel
+from t2vlab import UNet3DConditionModel, configs
 from t2vlab.checkpoint import CheckpointError
 
 from .helpers import randomize_, rel_err
@@ -117,21 +117,12 @@ def test_attention_slicing_and_chunking_api_match():
 
 
 def test_full_size_layout_on_meta_device():
-    cfg = json.load(open(_shared("reference/ms-1.7b-configs/unet_config.json")))
+    cfg = configs.UNET
     with torch.device("meta"):
         ours = UNet3DConditionModel.from_config(cfg)
-        ref = diffusers.UNet3DConditionModel.from_config({k: v for k, v in cfg.items() if not k.startswith("_")})
+        ref = diffusers.UNet3DConditionModel.from_config(cfg)
     assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in ref.state_dict().items()}
-    assert ours.num_parameters() == 1_411_233_860
-
-
-def _shared(rel):
-    from pathlib import Path
-
-    for base in (Path(__file__).resolve().parents[1] / "shared", Path(__file__).resolve().parents[2] / "shared"):
-        if (base / rel).exists():
-            return base / rel
-    pytest.skip("../shared not found beside the checkout")
+    assert ours.num_parameters() == configs.PARAMETERS["unet"] == 1_411_233_860
 
 
 # ----------------------------------------------------------------------------------- from_pretrained

@@ -16,20 +16,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from t2vlab import AutoencoderKL
+from t2vlab import AutoencoderKL, configs
 from t2vlab.checkpoint import CheckpointError
 
 from .helpers import randomize_, rel_err
 
 diffusers = pytest.importorskip("diffusers")
 
-# the published vae/config.json of damo-vilab/text-to-video-ms-1.7b (reference/ms-1.7b-configs/)
-FULL_CONFIG = dict(
-    in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 4,
-    up_block_types=["UpDecoderBlock2D"] * 4, block_out_channels=[128, 256, 512, 512], layers_per_block=2,
-    act_fn="silu", latent_channels=4, norm_num_groups=32, sample_size=256, scaling_factor=0.18215,
-    shift_factor=None, latents_mean=None, latents_std=None, force_upcast=True, use_quant_conv=True,
-    use_post_quant_conv=True, mid_block_add_attention=True)
+FULL_CONFIG = configs.VAE  # the published vae/config.json
 
 # two tiny configs: 2 levels with attention and quant convs; 3 levels, 2 layers, no attention or quant convs
 TINY = dict(block_out_channels=[16, 32], down_block_types=["DownEncoderBlock2D"] * 2,
@@ -60,7 +54,7 @@ def test_full_size_on_meta_has_diffusers_keys_and_shapes():
         ref = diffusers.AutoencoderKL.from_config(cfg)
     shapes = {k: v.shape for k, v in ours.state_dict().items()}
     assert shapes == {k: v.shape for k, v in ref.state_dict().items()}
-    assert ours.num_parameters() == 83_653_863
+    assert ours.num_parameters() == configs.PARAMETERS["vae"] == 83_653_863
     assert ours.config.block_out_channels == (128, 256, 512, 512) and ours.spatial_factor == 8
     assert ours.config.scaling_factor == 0.18215 and ours.config.latent_channels == 4
 
