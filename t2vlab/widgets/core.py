@@ -220,7 +220,8 @@ def download_html(result, label="Download mp4") -> str:
     """An <a download> link carrying the mp4 as a data URL (works without access to the kernel's files)."""
     b64 = base64.b64encode(result.video_bytes()).decode("ascii")
     name = html.escape(os.path.basename(result.video_path))
-    return f'<a download="{name}" href="data:video/mp4;base64,{b64}">{html.escape(label)} ({name})</a>'
+    return (f'<a download="{name}" href="data:video/mp4;base64,{b64}" style="color:#1a6fd1;text-decoration:underline">'
+            f"&#x2B07; {html.escape(label)} ({name})</a>")
 
 
 def error_html(error) -> str:

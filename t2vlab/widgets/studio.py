@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import random
+import tempfile
 
 import ipywidgets as w
 import torch
@@ -98,7 +99,7 @@ class Studio:
             w.HBox([self.generate, self.progress]),
             self.status,
         ])
-        history = w.Accordion(children=[self.history_box], titles=("History",))
+        history = w.Accordion(children=[self.history_box], titles=("History",), selected_index=0)
         self.widget = w.VBox([w.HTML("<h3>t2vlab studio</h3>"), controls, self.video, self.download, history])
         self.widget.add_class("t2vlab-studio")
 
@@ -154,6 +155,8 @@ class Studio:
                 self.status.value = "<i>Loading the model (once) ...</i>"
                 self.pipe = load_pipeline()
                 self.status.value = f"<i>Generating: {html.escape(settings.summary())} ...</i>"
+            if self.out_dir is None:  # one folder for all of this studio's videos
+                self.out_dir = tempfile.mkdtemp(prefix="t2vlab-studio-")
             result = core.generate(self.pipe, settings, on_step=self._step_done, out_dir=self.out_dir)
         except Exception as e:  # shown to the user; the studio stays usable
             self.last_error = e
