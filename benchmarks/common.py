@@ -60,3 +60,77 @@ def print_table(headers, rows, title=None):
 
 def mib(n_bytes) -> str:
     return f"{n_bytes / 2**20:.1f}"
+
+
+# ------------------------------------------------------------------ full-size models, GPU measurements
+def full_configs() -> dict:
+    """Config dicts of the published ms-1.7b models: {"unet", "vae", "text"}.
+
+    UNet and text encoder: the package's config dataclass defaults, which are the published values.
+    The VAE dataclass defaults are the reference library's generic ones, so its published widths
+    (128..512, 2 layers per level, 256 px tiles) are set here.
+    """
+    from dataclasses import asdict
+
+    from t2vlab.text import CLIPTextConfig
+    from t2vlab.unet import UNetConfig
+    from t2vlab.vae import VAEConfig
+
+    vae = VAEConfig(block_out_channels=(128, 256, 512, 512), layers_per_block=2, sample_size=256,
+                    down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
+    return {"unet": asdict(UNetConfig()), "vae": asdict(vae), "text": asdict(CLIPTextConfig())}
+
+
+def randomize_(model, seed=0, std=0.02):
+    """Random weights, cheaply, for a model built on meta then ``to_empty``: every weight and bias
+    N(0, std) from one seeded generator on the model's device; GroupNorm/LayerNorm weights 1, biases 0."""
+    params = list(model.parameters())
+    g = torch.Generator(device=params[0].device).manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            for name, p in m.named_parameters(recurse=False):
+                if isinstance(m, (torch.nn.GroupNorm, torch.nn.LayerNorm)):
+                    p.fill_(1.0 if name == "weight" else 0.0)
+                else:
+                    p.normal_(0, std, generator=g)
+    return model
+
+
+def measure(fn, device="cpu"):
+    """(seconds, extra peak bytes) of one call of ``fn()``. On a CUDA device: synchronized wall time and
+    the allocator's peak above what was allocated before the call; on CPU: ``peak_memory``."""
+    out = {}
+
+    def timed():
+        if torch.device(device).type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        if torch.device(device).type == "cuda":
+            torch.cuda.synchronize()
+        out["s"] = time.perf_counter() - t0
+
+    if torch.device(device).type != "cuda":
+        mem = peak_memory(timed)
+        return out["s"], mem
+    gc.collect()
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    timed()
+    return out["s"], torch.cuda.max_memory_allocated() - before
+
+
+def cuda_time(fn, repeats=10, warmup=3) -> float:
+    """Median seconds of ``fn()`` on the current GPU, timed with CUDA events, after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1000)
+    return statistics.median(times)
