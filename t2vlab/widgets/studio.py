@@ -105,10 +105,15 @@ class Studio:
 
     def _defaults(self):
         """The real model's usual settings on a GPU; a few quick steps at the model's own size elsewhere."""
-        if torch.cuda.is_available():
-            return core.Settings()
+        # the memory options start as the pipeline is (load_pipeline gives float16 on a GPU)
+        fp16 = self.pipe.dtype == torch.float16 if self.pipe is not None else torch.cuda.is_available()
+        offload = bool(self.pipe is not None and self.pipe.offload_device)
+        tiny = self.pipe.unet.config.sample_size <= 16 if self.pipe is not None else not torch.cuda.is_available()
+        if not tiny:
+            return core.Settings(fp16=fp16, offload=offload)
         size = 64 if self.pipe is None else self.pipe.unet.config.sample_size * self.pipe.vae.spatial_factor
-        return core.Settings(prompt="a panda playing a guitar", steps=4, frames=8, height=size, width=size)
+        return core.Settings(prompt="a panda playing a guitar", steps=4, frames=8, height=size, width=size, fp16=fp16,
+                             offload=offload)
 
     def _ipython_display_(self):
         from IPython.display import display
