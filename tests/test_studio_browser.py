@@ -128,6 +128,14 @@ def test_studio_generates_a_video_in_jupyterlab(tmp_path):
 
                 studio = page.locator(".t2vlab-studio").first
                 studio.wait_for()  # the widget rendered: jupyterlab_widgets works
+                # the three explorers show their figures (ipywidgets.Image) as loaded PNGs
+                images = page.locator("img.widget-image")
+                assert images.count() >= 3
+                widths = images.evaluate_all("imgs => imgs.map(i => i.complete ? i.naturalWidth : 0)")
+                assert all(wd > 100 for wd in widths), widths
+                explorer = images.last
+                explorer.scroll_into_view_if_needed()
+                explorer.screenshot(path=str(tmp_path / "attention-explorer.png"))
                 prompt = f"a lighthouse in a storm {secrets.token_hex(3)}"
                 studio.locator("textarea").first.fill(prompt)
                 studio.locator("button", has_text="Generate").first.click()

@@ -131,6 +131,7 @@ def test_attention_maps_have_the_latent_size_and_sum_to_one(pipe):
     tm = core.temporal_map(rec, 3, 4)
     assert tm.shape == (3, 3)
     torch.testing.assert_close(tm.sum(-1), torch.ones(3))
+    assert ex.token.value == 2  # 'red': the first word that is not a small word like 'a'
     before = ex.image.value
     ex.token.value = 3
     assert ex.image.value != before

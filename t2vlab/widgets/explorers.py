@@ -19,6 +19,13 @@ import ipywidgets as w
 from . import core
 
 LABEL = {"description_width": "90px"}
+SMALL_WORDS = {"a", "an", "the", "of", "on", "in", "at", "with", "and", "to", "is", "by", ","}
+
+
+def first_word(tokens):
+    """Index of the first token worth looking at: not a start/end token, not a small word like 'a'."""
+    inner = range(1, len(tokens) - 1)
+    return next((i for i in inner if tokens[i].lower() not in SMALL_WORDS), 1 if len(tokens) > 2 else 0)
 
 
 class _Explorer:
@@ -167,7 +174,7 @@ class AttentionExplorer(_Explorer):
         self.record_ = None  # no renders while the controls are being reset
         h, wd = rec.latent_size
         self.token.options = [(f"{i}: {t}", i) for i, t in enumerate(rec.tokens)]
-        self.token.value = 1 if len(rec.tokens) > 2 else 0  # the first word
+        self.token.value = first_word(rec.tokens)
         self.frame.max = rec.frames - 1
         self.y.max, self.x.max = h - 1, wd - 1
         self.y.value, self.x.value = h // 2, wd // 2

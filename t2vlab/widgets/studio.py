@@ -186,7 +186,8 @@ class Studio:
         rows = []
         for i, r in reversed(list(enumerate(self.history, 1))):
             rows.append(f"<tr><td>{i}</td><td>{html.escape(r.settings.prompt)}</td>"
-                        f"<td>{html.escape(r.settings.summary())}</td><td>{r.seconds:.1f} s</td>"
+                        f"<td>{html.escape(r.settings.summary())}</td>"
+                        f"<td style='white-space:nowrap'>{r.seconds:.1f} s</td>"
                         f"<td><code>{html.escape(r.video_path)}</code></td></tr>")
         return ('<table class="t2vlab-history"><tr><th>#</th><th>prompt</th><th>settings</th><th>time</th>'
                 "<th>file</th></tr>" + "".join(rows) + "</table>")
