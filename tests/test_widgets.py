@@ -36,9 +36,18 @@ def _embedded_mp4(html_value, tmp_path):
 
 
 def test_generate_shows_video_download_history_and_full_progress(studio, tmp_path):
-    seen = []
+    seen, during = [], []
     studio.on_result(seen.append)
+    step_done = studio._step_done
+
+    def watch(done, total):  # the button is disabled and the bar moves while the run goes on
+        during.append((studio.generate.disabled, studio.progress.value))
+        step_done(done, total)
+
+    studio._step_done = watch
     studio.generate.click()
+    studio._step_done = step_done
+    assert during == [(True, 0), (True, 1), (True, 2)]
     assert studio.last_error is None, studio.status.value
     assert "<video" in studio.video.value
     video = _embedded_mp4(studio.video.value, tmp_path)
