@@ -35,6 +35,9 @@ from torch import nn
 logger = logging.getLogger("t2vlab")
 
 DIFFUSERS_WEIGHTS = ("diffusion_pytorch_model",)
+# Refuse to build a model beyond this many parameters (40 GB in float32; the published UNet has 1.4e9):
+# a config.json from a stranger must not be able to make us allocate terabytes.
+MAX_PARAMETERS = 10**10
 TRANSFORMERS_WEIGHTS = ("model", "pytorch_model")
 
 
@@ -101,6 +104,14 @@ def check_positive_ints(config, *names, limit=1 << 16):
                 raise CheckpointError(f"config {name}={values!r}: expected positive integers up to {limit}")
 
 
+def check_small_positive(config, *names):
+    """Refuse epsilons and scales that are not finite numbers in (0, 1]."""
+    for name in names:
+        v = getattr(config, name)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1:
+            raise CheckpointError(f"config {name}={v!r}: expected a number in (0, 1]")
+
+
 # ------------------------------------------------------------------------------------ weight files
 def add_variant(filename: str, variant: str | None) -> str:
     """'diffusion_pytorch_model.safetensors' + 'fp16' -> 'diffusion_pytorch_model.fp16.safetensors'."""
@@ -143,8 +154,13 @@ def load_weight_file(path) -> dict[str, torch.Tensor]:
         raise FileNotFoundError(f"weight file not found: {path}")
     if path.name.endswith(".index.json"):
         index = read_json(path)
+        shards = index.get("weight_map") if isinstance(index, dict) else None
+        if not isinstance(shards, dict):
+            raise CheckpointError(f"{path}: a sharded index needs a 'weight_map' object (tensor name -> file name)")
         state = {}
-        for shard in sorted(set(index.get("weight_map", {}).values())):
+        for shard in sorted(set(map(str, shards.values()))):
+            if Path(shard).name != shard:  # only files beside the index, never ../ or absolute paths
+                raise CheckpointError(f"{path}: shard {shard!r} is not a file name in the same folder")
             state.update(load_weight_file(path.parent / shard))
         return state
     if path.suffix == ".safetensors":
@@ -153,8 +169,9 @@ def load_weight_file(path) -> dict[str, torch.Tensor]:
         try:
             return load_file(str(path))
         except (SafetensorError, OSError, ValueError) as e:
-            raise CheckpointError(f"{path}: cannot read this safetensors file ({e}). It is corrupted or "
-                                  "truncated (an interrupted download?): delete it and download it again.") from None
+            raise CheckpointError(f"{path}: cannot read this safetensors file ({e}; {_safetensors_diagnosis(path)}). "
+                                  "It is corrupted or truncated (an interrupted download?): delete it and download "
+                                  "it again.") from None
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except RuntimeError as e:
@@ -175,6 +192,29 @@ def load_weight_file(path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: cannot read this .bin file ({e}): it may be truncated.") from None
 
 
+def _safetensors_diagnosis(path) -> str:
+    """Say which part of an unreadable safetensors file is broken: its header, or which tensor's bytes."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else 0
+        if len(head) < 8 or not 0 < n <= size - 8:
+            return f"the header length field says {n} bytes but the file has {size}: the header is corrupted"
+        try:
+            header = json.loads(f.read(n))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return f"the {n}-byte header is not valid JSON: the header is corrupted"
+    body = size - 8 - n
+    if not isinstance(header, dict):
+        return "the header is not a JSON object: the header is corrupted"
+    for name, info in header.items():
+        offsets = info.get("data_offsets") if isinstance(info, dict) else None
+        end = offsets[-1] if isinstance(offsets, list) and offsets else 0
+        if isinstance(end, int) and end > body:
+            return f"tensor {name!r} needs bytes up to {end} but the body has only {body}: the file is truncated"
+    return "the header parses; a tensor entry is inconsistent"
+
+
 def check_state_dict(model: nn.Module, state: dict, source, ignore_unexpected=()) -> None:
     """Compare names and shapes with the model; raise one error that lists what differs."""
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
@@ -184,7 +224,7 @@ def check_state_dict(model: nn.Module, state: dict, source, ignore_unexpected=()
     unexpected = sorted(state.keys() - expected.keys())
     wrong = [f"{k}: file {tuple(state[k].shape)} vs model {expected[k]}"
              for k in sorted(expected.keys() & state.keys()) if tuple(state[k].shape) != expected[k]]
-    not_float = [k for k, v in state.items() if k in expected and not v.is_floating_point()]
+    not_float = [f"{k} ({v.dtype})" for k, v in state.items() if k in expected and not v.is_floating_point()]
     problems = []
     for title, items in (("missing tensors", missing), ("unexpected tensors", unexpected),
                          ("shape mismatches", wrong), ("non-float tensors", not_float)):
@@ -214,7 +254,19 @@ class ModelBase(nn.Module):
         if overrides:
             config = dataclasses.replace(config, **overrides)
             config.validate() if hasattr(config, "validate") else None
+        cls._meta_model(config, source=f"{cls.__name__} config")  # refuse absurd sizes before allocating
         return cls(config)
+
+    @classmethod
+    def _meta_model(cls, config, source):
+        """Build on the ``meta`` device (shapes only, no memory) and refuse more than MAX_PARAMETERS."""
+        with torch.device("meta"):
+            model = cls(config)
+        n = sum(p.numel() for p in model.parameters())
+        if n > MAX_PARAMETERS:
+            raise CheckpointError(f"{source}: this config describes a model of {n:,} parameters, beyond the "
+                                  f"limit of {MAX_PARAMETERS:,}; it is not a config of this model family")
+        return model
 
     @classmethod
     def config_filename(cls):
@@ -229,8 +281,7 @@ class ModelBase(nn.Module):
         config = config_from_dict(cls.config_class, folder / cls.config_filename(),
                                   source=str(folder / cls.config_filename()))
         weights = find_weights(folder, cls.weight_stems, variant)
-        with torch.device("meta"):
-            model = cls(config)
+        model = cls._meta_model(config, source=str(folder / cls.config_filename()))
         state = cls.convert_state_dict(load_weight_file(weights))
         check_state_dict(model, state, weights, cls.ignore_unexpected)
         dtype = torch_dtype or torch.float32
@@ -261,11 +312,15 @@ class ModelBase(nn.Module):
         stem = self.weight_stems[0] if safe_serialization else self.weight_stems[-1]
         target = folder / add_variant(f"{stem}.{'safetensors' if safe_serialization else 'bin'}", variant)
         tmp = target.with_name(target.name + ".partial")
-        if safe_serialization:
-            save_file(state, str(tmp), metadata={"format": "pt"})
-        else:
-            torch.save(state, tmp)
-        os.replace(tmp, target)
+        try:  # written beside the target, then renamed: never a half-written weight file
+            if safe_serialization:
+                save_file(state, str(tmp), metadata={"format": "pt"})
+            else:
+                torch.save(state, tmp)
+            os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         return target
 
     @property

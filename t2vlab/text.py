@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import BACKENDS, attention
-from .checkpoint import TRANSFORMERS_WEIGHTS, CheckpointError, ModelBase, check_positive_ints
+from .checkpoint import TRANSFORMERS_WEIGHTS, CheckpointError, ModelBase, check_positive_ints, check_small_positive
 
 DATA = Path(__file__).resolve().parent / "data"
 BPE_MERGES_FILE = DATA / "bpe_simple_vocab_16e6.txt.gz"
@@ -260,6 +260,7 @@ class CLIPTextConfig:
     def validate(self):
         check_positive_ints(self, "hidden_size", "intermediate_size", "num_hidden_layers",
                             "num_attention_heads", "max_position_embeddings")
+        check_positive_ints(self, "num_hidden_layers", limit=256)
         check_positive_ints(self, "vocab_size", limit=1 << 20)
         if self.hidden_size % self.num_attention_heads:
             raise CheckpointError(f"config hidden_size={self.hidden_size} is not divisible by "
@@ -267,9 +268,7 @@ class CLIPTextConfig:
         if self.hidden_act not in ACTIVATIONS:
             raise CheckpointError(f"config hidden_act={self.hidden_act!r}: "
                                   f"expected one of {sorted(ACTIVATIONS)}")
-        if not 0 < self.layer_norm_eps < 1:
-            raise CheckpointError(f"config layer_norm_eps={self.layer_norm_eps!r}: "
-                                  "expected a small positive number")
+        check_small_positive(self, "layer_norm_eps")
 
 
 class TextEmbeddings(nn.Module):

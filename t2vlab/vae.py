@@ -16,9 +16,12 @@ A video is decoded frame by frame (frames folded into the batch). Two ways to bo
   overlap, for frames larger than a tile. Because the decoder's GroupNorm statistics and the mid
   block's attention see one tile, not the whole frame, tiled output differs (slightly) from untiled.
 
-float16: the SD VAE's activations can exceed float16's range (65504). ``force_upcast`` (from the
-config; settable on the model) runs the decoder with float32 weights, one frame at a time; without
-it, a float16 decode whose output is not finite is redone that way. Either says so once.
+float16: the SD VAE's activations can exceed float16's range (65504). A float16 decode whose output
+is not finite is redone with float32 weights, one frame at a time, and says so once. Setting
+``vae.force_upcast = True`` always decodes that way. The published config's ``force_upcast: true``
+is recorded in ``vae.config`` but not applied by default: this VAE decodes these videos finitely in
+float16, and the float32 path costs time on every video (the reference's text-to-video pipeline
+decodes in float16 too).
 """
 
 from __future__ import annotations
@@ -65,7 +68,10 @@ class VAEConfig:
     def validate(self):
         check_positive_ints(self, "in_channels", "out_channels", "block_out_channels", "layers_per_block",
                             "latent_channels", "norm_num_groups", "sample_size")
+        check_positive_ints(self, "layers_per_block", limit=64)
         levels = len(self.block_out_channels)
+        if levels > 8:
+            raise CheckpointError(f"config block_out_channels has {levels} levels; models of this family have 4")
         kinds = (("down_block_types", "DownEncoderBlock2D"), ("up_block_types", "UpDecoderBlock2D"))
         for name, kind in kinds:
             types = getattr(self, name)
@@ -230,7 +236,7 @@ class AutoencoderKL(ModelBase):
         self.decoder = Decoder(config)
         self.quant_conv = nn.Conv2d(2 * L, 2 * L, 1) if config.use_quant_conv else None
         self.post_quant_conv = nn.Conv2d(L, L, 1) if config.use_post_quant_conv else None
-        self.force_upcast = config.force_upcast
+        self.force_upcast = False  # opt-in; non-finite float16 output is upcast regardless (see module doc)
         self.use_slicing, self.frames_per_slice = False, 1
         self.use_tiling, self.tile_size, self.tile_overlap = False, config.sample_size, 0
         self._said_upcast = False

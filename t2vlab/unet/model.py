@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checkpoint import CheckpointError, ModelBase, check_positive_ints
+from ..checkpoint import CheckpointError, ModelBase, check_positive_ints, check_small_positive
 from .blocks import DOWN_BLOCKS, UP_BLOCKS, UNetMidBlock3DCrossAttn
 from .layers import TemporalTransformer, TimestepEmbedding, timestep_embedding
 
@@ -44,6 +44,7 @@ class UNetConfig:
     def validate(self):
         check_positive_ints(self, "sample_size", "in_channels", "out_channels", "block_out_channels",
                             "layers_per_block", "norm_num_groups", "cross_attention_dim", "attention_head_dim")
+        check_small_positive(self, "norm_eps")
         if self.layers_per_block > 64 or len(self.block_out_channels) > 8:
             raise CheckpointError(f"UNet config: {self.layers_per_block} layers per block and "
                                   f"{len(self.block_out_channels)} levels is beyond any model of this family")
