@@ -64,21 +64,10 @@ def mib(n_bytes) -> str:
 
 # ------------------------------------------------------------------ full-size models, GPU measurements
 def full_configs() -> dict:
-    """Config dicts of the published ms-1.7b models: {"unet", "vae", "text"}.
+    """Config dicts of the published ms-1.7b models: {"unet", "vae", "text"} (t2vlab.configs)."""
+    from t2vlab import configs
 
-    UNet and text encoder: the package's config dataclass defaults, which are the published values.
-    The VAE dataclass defaults are the reference library's generic ones, so its published widths
-    (128..512, 2 layers per level, 256 px tiles) are set here.
-    """
-    from dataclasses import asdict
-
-    from t2vlab.text import CLIPTextConfig
-    from t2vlab.unet import UNetConfig
-    from t2vlab.vae import VAEConfig
-
-    vae = VAEConfig(block_out_channels=(128, 256, 512, 512), layers_per_block=2, sample_size=256,
-                    down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
-    return {"unet": asdict(UNetConfig()), "vae": asdict(vae), "text": asdict(CLIPTextConfig())}
+    return {"unet": dict(configs.UNET), "vae": dict(configs.VAE), "text": dict(configs.TEXT_ENCODER)}
 
 
 def randomize_(model, seed=0, std=0.02):
