@@ -31,6 +31,20 @@ COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 EXPECTED_CLASSES = {"_class_name": ("TextToVideoSDPipeline",), "unet": ("UNet3DConditionModel",),
                     "vae": ("AutoencoderKL",), "text_encoder": ("CLIPTextModel",)}
 OUTPUT_TYPES = ("np", "pt", "pil", "latent")
+MAX_FRAMES = 1024  # the model was trained on 16 frames; more than this is a typo, not a video
+MAX_VIDEOS = 256  # videos in one call (prompts x num_videos_per_prompt)
+
+
+class OutOfMemoryError(RuntimeError):
+    """A generation ran out of (GPU or CPU) memory; the message gives the asked size and what would help."""
+
+
+def is_out_of_memory(error) -> bool:
+    """torch's CUDA OOM, or the CPU allocator's "can't allocate memory" RuntimeError."""
+    if isinstance(error, torch.cuda.OutOfMemoryError):
+        return True
+    text = str(error).lower()
+    return isinstance(error, RuntimeError) and ("allocate" in text and ("memory" in text or "bytes" in text))
 
 
 @dataclass
@@ -284,7 +298,17 @@ class TextToVideoPipeline:
         width = self.unet.config.sample_size * f if width is None else width
         batch = self.check_inputs(prompt, height, width, num_frames, num_inference_steps, guidance_scale,
                                   negative_prompt, eta, generator, prompt_embeds, negative_prompt_embeds,
-                                  output_type, num_videos_per_prompt, noise_shared_ratio)
+                                  output_type, num_videos_per_prompt, noise_shared_ratio, latents, callback_on_step_end)
+        with self._explain_out_of_memory(batch * num_videos_per_prompt, num_frames, height, width,
+                                         num_inference_steps):
+            return self._generate(prompt, height, width, num_frames, num_inference_steps, guidance_scale,
+                                  negative_prompt, eta, generator, latents, prompt_embeds, negative_prompt_embeds,
+                                  output_type, return_dict, callback_on_step_end, clip_skip, num_videos_per_prompt,
+                                  noise_shared_ratio, batch)
+
+    def _generate(self, prompt, height, width, num_frames, num_inference_steps, guidance_scale, negative_prompt,
+                  eta, generator, latents, prompt_embeds, negative_prompt_embeds, output_type, return_dict,
+                  callback_on_step_end, clip_skip, num_videos_per_prompt, noise_shared_ratio, batch):
         device = self.device
         guided = guidance_scale > 1.0
         cond, uncond = self.encode_prompt(prompt, device, num_videos_per_prompt, guided, negative_prompt,
@@ -314,12 +338,20 @@ class TextToVideoPipeline:
                 if callback_on_step_end is not None:
                     update = callback_on_step_end(self, i, t, {"latents": x, "pred_original_sample": x0})
                     if isinstance(update, dict) and "latents" in update:
+                        if not torch.is_tensor(update["latents"]) or update["latents"].shape != x.shape:
+                            raise ValueError(f"callback_on_step_end returned latents of shape "
+                                             f"{getattr(update['latents'], 'shape', None)}; expected {tuple(x.shape)}")
                         x = update["latents"]
                 bar.update()
         if output_type == "latent":
             video = x
         else:
             frames = self.decode_latents(x)
+            if not torch.isfinite(frames).all():
+                raise FloatingPointError(
+                    f"the VAE decoded NaN/inf frames from finite latents (max |latents| {x.abs().max().item():.3g}). "
+                    f"In float16 the VAE overflows: load with torch_dtype=torch.float32, or lower guidance_scale "
+                    f"(now {guidance_scale}).")
             video = frames.cpu().numpy() if output_type == "np" else frames
             if output_type == "pil":
                 from PIL import Image
@@ -327,6 +359,27 @@ class TextToVideoPipeline:
                 video = [[Image.fromarray(im) for im in (v * 255).round().to(torch.uint8).cpu().numpy()]
                          for v in frames]
         return TextToVideoOutput(frames=video) if return_dict else (video,)
+
+    @contextlib.contextmanager
+    def _explain_out_of_memory(self, videos, frames, height, width, steps):
+        """Re-raise running out of memory as OutOfMemoryError: what was asked, which options are on, what helps."""
+        try:
+            yield
+        except (RuntimeError, MemoryError) as e:
+            if not (isinstance(e, MemoryError) or is_out_of_memory(e)) or isinstance(e, OutOfMemoryError):
+                raise
+            on_off = {"enable_model_cpu_offload()": bool(self.offload_device),
+                      "enable_vae_slicing()": self.vae.use_slicing,
+                      "enable_vae_tiling()": self.vae.use_tiling,
+                      "enable_attention_slicing()": any(m.backend == "sliced" for m in self.unet.attention_modules())}
+            state = ", ".join(f"{k} {'on' if v else 'off'}" for k, v in on_off.items())
+            helps = [k for k, v in on_off.items() if not v]
+            raise OutOfMemoryError(
+                f"out of memory on {self.device} while generating {videos} video(s) x {frames} frames x "
+                f"{height}x{width} pixels ({steps} steps, {self.dtype}). Options now: {state}. What would help: "
+                f"{', '.join(helps) + '; ' if helps else ''}fewer frames (num_frames={frames}), a smaller "
+                f"height/width, fewer videos per call (now {videos}), or torch_dtype=torch.float16 on a GPU. "
+                f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
 
     def step(self, eps, t, x, **kwargs):
         """One scheduler step on the video, frames folded into the batch as the reference does it
@@ -339,7 +392,8 @@ class TextToVideoPipeline:
 
     # ---------------------------------------------------------------------------- validation
     def check_inputs(self, prompt, height, width, num_frames, steps, guidance_scale, negative_prompt, eta, generator,
-                     prompt_embeds, negative_prompt_embeds, output_type, num_videos_per_prompt, noise_shared_ratio):
+                     prompt_embeds, negative_prompt_embeds, output_type, num_videos_per_prompt, noise_shared_ratio,
+                     latents=None, callback_on_step_end=None):
         """Return the number of prompts; raise ValueError (naming the argument) on anything off."""
         f = self.vae.spatial_factor
 
@@ -354,17 +408,26 @@ class TextToVideoPipeline:
             if v > 8192:
                 raise ValueError(f"{name}={v} is beyond any sensible video size (at most 8192)")
         positive_int("num_frames", num_frames)
+        if num_frames > MAX_FRAMES:
+            raise ValueError(f"num_frames={num_frames} is beyond any sensible video (at most {MAX_FRAMES})")
         positive_int("num_inference_steps", steps)
         positive_int("num_videos_per_prompt", num_videos_per_prompt)
         for name, v in (("guidance_scale", guidance_scale), ("eta", eta), ("noise_shared_ratio", noise_shared_ratio)):
             if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v < 0:
                 raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+        if eta > 1:
+            raise ValueError(f"eta must be in [0, 1] (0: deterministic DDIM, 1: DDPM-like), got {eta}")
         if noise_shared_ratio >= 1:
             raise ValueError(f"noise_shared_ratio must be in [0, 1), got {noise_shared_ratio}")
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
-        if generator is not None and not isinstance(generator, (torch.Generator, list)):
-            raise ValueError(f"generator must be a torch.Generator or a list of them, got {type(generator).__name__}")
+        if generator is not None and not isinstance(generator, torch.Generator) and not (
+                isinstance(generator, list) and all(isinstance(g, torch.Generator) for g in generator)):
+            raise ValueError(f"generator must be a torch.Generator or a list of them, got {generator!r:.80}")
+        if latents is not None and not (torch.is_tensor(latents) and latents.is_floating_point()):
+            raise ValueError(f"latents must be a float tensor, got {getattr(latents, 'dtype', type(latents).__name__)}")
+        if callback_on_step_end is not None and not callable(callback_on_step_end):
+            raise ValueError(f"callback_on_step_end must be callable, got {type(callback_on_step_end).__name__}")
         if prompt is not None and prompt_embeds is not None:
             raise ValueError("pass either prompt or prompt_embeds, not both")
         if prompt is None and prompt_embeds is None:
@@ -380,10 +443,16 @@ class TextToVideoPipeline:
                 raise ValueError(f"prompt must be a string or a non-empty list of strings, got {prompt!r:.80}")
             batch = len(prompts)
         else:
-            if not torch.is_tensor(prompt_embeds) or prompt_embeds.ndim != 3:
-                raise ValueError("prompt_embeds must be a tensor (batch, tokens, dim), got "
-                                 f"{getattr(prompt_embeds, 'shape', type(prompt_embeds).__name__)}")
+            dim = self.unet.config.cross_attention_dim
+            if not torch.is_tensor(prompt_embeds) or prompt_embeds.ndim != 3 or not prompt_embeds.is_floating_point() \
+                    or prompt_embeds.shape[0] < 1 or prompt_embeds.shape[1] < 1 or prompt_embeds.shape[2] != dim:
+                raise ValueError(f"prompt_embeds must be a float tensor (batch, tokens, {dim}), got "
+                                 f"{getattr(prompt_embeds, 'shape', type(prompt_embeds).__name__)} "
+                                 f"{getattr(prompt_embeds, 'dtype', '')}")
             batch = prompt_embeds.shape[0]
+        if batch * num_videos_per_prompt > MAX_VIDEOS:
+            raise ValueError(f"{batch} prompt(s) x num_videos_per_prompt={num_videos_per_prompt} is more than "
+                             f"{MAX_VIDEOS} videos in one call; split it")
         if negative_prompt is not None and not isinstance(negative_prompt, str):
             if not (isinstance(negative_prompt, (list, tuple)) and all(isinstance(p, str) for p in negative_prompt)):
                 raise ValueError(f"negative_prompt must be a string or a list of strings, got {negative_prompt!r:.80}")
@@ -391,7 +460,8 @@ class TextToVideoPipeline:
                 raise ValueError(f"negative_prompt has {len(negative_prompt)} entries but prompt has {batch}")
         if negative_prompt_embeds is not None:
             if prompt_embeds is None or not torch.is_tensor(negative_prompt_embeds) or \
-                    negative_prompt_embeds.shape != prompt_embeds.shape:
+                    negative_prompt_embeds.shape != prompt_embeds.shape or \
+                    not negative_prompt_embeds.is_floating_point():
                 want, got = getattr(prompt_embeds, "shape", None), getattr(negative_prompt_embeds, "shape", None)
                 raise ValueError(f"negative_prompt_embeds must come with prompt_embeds and have its shape {want}, "
                                  f"got {got}")
