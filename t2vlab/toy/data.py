@@ -1,0 +1,100 @@
+"""A synthetic captioned video world: coloured shapes moving over a dark background.
+
+Every clip is 8 frames of 64x64 pixels: one circle, square or triangle, coloured red, green, blue
+or yellow, moving left, right, up or down by about half the frame, captioned
+"a {colour} {shape} moving {direction}". Clips are drawn on the fly (no downloads) and are a pure
+function of the seed. Six of the 48 combinations are held out of training, so the evaluator can ask
+whether the model composes words it has only seen in other combinations.
+
+    clips, labels = make_clips(16, seed=0)     # (16, 8, 64, 64, 3) floats in [0, 1], label rows
+    captions(labels)                           # ["a red circle moving left", ...]
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+
+COLOURS = {"red": (0.90, 0.12, 0.10), "green": (0.12, 0.80, 0.20),
+           "blue": (0.15, 0.25, 0.95), "yellow": (0.95, 0.85, 0.10)}
+SHAPES = ("circle", "square", "triangle")
+DIRECTIONS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}  # image y grows downwards
+FRAMES, SIZE = 8, 64
+
+# (colour, shape, direction) never shown in training; every single word still is, in other combinations
+HELD_OUT = (("red", "circle", "left"), ("green", "square", "up"), ("blue", "triangle", "right"),
+            ("yellow", "circle", "down"), ("red", "triangle", "down"), ("blue", "square", "left"))
+ALL_COMBOS = tuple(itertools.product(COLOURS, SHAPES, DIRECTIONS))
+TRAIN_COMBOS = tuple(c for c in ALL_COMBOS if c not in HELD_OUT)
+
+
+def caption(colour, shape, direction) -> str:
+    return f"a {colour} {shape} moving {direction}"
+
+
+def all_captions(split="all") -> list[str]:
+    """The 48 captions ("all"), the 42 of training ("train") or the 6 held out ("held_out")."""
+    combos = {"all": ALL_COMBOS, "train": TRAIN_COMBOS, "held_out": HELD_OUT}[split]
+    return [caption(*c) for c in combos]
+
+
+def sample_labels(n, seed=0, combos=TRAIN_COMBOS):
+    """n clip descriptions, drawn uniformly from ``combos``: a dict of tensors (one entry per clip)."""
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(len(combos), (n,), generator=g)
+    u = torch.rand(n, 6, generator=g)
+    chosen = [combos[i] for i in idx.tolist()]
+    return {
+        "colour": torch.tensor([list(COLOURS).index(c[0]) for c in chosen]),
+        "shape": torch.tensor([SHAPES.index(c[1]) for c in chosen]),
+        "direction": torch.tensor([list(DIRECTIONS).index(c[2]) for c in chosen]),
+        "start": 16 + 6 * (u[:, 0] - 0.5),        # along the motion, measured from the edge it leaves
+        "travel": 32 + 4 * (u[:, 1] - 0.5),       # pixels covered from the first frame to the last
+        "across": 18 + 28 * u[:, 2],              # the other coordinate, fixed during the clip
+        "radius": 8 + 3 * u[:, 3],
+        "background": 0.12 * u[:, 4],             # a plain dark grey
+        "tint": 0.1 * (u[:, 5] - 0.5),            # small brightness jitter of the shape's colour
+    }
+
+
+def captions(labels) -> list[str]:
+    return [caption(list(COLOURS)[c], SHAPES[s], list(DIRECTIONS)[d])
+            for c, s, d in zip(labels["colour"].tolist(), labels["shape"].tolist(), labels["direction"].tolist())]
+
+
+def centres(labels, frames=FRAMES):
+    """The shape's centre (x, y) in every frame: (n, frames, 2), moving linearly."""
+    device = labels["direction"].device
+    d = torch.tensor(list(DIRECTIONS.values()), dtype=torch.float32, device=device)[labels["direction"]]  # (n, 2)
+    t = torch.linspace(0, 1, frames, device=device)[None, :, None]
+    along = labels["start"][:, None, None] + labels["travel"][:, None, None] * t  # distance from the left edge
+    pos_along = torch.where(d.sum(1, keepdim=True)[:, None] > 0, along, SIZE - along)  # right/down: grows
+    horizontal = (d[:, 0] != 0)[:, None, None]
+    across = labels["across"][:, None, None].expand_as(pos_along)
+    return torch.where(horizontal, torch.cat([pos_along, across], -1), torch.cat([across, pos_along], -1))
+
+
+def render(labels, frames=FRAMES, size=SIZE, device=None):
+    """Draw the clips: (n, frames, size, size, 3) float32 in [0, 1]."""
+    labels = {k: v.to(device) for k, v in labels.items()}
+    c = centres(labels, frames)  # (n, F, 2)
+    coords = torch.arange(size, dtype=torch.float32, device=device) + 0.5
+    dx = coords[None, None, None, :] - c[..., 0, None, None]  # (n, F, 1, W)
+    dy = coords[None, None, :, None] - c[..., 1, None, None]  # (n, F, H, 1)
+    r = labels["radius"][:, None, None, None]
+    circle = dx**2 + dy**2 <= r**2
+    square = (dx.abs() <= 0.85 * r) & (dy.abs() <= 0.85 * r)
+    triangle = (dy >= -r) & (dy <= 0.8 * r) & (dx.abs() <= (dy + r) / 1.8)  # apex up, base below the centre
+    shape = labels["shape"][:, None, None, None]
+    mask = torch.where(shape == 0, circle, torch.where(shape == 1, square, triangle))
+    colour = torch.tensor(list(COLOURS.values()), device=device)[labels["colour"]]
+    colour = (colour + labels["tint"][:, None]).clamp(0, 1)[:, None, None, None, :]  # (n, 1, 1, 1, 3)
+    background = labels["background"][:, None, None, None, None].expand_as(colour)
+    return torch.where(mask[..., None], colour, background)
+
+
+def make_clips(n, seed=0, combos=TRAIN_COMBOS, device=None):
+    """n clips and their labels, a pure function of ``seed``."""
+    labels = sample_labels(n, seed, combos)
+    return render(labels, device=device), labels
