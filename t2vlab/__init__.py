@@ -23,6 +23,7 @@ _PUBLIC = {
     "TextToVideoPipeline": "t2vlab.pipeline",
     "export_to_video": "t2vlab.video",
     "make_tiny_checkpoint": "t2vlab.tiny",
+    "toy_checkpoint": "t2vlab.toy",
 }
 
 __all__ = sorted(_PUBLIC)
