@@ -31,6 +31,7 @@ COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 EXPECTED_CLASSES = {"_class_name": ("TextToVideoSDPipeline",), "unet": ("UNet3DConditionModel",),
                     "vae": ("AutoencoderKL",), "text_encoder": ("CLIPTextModel",)}
 OUTPUT_TYPES = ("np", "pt", "pil", "latent")
+CHECK_EVERY = 8  # denoising steps between two reads of the latents' finiteness flags on a GPU
 MAX_FRAMES = 1024  # the model was trained on 16 frames; more than this is a typo, not a video
 MAX_VIDEOS = 256  # videos in one call (prompts x num_videos_per_prompt)
 
@@ -321,6 +322,7 @@ class TextToVideoPipeline:
             raise ValueError(f"generator: a list of {len(generator)} generators for {n} videos; pass one per video")
         x = self.prepare_latents(n, num_frames, height, width, context.dtype, device, generator, latents,
                                  noise_shared_ratio)
+        flags = []
         with self._running(self.unet) as unet, self.progress_bar(len(self.scheduler.timesteps)) as bar:
             for i, t in enumerate(self.scheduler.timesteps):
                 x_in = self.scheduler.scale_model_input(torch.cat([x, x]) if guided else x, t)
@@ -330,11 +332,13 @@ class TextToVideoPipeline:
                     eps_uncond, eps_cond = eps.chunk(2)
                     eps = eps_uncond + guidance_scale * (eps_cond - eps_uncond)
                 x, x0 = self.step(eps, t, x, eta=eta, generator=generator)
-                if not torch.isfinite(x).all():
-                    raise FloatingPointError(
-                        f"the latents became NaN/inf at step {i + 1} of {len(self.scheduler.timesteps)} (t={int(t)}). "
-                        f"In float16 this is usually an overflow: load with torch_dtype=torch.float32, or lower "
-                        f"guidance_scale (now {guidance_scale}).")
+                # finiteness flags stay on the device until read: on a GPU a read makes the CPU wait for the
+                # GPU, so they are read every few steps there (and at the end, and before a callback sees the
+                # latents); on the CPU a read is free, so after every step
+                flags.append((i, t, torch.isfinite(x).all()))
+                every = 1 if x.device.type == "cpu" else CHECK_EVERY
+                if len(flags) >= every or i == len(self.scheduler.timesteps) - 1 or callback_on_step_end:
+                    self._check_finite(flags, guidance_scale)
                 if callback_on_step_end is not None:
                     update = callback_on_step_end(self, i, t, {"latents": x, "pred_original_sample": x0})
                     if isinstance(update, dict) and "latents" in update:
@@ -380,6 +384,18 @@ class TextToVideoPipeline:
                 f"{', '.join(helps) + '; ' if helps else ''}fewer frames (num_frames={frames}), a smaller "
                 f"height/width, fewer videos per call (now {videos}), or torch_dtype=torch.float16 on a GPU. "
                 f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
+
+    def _check_finite(self, flags, guidance_scale):
+        """Raise at the first step whose latents were not finite; ``flags`` is [(i, t, finite tensor)]."""
+        ok = torch.stack([f for _, _, f in flags]).cpu()
+        bad = [(i, t) for (i, t, _), good in zip(flags, ok) if not good]
+        flags.clear()
+        if bad:
+            i, t = bad[0]
+            raise FloatingPointError(
+                f"the latents became NaN/inf at step {i + 1} of {len(self.scheduler.timesteps)} (t={int(t)}). "
+                f"In float16 this is usually an overflow: load with torch_dtype=torch.float32, or lower "
+                f"guidance_scale (now {guidance_scale}).")
 
     def step(self, eps, t, x, **kwargs):
         """One scheduler step on the video, frames folded into the batch as the reference does it

@@ -364,7 +364,7 @@ def _read(path):
     import imageio.v2 as imageio
 
     reader = imageio.get_reader(path)
-    frames = np.stack(list(reader))
+    frames = np.stack([f for f in reader])  # not list(reader): its length hint is inf for mp4
     reader.close()
     return frames
 
@@ -377,3 +377,15 @@ def test_cli_generates_a_video_and_says_which_model(tiny, tmp_path, capsys):
     said = capsys.readouterr().out
     assert str(tiny) in said and "wrote" in said
     assert _read(out).shape == (4, 64, 64, 3)
+
+
+def test_finiteness_flags_read_in_batches_name_the_first_bad_step(pipe):
+    """On a GPU the flags are read every few steps; the error still names the first bad step."""
+    pipe.scheduler.set_timesteps(10)
+    ts = pipe.scheduler.timesteps
+    flags = [(0, ts[0], torch.tensor(True)), (1, ts[1], torch.tensor(False)), (2, ts[2], torch.tensor(False))]
+    with pytest.raises(FloatingPointError, match=f"step 2 of 10 \\(t={int(ts[1])}\\)"):
+        pipe._check_finite(flags, 9.0)
+    fine = [(0, ts[0], torch.tensor(True))]
+    pipe._check_finite(fine, 9.0)
+    assert fine == []  # read flags are consumed
