@@ -8,6 +8,7 @@ It always says which it used.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -28,6 +29,7 @@ def parse_args(argv=None):
     ap.add_argument("--guidance", type=float, default=9.0, help="classifier-free guidance scale (default 9)")
     ap.add_argument("--scheduler", default="dpm++", choices=SCHEDULER_NAMES, help="sampler (default dpm++)")
     ap.add_argument("--fps", type=int, default=8)
+    ap.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     ap.add_argument("--fp16", action="store_true", help="half precision (GPU)")
     ap.add_argument("--offload", action="store_true", help="keep models on the CPU until each runs (GPU)")
     ap.add_argument("--vae-slicing", action="store_true", help="decode one frame at a time")
@@ -56,6 +58,9 @@ def load(args):
 
 def main(argv=None):
     args = parse_args(argv)
+    if os.path.exists(args.out) and not args.overwrite:  # say so before minutes of generation, not after
+        print(f"t2vlab: {args.out} exists; pass --overwrite to replace it", file=sys.stderr)
+        return 2
     import torch
 
     from . import export_to_video
@@ -76,7 +81,7 @@ def main(argv=None):
     frames = pipe(args.prompt, negative_prompt=args.negative, num_inference_steps=steps, num_frames=args.frames,
                   height=args.size, width=args.size, guidance_scale=args.guidance,
                   generator=torch.Generator().manual_seed(args.seed)).frames
-    path = export_to_video(frames[0], args.out, fps=args.fps)
+    path = export_to_video(frames[0], args.out, fps=args.fps, overwrite=args.overwrite)
     f, h, w = frames.shape[1:4]
     print(f"t2vlab: wrote {path}: {f} frames of {w}x{h}, {steps} {args.scheduler} steps, "
           f"seed {args.seed}, in {time.perf_counter() - t0:.1f} s")

@@ -51,25 +51,26 @@ _FLOAT_RANGE_SLACK = 0.5
 # --------------------------------------------------------------------------------------------- input handling
 
 
-def to_uint8(frames) -> np.ndarray:
+def to_uint8(frames, name: str = "to_uint8") -> np.ndarray:
     """Convert pixels to ``uint8``: floats in ``[0, 1]`` are scaled by 255, rounded to nearest and clipped.
 
     Works on any shape (a frame, a video, a batch). ``uint8`` input is returned unchanged; other integer types
-    must already hold values in 0-255. NaN or infinite values raise ``ValueError``.
+    must already hold values in 0-255. NaN or infinite values raise ``ValueError``. Errors start with ``name``
+    (the caller's argument).
     """
     arr = _to_numpy(frames)
     if arr.dtype == np.uint8:
         return arr
     if arr.dtype == np.bool_ or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
-        raise TypeError(f"to_uint8: expected uint8, integer or float pixels, got dtype {arr.dtype}")
+        raise TypeError(f"{name}: expected uint8, integer or float pixels, got dtype {arr.dtype}")
     if np.issubdtype(arr.dtype, np.integer):
         if arr.size and (arr.min() < 0 or arr.max() > 255):
             raise ValueError(
-                f"to_uint8: integer pixels must lie in 0..255, got range [{arr.min()}, {arr.max()}] ({arr.dtype})"
+                f"{name}: integer pixels must lie in 0..255, got range [{arr.min()}, {arr.max()}] ({arr.dtype})"
             )
         return arr.astype(np.uint8)
     if not np.isfinite(arr).all():
-        raise ValueError("to_uint8: pixels contain NaN or infinite values")
+        raise ValueError(f"{name}: pixels contain NaN or infinite values")
     return np.rint(np.clip(arr.astype(np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
@@ -118,7 +119,7 @@ def _check_pixels(arr: np.ndarray, name: str) -> np.ndarray:
                 f"{name}: float pixels must lie in [0, 1], got range [{lo:.3g}, {hi:.3g}]. "
                 "For [-1, 1] use (x + 1) / 2; for 0-255 values cast to uint8."
             )
-    arr = to_uint8(arr) if arr.dtype != np.uint8 else arr
+    arr = to_uint8(arr, name) if arr.dtype != np.uint8 else arr
     if channels == 1:
         arr = np.repeat(arr, 3, axis=-1)
     return arr
@@ -182,8 +183,8 @@ def _as_video(video_frames, name: str = "video_frames") -> np.ndarray:
 def _check_fps(fps) -> float:
     if isinstance(fps, bool) or not isinstance(fps, (int, float, np.integer, np.floating)):
         raise TypeError(f"fps: expected a number, got {type(fps).__name__}")
-    if not math.isfinite(fps) or fps <= 0:
-        raise ValueError(f"fps: must be a finite number > 0, got {fps}")
+    if not math.isfinite(fps) or not 1e-3 <= fps <= 1000:
+        raise ValueError(f"fps: must be a number from 0.001 to 1000 frames per second, got {fps}")
     return float(fps)
 
 
@@ -271,7 +272,7 @@ def _new_file_mode() -> int:
     return 0o666 & ~umask
 
 
-def export_to_video(video_frames, output_video_path=None, fps=8, *, overwrite: bool = True) -> str:
+def export_to_video(video_frames, output_video_path=None, fps=8, *, overwrite: bool = False) -> str:
     """Write a video to ``output_video_path`` (``.mp4`` or ``.gif``) and return the path as a ``str``.
 
     Args:
@@ -281,7 +282,8 @@ def export_to_video(video_frames, output_video_path=None, fps=8, *, overwrite: b
             ``.mp4`` (``tempfile.mkstemp``) and returns its path.
         fps: frames per second, a finite number > 0. GIF delays are stored in 1/100 s, so GIF timing is
             rounded to 10 ms and capped at 50 fps.
-        overwrite: if ``False`` and the target exists, raise ``FileExistsError`` instead of replacing it.
+        overwrite: replace an existing file at the target; by default an existing file is never touched
+            (``FileExistsError``).
 
     MP4 is H.264 in yuv420p at CRF 18; odd heights/widths get their last row/column repeated once (H.264 in
     yuv420p needs even sizes), nothing is rescaled. The file appears at the target only once fully written.
@@ -303,7 +305,7 @@ def export_to_video(video_frames, output_video_path=None, fps=8, *, overwrite: b
     if os.path.isdir(target):
         raise IsADirectoryError(f"output_video_path: {target!r} is a directory")
     if not overwrite and os.path.lexists(target):
-        raise FileExistsError(f"output_video_path: {target!r} exists and overwrite=False")
+        raise FileExistsError(f"output_video_path: {target!r} exists; pass overwrite=True to replace it")
 
     folder = os.path.dirname(os.path.abspath(target))
     stem = os.path.basename(target)
@@ -335,10 +337,10 @@ def _move_no_clobber(tmp: str, target: str) -> None:
     try:
         os.link(tmp, target)
     except FileExistsError:
-        raise FileExistsError(f"output_video_path: {target!r} exists and overwrite=False") from None
+        raise FileExistsError(f"output_video_path: {target!r} exists; pass overwrite=True to replace it") from None
     except OSError:  # filesystem without hard links: best effort
         if os.path.lexists(target):
-            raise FileExistsError(f"output_video_path: {target!r} exists and overwrite=False") from None
+            raise FileExistsError(f"output_video_path: {target!r} exists; pass overwrite=True to replace it") from None
         os.replace(tmp, target)
         return
     os.unlink(tmp)
@@ -439,7 +441,7 @@ def show_video(frames_or_path, fps=8, *, width: int | None = None):
         fd, tmp = tempfile.mkstemp(suffix=ext)
         os.close(fd)
         try:
-            export_to_video(video, tmp, fps)
+            export_to_video(video, tmp, fps, overwrite=True)  # our own empty temporary file
             with open(tmp, "rb") as f:
                 data = f.read()
         finally:

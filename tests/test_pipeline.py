@@ -377,6 +377,12 @@ def test_cli_generates_a_video_and_says_which_model(tiny, tmp_path, capsys):
     said = capsys.readouterr().out
     assert str(tiny) in said and "wrote" in said
     assert _read(out).shape == (4, 64, 64, 3)
+    before = out.read_bytes()
+    assert main(["again", "--out", str(out), "--model", str(tiny), "--steps", "2"]) == 2  # refuses to overwrite
+    assert "--overwrite" in capsys.readouterr().err and out.read_bytes() == before
+    assert main(["again", "--out", str(out), "--model", str(tiny), "--steps", "2", "--frames", "2",
+                 "--overwrite"]) == 0
+    assert _read(out).shape == (2, 64, 64, 3)
 
 
 def test_finiteness_flags_read_in_batches_name_the_first_bad_step(pipe):

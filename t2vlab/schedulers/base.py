@@ -175,6 +175,22 @@ def draw_noise(shape, generator, device, dtype) -> torch.Tensor:
     return torch.randn(shape, generator=generator, device=rand_device, dtype=dtype).to(device)
 
 
+def check_step_args(model_output, timestep, sample, eta, generator):
+    """ValueError naming the argument, before any arithmetic: tensors of one shape, a real timestep, eta in [0, 1]."""
+    for name, v in (("model_output", model_output), ("sample", sample)):
+        if not isinstance(v, torch.Tensor) or not v.is_floating_point():
+            raise ValueError(f"{name} must be a floating-point tensor, got {getattr(v, 'dtype', type(v).__name__)}")
+    if model_output.shape != sample.shape:
+        raise ValueError(f"model_output has shape {tuple(model_output.shape)} but sample has {tuple(sample.shape)}")
+    t = timestep.item() if isinstance(timestep, torch.Tensor) and timestep.numel() == 1 else timestep
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or abs(t) > 1e9:
+        raise ValueError(f"timestep must be one number from the schedule, got {timestep!r:.60}")
+    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0 <= eta <= 1:
+        raise ValueError(f"eta must be a number in [0, 1], got {eta!r:.60}")
+    if generator is not None and not isinstance(generator, (torch.Generator, list, tuple)):
+        raise ValueError(f"generator must be a torch.Generator (or a list of them), got {type(generator).__name__}")
+
+
 def _broadcast(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     values = values.flatten()
     return values.reshape(values.shape + (1,) * (like.ndim - 1))
@@ -212,8 +228,8 @@ class Scheduler:
                 raise NotImplementedError(f"{name}: {key}={cfg[key]!r} is not implemented in t2vlab "
                                           f"(supported: {allowed})")
         T = cfg["num_train_timesteps"]
-        if isinstance(T, bool) or not isinstance(T, int) or T < 2:
-            raise ValueError(f"num_train_timesteps must be an integer >= 2, got {T!r}")
+        if isinstance(T, bool) or not isinstance(T, int) or not 2 <= T <= 100_000:
+            raise ValueError(f"num_train_timesteps must be an integer from 2 to 100000, got {T!r}")
         self._cfg, self._explicit, self._hidden = cfg, set(config), {}
         self.betas = make_betas(cfg)
         self.alphas_cumprod = torch.cumprod(1.0 - self.betas, dim=0)
@@ -290,6 +306,7 @@ class Scheduler:
         if self.timesteps is None:
             raise ValueError(f"{type(self).__name__}.step() called before set_timesteps(); "
                              "call set_timesteps(num_inference_steps) first")
+        check_step_args(model_output, timestep, sample, eta, generator)
         prev, x0 = self._step(model_output, timestep, sample, eta=eta, generator=generator, **kwargs)
         return SchedulerOutput(prev, x0) if return_dict else (prev, x0)
 

@@ -202,8 +202,13 @@ def generate(pipe, settings, on_step=None, out_dir=None, record=True) -> Result:
 
     out_dir = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="t2vlab-studio-"))
     out_dir.mkdir(parents=True, exist_ok=True)
-    name = f"t2vlab-{time.strftime('%Y%m%d-%H%M%S')}-seed{settings.seed}.mp4"
-    path = export_to_video(frames, os.fspath(out_dir / name), fps=FPS)
+    stem = f"t2vlab-{time.strftime('%Y%m%d-%H%M%S')}-seed{settings.seed}"
+    target = out_dir / f"{stem}.mp4"
+    n = 1
+    while target.exists():  # two runs within a second: never replace an earlier result
+        n += 1
+        target = out_dir / f"{stem}-{n}.mp4"
+    path = export_to_video(frames, os.fspath(target), fps=FPS)
     return Result(dataclasses.replace(settings), frames, path, recorder.trajectory, time.perf_counter() - start,
                   notes)
 
