@@ -38,15 +38,19 @@ TINY_VAE = dict(block_out_channels=(16, 32, 32, 32), layers_per_block=1, norm_nu
 TINY_TEXT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
 
 
-def make_tiny_checkpoint(path, seed=0, overwrite=False, variants=(None, "fp16")):
-    """Write a complete tiny checkpoint to ``path`` and return it as a Path.
+FP32, FP16_VARIANT = (None, torch.float32), ("fp16", torch.float16)
 
+
+def write_checkpoint(path, models, overwrite=False, variants=(None,), extra=None):
+    """Write ``models`` ({"unet", "vae", "text_encoder"}), the real-vocabulary tokenizer, the published
+    scheduler config and model_index.json to ``path`` in the published layout; return it as a Path.
+
+    ``variants``: variant names (None: float32 under the plain file names; "fp16": the float16 variant)
+    or (name, dtype) pairs such as (None, torch.float16) for float16 weights under the plain names.
     The folder appears whole or not at all: everything is written to a temporary sibling folder
     that is renamed into place at the end. An existing ``path`` is an error unless ``overwrite``.
     """
-    from .text import CLIPTextEncoder, Tokenizer
-    from .unet import UNet3DConditionModel
-    from .vae import AutoencoderKL
+    from .text import Tokenizer
 
     path = Path(path)
     if path.exists() and not overwrite:
@@ -54,18 +58,16 @@ def make_tiny_checkpoint(path, seed=0, overwrite=False, variants=(None, "fp16"))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
-        torch.manual_seed(seed)
-        models = {"unet": UNet3DConditionModel.from_config(TINY_UNET),
-                  "vae": AutoencoderKL.from_config(TINY_VAE),
-                  "text_encoder": CLIPTextEncoder.from_config(TINY_TEXT)}
+        dtypes = dict([FP32, FP16_VARIANT])
         for name, model in models.items():
-            for variant in variants:
-                dtype = torch.float16 if variant == "fp16" else torch.float32
+            for variant, dtype in (v if isinstance(v, tuple) else (v, dtypes[v]) for v in variants):
                 model.to(dtype).save_pretrained(tmp / name, variant=variant)
         Tokenizer.default().save_pretrained(tmp / "tokenizer")
         (tmp / "scheduler").mkdir()
         (tmp / "scheduler" / "scheduler_config.json").write_text(json.dumps(SCHEDULER_CONFIG, indent=2) + "\n")
         (tmp / "model_index.json").write_text(json.dumps(MODEL_INDEX, indent=2) + "\n")
+        for name, data in (extra or {}).items():
+            (tmp / name).write_text(json.dumps(data, indent=2) + "\n")
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
@@ -73,6 +75,20 @@ def make_tiny_checkpoint(path, seed=0, overwrite=False, variants=(None, "fp16"))
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
+
+
+def make_tiny_checkpoint(path, seed=0, overwrite=False, variants=(None, "fp16")):
+    """Write a complete tiny checkpoint (random weights, drawn from ``seed``) to ``path``; see write_checkpoint."""
+    from .text import CLIPTextEncoder
+    from .unet import UNet3DConditionModel
+    from .vae import AutoencoderKL
+
+    if Path(path).exists() and not overwrite:  # before building anything
+        raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
+    torch.manual_seed(seed)
+    models = {"unet": UNet3DConditionModel.from_config(TINY_UNET), "vae": AutoencoderKL.from_config(TINY_VAE),
+              "text_encoder": CLIPTextEncoder.from_config(TINY_TEXT)}
+    return write_checkpoint(path, models, overwrite=overwrite, variants=variants)
 
 
 def cache_dir() -> Path:

@@ -21,17 +21,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import t2vlab.schedulers as ours
+from t2vlab import configs
 
 diffusers = pytest.importorskip("diffusers")
 
-# damo-vilab/text-to-video-ms-1.7b scheduler/scheduler_config.json
-CKPT = {
-    "_class_name": "DDIMScheduler", "num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012,
-    "beta_schedule": "scaled_linear", "trained_betas": None, "clip_sample": False, "set_alpha_to_one": False,
-    "steps_offset": 1, "prediction_type": "epsilon", "thresholding": False, "dynamic_thresholding_ratio": 0.995,
-    "clip_sample_range": 1.0, "sample_max_value": 1.0, "timestep_spacing": "leading",
-    "rescale_betas_zero_snr": False,
-}
+CKPT = dict(configs.SCHEDULER)  # the published scheduler/scheduler_config.json
 VPRED = {**CKPT, "prediction_type": "v_prediction"}
 CONFIGS = {"ckpt": CKPT, "vpred": VPRED}
 STEPS = (1, 2, 10, 25, 50)

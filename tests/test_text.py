@@ -13,6 +13,7 @@ import warnings
 import pytest
 import torch
 
+from t2vlab import configs
 from t2vlab.checkpoint import CheckpointError
 from t2vlab.text import (
     CLIPTextConfig,
@@ -27,14 +28,7 @@ transformers = pytest.importorskip("transformers")
 
 CAT_IDS = [49406, 320, 1125, 539, 320, 2368, 49407]
 
-# text_encoder/config.json of damo-vilab/text-to-video-ms-1.7b (copy of shared/reference/ms-1.7b-configs)
-FULL_CONFIG = {
-    "architectures": ["CLIPTextModel"], "model_type": "clip_text_model", "attention_dropout": 0.0,
-    "bos_token_id": 0, "eos_token_id": 2, "pad_token_id": 1, "hidden_act": "gelu", "hidden_size": 1024,
-    "initializer_factor": 1.0, "initializer_range": 0.02, "intermediate_size": 4096, "layer_norm_eps": 1e-05,
-    "max_position_embeddings": 77, "num_attention_heads": 16, "num_hidden_layers": 23, "projection_dim": 512,
-    "vocab_size": 49408,
-}
+FULL_CONFIG = configs.TEXT_ENCODER  # the published text_encoder/config.json
 
 
 def rel_err(a, b):

@@ -21,9 +21,6 @@ import argparse
 import copy
 import json
 import math
-import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -31,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from ..text import CLIPTextEncoder, Tokenizer
-from ..tiny import MODEL_INDEX, SCHEDULER_CONFIG
+from ..tiny import SCHEDULER_CONFIG, write_checkpoint
 from ..unet import UNet3DConditionModel
 from ..vae import AutoencoderKL
 from . import data
@@ -149,25 +146,10 @@ def train_unet(unet, text_encoder, latents, caption_ids, ids, seconds, device, b
 # ----------------------------------------------------------------------------------- saving
 def save_checkpoint(path, unet, vae, text_encoder, dtype=torch.float16, extra=None):
     """Write the published layout (weights in ``dtype``, default names); the folder appears whole."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        for name, model in (("unet", unet), ("vae", vae), ("text_encoder", text_encoder)):
-            copy.deepcopy(model).to("cpu", dtype).save_pretrained(tmp / name)
-        Tokenizer.default().save_pretrained(tmp / "tokenizer")
-        (tmp / "scheduler").mkdir()
-        (tmp / "scheduler" / "scheduler_config.json").write_text(json.dumps(SCHEDULER_CONFIG, indent=2) + "\n")
-        (tmp / "model_index.json").write_text(json.dumps(MODEL_INDEX, indent=2) + "\n")
-        if extra:
-            (tmp / "training.json").write_text(json.dumps(extra, indent=2) + "\n")
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return path
+    models = {name: copy.deepcopy(model).to("cpu") for name, model in
+              (("unet", unet), ("vae", vae), ("text_encoder", text_encoder))}
+    return write_checkpoint(path, models, overwrite=True, variants=((None, dtype),),
+                            extra={"training.json": extra} if extra else None)
 
 
 def train(out, device="cpu", minutes=7.5, vae_share=0.2, clips=20_000, batch=64, vae_batch=32, seed=0,
