@@ -1,8 +1,10 @@
 """Small helpers shared by the benchmark scripts: timing, peak memory, and a printed table.
 
 Peak CPU memory is the process's resident-set high-water mark (VmHWM), reset just before the
-measured call through /proc/self/clear_refs, minus the resident memory at that moment. It runs
-in-process: forking a process whose OpenMP thread pool is running can deadlock the child.
+measured call through /proc/self/clear_refs, minus the resident memory at that moment, after
+glibc's malloc_trim has returned freed memory to the OS (else memory freed by an earlier run and
+reused by this one would not count). It runs in-process: forking a process whose OpenMP thread
+pool is running can deadlock the child.
 """
 
 from __future__ import annotations
@@ -20,9 +22,19 @@ def _status_kib(field: str) -> int:
         return int(re.search(rf"^{field}:\s+(\d+) kB", f.read(), re.M).group(1))
 
 
+def _trim():
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: measurements may then under-count reused memory
+        pass
+
+
 def peak_memory(fn) -> int:
     """Extra peak memory (bytes) that calling ``fn()`` needs on CPU (for CUDA use torch.cuda stats)."""
     gc.collect()
+    _trim()  # hand freed memory back to the OS, so that reusing it shows up as growth again
     before = _status_kib("VmRSS")
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset VmHWM to the current RSS

@@ -30,13 +30,20 @@ class ResnetBlock2D(nn.Module):
         self.output_scale_factor = output_scale_factor
 
     def forward(self, x, temb=None):
-        h = self.conv1(F.silu(self.norm1(x)))
+        # one step per line, rebinding h: each activation is freed as soon as the next exists
+        # (a nested call would keep conv1's output alive through the whole second half)
+        h = self.norm1(x)
+        h = F.silu(h)
+        h = self.conv1(h)
         if self.time_emb_proj is not None and temb is not None:
             h = h + self.time_emb_proj(F.silu(temb))[:, :, None, None]
-        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        h = self.norm2(h)
+        h = F.silu(h)
+        h = self.dropout(h)
+        h = self.conv2(h)
         skip = x if self.conv_shortcut is None else self.conv_shortcut(x)
-        out = skip + h
-        return out if self.output_scale_factor == 1 else out / self.output_scale_factor
+        h = skip + h
+        return h if self.output_scale_factor == 1 else h / self.output_scale_factor
 
 
 class Downsample2D(nn.Module):

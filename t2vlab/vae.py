@@ -177,7 +177,9 @@ class Encoder(nn.Module):
         for block in self.down_blocks:
             x = block(x)
         x = self.mid_block(x)
-        return self.conv_out(F.silu(self.conv_norm_out(x)))
+        x = self.conv_norm_out(x)  # rebinding x frees each activation as the next one exists
+        x = F.silu(x)
+        return self.conv_out(x)
 
 
 class Decoder(nn.Module):
@@ -198,7 +200,9 @@ class Decoder(nn.Module):
         x = self.mid_block(self.conv_in(z))
         for block in self.up_blocks:
             x = block(x)
-        return self.conv_out(F.silu(self.conv_norm_out(x)))
+        x = self.conv_norm_out(x)  # rebinding x frees each full-resolution activation as the next one exists
+        x = F.silu(x)
+        return self.conv_out(x)
 
 
 class DiagonalGaussian:

@@ -129,7 +129,9 @@ class UNet3DConditionModel(ModelBase):
                 size = skips[-1].shape[-2:]
             x = block(x, level_skips, temb, context, f, upsample_size=size)
 
-        x = self.conv_out(F.silu(self.conv_norm_out(x)))
+        x = self.conv_norm_out(x)  # rebinding x frees each activation as the next one exists
+        x = F.silu(x)
+        x = self.conv_out(x)
         return x.unflatten(0, (b, f)).transpose(1, 2)
 
     # ------------------------------------------------------------------------- memory/speed knobs
