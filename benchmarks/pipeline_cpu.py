@@ -69,6 +69,15 @@ def ratio_rows(rows, t_idx, m_idx):
     return rows
 
 
+def print_generation(results, frames, caption):
+    """The generation table: median time and peak memory per implementation, ratios, frame agreement."""
+    diff = abs(frames["ours"] - frames["diffusers"]).max()
+    rows = [[label, statistics.median(t for t, _ in results[k]), mib(statistics.median(m for _, m in results[k]))]
+            for label, k in (("diffusers 0.42.1", "diffusers"), ("t2vlab", "ours"))]
+    print_table(["implementation", "s / video (median)", "extra peak MiB (median)", "time ratio", "memory ratio"],
+                ratio_rows(rows, 1, 2), f"{caption} (max |frame difference| {diff:.1e}); {AIMS}")
+
+
 # ---------------------------------------------------------------------------------------------- (a)
 def bench_tiny(tmp, repeats):
     from t2vlab import make_tiny_checkpoint
@@ -85,13 +94,8 @@ def bench_tiny(tmp, repeats):
             store = {}
             results[name].append(measured_run(pipe, store, **kw))
             frames[name] = store["frames"]
-    diff = abs(frames["ours"] - frames["diffusers"]).max()
-    rows = [[label, statistics.median(t for t, _ in results[k]), mib(statistics.median(m for _, m in results[k]))]
-            for label, k in (("diffusers 0.42.1", "diffusers"), ("t2vlab", "ours"))]
-    print_table(["implementation", "s / video (median)", "extra peak MiB (median)", "time ratio", "memory ratio"],
-                ratio_rows(rows, 1, 2),
-                f"(a) tiny checkpoint: 8 frames 64x64, 25 DDIM steps, guidance 9, {repeats} runs each, alternated "
-                f"(max |frame difference| {diff:.1e}); {AIMS}")
+    print_generation(results, frames, f"(a) tiny checkpoint: 8 frames 64x64, 25 DDIM steps, guidance 9, {repeats} "
+                                      "runs each, alternated")
 
 
 # ---------------------------------------------------------------------------------------------- (b)
@@ -162,13 +166,8 @@ def bench_full(tmp, repeats):
         frames[which] = store["frames"]
         del pipe, store
         gc.collect()
-    diff = abs(frames["ours"] - frames["diffusers"]).max()
-    rows = [[label, statistics.median(t for t, _ in results[k]), mib(statistics.median(m for _, m in results[k]))]
-            for label, k in (("diffusers 0.42.1", "diffusers"), ("t2vlab", "ours"))]
-    print_table(["implementation", "s / video (median)", "extra peak MiB (median)", "time ratio", "memory ratio"],
-                ratio_rows(rows, 1, 2),
-                f"(b) full width, float32: 8 frames 64x64, 10 DDIM steps, guidance 9, {repeats} runs each "
-                f"(max |frame difference| {diff:.1e}); {AIMS}")
+    print_generation(results, frames, f"(b) full width, float32: 8 frames 64x64, 10 DDIM steps, guidance 9, "
+                                      f"{repeats} runs each")
 
 
 def load_only(which, folder):

@@ -29,15 +29,20 @@ def causal_bias(n, m, device, dtype):
     return torch.zeros(n, m, device=device, dtype=dtype).masked_fill(~keep, float("-inf"))
 
 
-def attention_math(q, k, v, *, causal=False, mask=None, scale=None):
-    """softmax(q k^T * scale + mask) v, shapes (..., N, d) x (..., M, d) -> (..., N, d)."""
+def attention_probs(q, k, *, causal=False, mask=None, scale=None):
+    """softmax(q k^T * scale + mask): the attention map (..., N, M), each row summing to 1."""
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     scores = (q @ k.transpose(-1, -2)) * scale
     if causal:
         scores = scores + causal_bias(scores.shape[-2], scores.shape[-1], q.device, scores.dtype)
     if mask is not None:
         scores = scores + mask
-    return scores.softmax(dim=-1) @ v
+    return scores.softmax(dim=-1)
+
+
+def attention_math(q, k, v, *, causal=False, mask=None, scale=None):
+    """softmax(q k^T * scale + mask) v, shapes (..., N, d) x (..., M, d) -> (..., N, d)."""
+    return attention_probs(q, k, causal=causal, mask=mask, scale=scale) @ v
 
 
 def attention(q, k, v, *, backend="sdpa", slice_size=None, causal=False, mask=None, scale=None):
@@ -82,7 +87,7 @@ class Attention(nn.Module):
         self.to_v = nn.Linear(cross_attention_dim or query_dim, inner, bias=bias)
         self.to_out = nn.ModuleList([nn.Linear(inner, query_dim, bias=out_bias), nn.Dropout(0.0)])
         self.backend, self.slice_size = "sdpa", None
-        self.keep_probs = False  # when True, the math backend stores the attention map in .last_probs
+        self.keep_probs = False  # when True, forward computes the formula and keeps the map in .last_probs
         self.last_probs = None
 
     def set_backend(self, backend="sdpa", slice_size=None):
@@ -105,9 +110,8 @@ class Attention(nn.Module):
             if q.shape[0] % k.shape[0]:
                 raise ValueError(f"context batch {k.shape[0]} does not divide query batch {q.shape[0]}")
             k, v = (t.repeat_interleave(q.shape[0] // k.shape[0], dim=0) for t in (k, v))
-        if self.keep_probs:
-            scores = (q @ k.transpose(-1, -2)) / math.sqrt(self.dim_head)
-            self.last_probs = scores.softmax(-1).detach()
+        if self.keep_probs:  # the formula written out, keeping the map for drawing
+            self.last_probs = attention_probs(q, k, mask=mask).detach()
             out = self.last_probs.to(v.dtype) @ v
         else:
             out = attention(q, k, v, backend=self.backend, slice_size=self.slice_size, mask=mask)
