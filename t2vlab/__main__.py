@@ -1,7 +1,10 @@
 """python -m t2vlab "a prompt" --out video.mp4 — generate one video from the command line.
 
 Without --model: the real checkpoint (damo-vilab/text-to-video-ms-1.7b, fp16) when a CUDA GPU is
-present and the weights can be had (downloaded or in the Hub cache), else the embedded tiny one.
+present and the weights can be had (downloaded or in the Hub cache), else the embedded toy one: a
+tiny model of the same architecture that t2vlab trained on coloured shapes ("a red circle moving
+left"; it gets the colour right, not yet the direction). 'tiny' is the same size with random
+weights (its videos are noise).
 It always says which it used.
 """
 
@@ -20,10 +23,10 @@ def parse_args(argv=None):
     ap.add_argument("prompt", help="what the video should show")
     ap.add_argument("--out", default="video.mp4", help="output file, .mp4 or .gif (default: video.mp4)")
     ap.add_argument("--model", default=None,
-                    help="checkpoint folder, Hub id, or 'tiny' (default: the real one on a GPU, else tiny)")
+                    help="checkpoint folder, Hub id, 'toy' or 'tiny' (default: the real one on a GPU, else toy)")
     ap.add_argument("--negative", default=None, help="negative prompt")
     ap.add_argument("--steps", type=int, default=None, help="denoising steps (default 25, tiny: 10)")
-    ap.add_argument("--frames", type=int, default=16, help="number of frames (default 16)")
+    ap.add_argument("--frames", type=int, default=None, help="number of frames (default 16, toy and tiny: 8)")
     ap.add_argument("--size", type=int, default=None, help="height and width in pixels (default: the model's)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--guidance", type=float, default=9.0, help="classifier-free guidance scale (default 9)")
@@ -49,10 +52,13 @@ def load(args):
             return TextToVideoPipeline.from_pretrained(REAL_CHECKPOINT, torch_dtype=dtype, variant=variant), \
                 f"{REAL_CHECKPOINT} ({dtype})"
         except (OSError, ValueError) as e:
-            print(f"t2vlab: the real checkpoint is not available ({e}); using the tiny embedded one", file=sys.stderr)
-    name = args.model or "tiny"
-    pipe = TextToVideoPipeline.from_pretrained(name, torch_dtype=dtype, variant=variant if name != "tiny" else None)
-    what = "the embedded tiny checkpoint (random weights: the video is noise)" if name == "tiny" else name
+            print(f"t2vlab: the real checkpoint is not available ({e}); using the embedded toy one", file=sys.stderr)
+    name = args.model or "toy"
+    embedded = name in ("toy", "tiny")  # these ship one set of weights, no fp16 variant
+    pipe = TextToVideoPipeline.from_pretrained(name, torch_dtype=dtype, variant=None if embedded else variant)
+    what = {"toy": "the embedded toy checkpoint (trained on coloured shapes: try 'a red circle moving left'; "
+                   "it draws the colour, not yet the direction)",
+            "tiny": "the embedded tiny checkpoint (random weights: the video is noise)"}.get(name, name)
     return pipe, what
 
 
@@ -69,7 +75,8 @@ def main(argv=None):
     pipe, what = load(args)
     print(f"t2vlab: model {what}")
     tiny = pipe.unet.num_parameters() < 10_000_000
-    steps = args.steps or (10 if tiny else 25)
+    steps = args.steps or (10 if pipe.name_or_path == "tiny" else 25)
+    num_frames = args.frames or (8 if tiny else 16)
     pipe.scheduler = from_name(args.scheduler, pipe.scheduler.config)
     if args.offload:
         pipe.enable_model_cpu_offload()
@@ -78,7 +85,7 @@ def main(argv=None):
     if args.vae_slicing:
         pipe.enable_vae_slicing()
     t0 = time.perf_counter()
-    frames = pipe(args.prompt, negative_prompt=args.negative, num_inference_steps=steps, num_frames=args.frames,
+    frames = pipe(args.prompt, negative_prompt=args.negative, num_inference_steps=steps, num_frames=num_frames,
                   height=args.size, width=args.size, guidance_scale=args.guidance,
                   generator=torch.Generator().manual_seed(args.seed)).frames
     path = export_to_video(frames[0], args.out, fps=args.fps, overwrite=args.overwrite)

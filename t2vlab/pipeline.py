@@ -83,13 +83,17 @@ def hub_allow_patterns(repo_files, variant=None):
 
 
 def resolve_checkpoint(name_or_path, variant=None, local_files_only=False) -> Path:
-    """A local folder as is; "tiny" -> the embedded tiny checkpoint; else a Hub repository id,
-    downloaded (only the needed files) or taken from the Hub cache when offline."""
+    """A local folder as is; "toy" -> the trained toy checkpoint shipped with the package; "tiny" ->
+    the embedded tiny checkpoint (random weights); else a Hub repository id, downloaded (only the
+    needed files) or taken from the Hub cache when offline."""
     from .tiny import tiny_checkpoint
+    from .toy import toy_checkpoint
 
     name = os.fspath(name_or_path)
     if name == "tiny":
         return tiny_checkpoint()
+    if name == "toy":
+        return toy_checkpoint()
     path = Path(name).expanduser()
     if path.is_dir():
         return path
@@ -110,7 +114,7 @@ def resolve_checkpoint(name_or_path, variant=None, local_files_only=False) -> Pa
     except Exception as e:  # no network, not in cache, gated...: say what to do
         how = "it is not in the local Hub cache (offline mode)" if offline else f"the download failed ({e})"
         raise FileNotFoundError(f"cannot get {name!r}: {how}. Download it once with network access, or pass "
-                                f"a local folder, or use 'tiny' for the embedded checkpoint.") from e
+                                f"a local folder, or use 'toy' for the embedded trained toy checkpoint.") from e
 
 
 def check_architecture(folder: Path):
@@ -141,7 +145,7 @@ class TextToVideoPipeline:
         self._progress = {}
 
     @classmethod
-    def from_pretrained(cls, repo_id_or_path="tiny", torch_dtype=None, variant=None, device=None,
+    def from_pretrained(cls, repo_id_or_path="toy", torch_dtype=None, variant=None, device=None,
                         local_files_only=False):
         """Load all five components; every model is built on the meta device, then gets its weights."""
         from .schedulers import from_config as scheduler_from_config
@@ -435,8 +439,8 @@ class TextToVideoPipeline:
             raise ValueError(f"eta must be in [0, 1] (0: deterministic DDIM, 1: DDPM-like), got {eta}")
         if noise_shared_ratio >= 1:
             raise ValueError(f"noise_shared_ratio must be in [0, 1), got {noise_shared_ratio}")
-        if output_type not in OUTPUT_TYPES:
-            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
+        if not isinstance(output_type, str) or output_type not in OUTPUT_TYPES:  # `in` on an array compares elementwise
+            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r:.80}")
         if generator is not None and not isinstance(generator, torch.Generator) and not (
                 isinstance(generator, list) and all(isinstance(g, torch.Generator) for g in generator)):
             raise ValueError(f"generator must be a torch.Generator or a list of them, got {generator!r:.80}")

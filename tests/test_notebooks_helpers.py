@@ -9,7 +9,7 @@ from t2vlab import notebook as nbh
 
 
 def test_checkpoint_follows_the_environment_variable_first():
-    assert nbh.choose_checkpoint(cuda=False, environ={}) == "tiny"
+    assert nbh.choose_checkpoint(cuda=False, environ={}) == "toy"
     assert nbh.choose_checkpoint(cuda=True, environ={}) == "damo-vilab/text-to-video-ms-1.7b"
     assert nbh.choose_checkpoint(cuda=False, environ={"T2VLAB_CHECKPOINT": "/ckpt/ms"}) == "/ckpt/ms"
     assert nbh.choose_checkpoint(cuda=True, environ={"T2VLAB_CHECKPOINT": "tiny"}) == "tiny"
@@ -20,9 +20,9 @@ def test_setup_on_cpu(monkeypatch, capsys):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.delenv("T2VLAB_CHECKPOINT", raising=False)
     env = nbh.setup()
-    assert (env.device, env.dtype, env.checkpoint) == ("cpu", torch.float32, "tiny")
-    assert "random" in env.description.lower()
-    assert "checkpoint: tiny" in capsys.readouterr().out
+    assert (env.device, env.dtype, env.checkpoint) == ("cpu", torch.float32, "toy")
+    assert "trained" in env.description.lower()
+    assert "checkpoint: toy" in capsys.readouterr().out
 
 
 def test_setup_with_a_gpu_and_with_the_variable(monkeypatch, tmp_path):

@@ -165,6 +165,15 @@ def test_pipeline_arguments_property(pipe):
     assert sum(counts.values()) >= 100 and counts["succeeded"] >= 10 and counts["ValueError"] >= 30
 
 
+def test_output_type_that_is_an_array_is_named(pipe):
+    """Found by the property above: an array as output_type made `in` compare elementwise and raise
+    numpy's "truth value of an array is ambiguous", which named no argument."""
+    import numpy as np
+
+    with pytest.raises(ValueError, match="output_type"):
+        pipe("a", num_frames=1, num_inference_steps=1, output_type=np.array([1.0, 1.0, 1.0]))
+
+
 def scheduler_calls():
     cfg_valid = {"num_train_timesteps": st.sampled_from([2, 10, 1000]),
                  "beta_start": st.sampled_from([0.0001, 0.00085]), "beta_end": st.sampled_from([0.012, 0.02]),

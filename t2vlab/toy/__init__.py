@@ -15,3 +15,13 @@ def toy_checkpoint() -> Path:
         raise FileNotFoundError(f"the toy checkpoint is missing from {path}; train it with "
                                 "`python -m t2vlab.toy.train --out t2vlab/data/toy`")
     return path
+
+
+def is_toy(name_or_path) -> bool:
+    """Whether a checkpoint name or folder is the shipped toy checkpoint."""
+    if str(name_or_path) == "toy":
+        return True
+    try:
+        return Path(name_or_path).resolve() == toy_checkpoint()
+    except (OSError, TypeError):
+        return False

@@ -1,7 +1,7 @@
 """The studio: a prompt box and a Generate button, with the video, a download and a history.
 
     from t2vlab.widgets import studio
-    studio()            # the tiny checkpoint on a CPU, the real model when a GPU is there
+    studio()            # the trained toy checkpoint on a CPU, the real model when a GPU is there
 
 Generation runs synchronously inside the button's click handler: the kernel is busy until the video
 is ready (other cells wait), while the progress bar still moves, since widget updates are sent as
@@ -25,15 +25,16 @@ MAX_SEED = 2**31 - 1
 
 def load_pipeline(checkpoint=None):
     """The pipeline the notebooks use: ``checkpoint``, else ``$T2VLAB_CHECKPOINT``, else the real model
-    with a GPU and the tiny one without."""
+    with a GPU and the trained toy one without."""
     import os
 
     from ..pipeline import REAL_CHECKPOINT, TextToVideoPipeline
 
     cuda = torch.cuda.is_available()
-    checkpoint = checkpoint or os.environ.get("T2VLAB_CHECKPOINT", "").strip() or (REAL_CHECKPOINT if cuda else "tiny")
+    checkpoint = checkpoint or os.environ.get("T2VLAB_CHECKPOINT", "").strip() or (REAL_CHECKPOINT if cuda else "toy")
     if cuda:
-        return TextToVideoPipeline.from_pretrained(checkpoint, torch_dtype=torch.float16, variant="fp16",
+        variant = None if checkpoint in ("toy", "tiny") else "fp16"  # the embedded ones ship one set of weights
+        return TextToVideoPipeline.from_pretrained(checkpoint, torch_dtype=torch.float16, variant=variant,
                                                    device="cuda")
     return TextToVideoPipeline.from_pretrained(checkpoint)
 
@@ -112,6 +113,11 @@ class Studio:
         if not tiny:
             return core.Settings(fp16=fp16, offload=offload)
         size = 64 if self.pipe is None else self.pipe.unet.config.sample_size * self.pipe.vae.spatial_factor
+        from ..toy import is_toy
+
+        if self.pipe is not None and is_toy(getattr(self.pipe, "name_or_path", "")):  # its evaluated setting
+            return core.Settings(prompt="a red circle moving right", steps=25, scheduler="dpm++", frames=8,
+                                 height=size, width=size, fp16=fp16, offload=offload)
         return core.Settings(prompt="a panda playing a guitar", steps=4, frames=8, height=size, width=size, fp16=fp16,
                              offload=offload)
 
