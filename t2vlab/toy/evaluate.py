@@ -97,6 +97,28 @@ def evaluate(pipe, seeds=(0,), steps=25, guidance_scale=None, combos=ALL_COMBOS,
     return rows, summary, videos
 
 
+def save_grid(videos, rows, path, frames=8):
+    """A PNG of generated videos, one row each (its frames left to right), titled with the caption and
+    what the evaluator read: the picture docs/toy-model.md shows."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(rows), frames, figsize=(1.1 * frames, 1.35 * len(rows)), squeeze=False)
+    fig.subplots_adjust(left=0.01, right=0.99, top=0.97, bottom=0.01, wspace=0.04, hspace=0.35)
+    for r, (video, row) in enumerate(zip(videos, rows)):
+        for f in range(frames):
+            axes[r, f].imshow(torch.as_tensor(video[f]).clamp(0, 1).numpy())
+            axes[r, f].set_axis_off()
+        verdict = "ok" if row["colour_ok"] and row["direction_ok"] else f"read as {row['colour']} / {row['direction']}"
+        held = ", held out" if row["held_out"] else ""
+        axes[r, 0].set_title(f"{row['caption']}{held}: {verdict}", loc="left", fontsize=8)
+    fig.savefig(path, dpi=72)
+    plt.close(fig)
+    return path
+
+
 def report(summary) -> str:
     return "\n".join(f"{split:9s} n={s['n']:3d}  colour {s['colour']:6.1%}  direction {s['direction']:6.1%}"
                      for split, s in summary.items())
@@ -114,7 +136,15 @@ if __name__ == "__main__":
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--guidance", type=float, default=None)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--grid", default=None, help="also write a PNG of the first seed's videos here")
     args = parser.parse_args()
     pipe = TextToVideoPipeline.from_pretrained(args.model or toy_checkpoint(), device=args.device)
-    _, summary, _ = evaluate(pipe, seeds=range(args.seeds), steps=args.steps, guidance_scale=args.guidance)
+    rows, summary, videos = evaluate(pipe, seeds=range(args.seeds), steps=args.steps, guidance_scale=args.guidance)
     print(report(summary))
+    for r in rows:
+        if not (r["colour_ok"] and r["direction_ok"]):
+            print(f"  missed: {r['caption']!r} read as {r['colour']} / {r['direction']}")
+    if args.grid:
+        first = list(enumerate(rows[:len(ALL_COMBOS)]))
+        pick = [i for i, r in first if r["held_out"]] + [i for i, r in first if not r["held_out"]][::7]
+        print("wrote", save_grid(videos[pick], [rows[i] for i in pick], args.grid))
