@@ -42,7 +42,7 @@ def parse_args(argv=None):
 def load(args):
     import torch
 
-    from .pipeline import REAL_CHECKPOINT, TextToVideoPipeline
+    from .pipeline import EMBEDDED_CHECKPOINTS, REAL_CHECKPOINT, TextToVideoPipeline
 
     gpu = torch.cuda.is_available()
     dtype = torch.float16 if (args.fp16 or (gpu and args.model is None)) and gpu else torch.float32
@@ -54,8 +54,8 @@ def load(args):
         except (OSError, ValueError) as e:
             print(f"t2vlab: the real checkpoint is not available ({e}); using the embedded toy one", file=sys.stderr)
     name = args.model or "toy"
-    embedded = name in ("toy", "tiny")  # these ship one set of weights, no fp16 variant
-    pipe = TextToVideoPipeline.from_pretrained(name, torch_dtype=dtype, variant=None if embedded else variant)
+    pipe = TextToVideoPipeline.from_pretrained(name, torch_dtype=dtype,
+                                               variant=None if name in EMBEDDED_CHECKPOINTS else variant)
     what = {"toy": "the embedded toy checkpoint (trained on coloured shapes: try 'a red circle moving left'; "
                    "it draws the colour, not yet the direction)",
             "tiny": "the embedded tiny checkpoint (random weights: the video is noise)"}.get(name, name)

@@ -31,6 +31,7 @@ COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 EXPECTED_CLASSES = {"_class_name": ("TextToVideoSDPipeline",), "unet": ("UNet3DConditionModel",),
                     "vae": ("AutoencoderKL",), "text_encoder": ("CLIPTextModel",)}
 OUTPUT_TYPES = ("np", "pt", "pil", "latent")
+EMBEDDED_CHECKPOINTS = ("toy", "tiny")  # shipped in the package, one set of weights each (no fp16 variant)
 CHECK_EVERY = 8  # denoising steps between two reads of the latents' finiteness flags on a GPU
 MAX_FRAMES = 1024  # the model was trained on 16 frames; more than this is a typo, not a video
 MAX_VIDEOS = 256  # videos in one call (prompts x num_videos_per_prompt)

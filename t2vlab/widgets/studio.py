@@ -26,14 +26,13 @@ MAX_SEED = 2**31 - 1
 def load_pipeline(checkpoint=None):
     """The pipeline the notebooks use: ``checkpoint``, else ``$T2VLAB_CHECKPOINT``, else the real model
     with a GPU and the trained toy one without."""
-    import os
-
-    from ..pipeline import REAL_CHECKPOINT, TextToVideoPipeline
+    from ..notebook import choose_checkpoint
+    from ..pipeline import EMBEDDED_CHECKPOINTS, TextToVideoPipeline
 
     cuda = torch.cuda.is_available()
-    checkpoint = checkpoint or os.environ.get("T2VLAB_CHECKPOINT", "").strip() or (REAL_CHECKPOINT if cuda else "toy")
+    checkpoint = checkpoint or choose_checkpoint(cuda)
     if cuda:
-        variant = None if checkpoint in ("toy", "tiny") else "fp16"  # the embedded ones ship one set of weights
+        variant = None if checkpoint in EMBEDDED_CHECKPOINTS else "fp16"
         return TextToVideoPipeline.from_pretrained(checkpoint, torch_dtype=torch.float16, variant=variant,
                                                    device="cuda")
     return TextToVideoPipeline.from_pretrained(checkpoint)
