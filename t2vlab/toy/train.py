@@ -39,7 +39,10 @@ from . import data
 # 64x64 frames -> 8x8x4 latents (8x, as in the real model); small widths so that a CPU trains it
 TOY_VAE = dict(block_out_channels=(16, 32, 64, 64), layers_per_block=1, norm_num_groups=8, sample_size=64,
                down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
-TOY_TEXT = dict(hidden_size=32, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4)
+# 8 text positions, not CLIP's 77: a caption is 7 tokens with its start and end tokens. With 77, the UNet's
+# cross-attention spread itself over 70 padding tokens and gave the direction word 1% (docs/toy-model.md).
+TOY_TEXT = dict(hidden_size=32, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                max_position_embeddings=8)
 TOY_UNET = dict(sample_size=8, block_out_channels=(32, 64, 64), layers_per_block=1, attention_head_dim=8,
                 norm_num_groups=8, cross_attention_dim=32,
                 down_block_types=("CrossAttnDownBlock3D", "CrossAttnDownBlock3D", "DownBlock3D"),
@@ -135,10 +138,20 @@ def timestep_probabilities(scheduler, kind="uniform", cap=20.0):
     return (0.5 * uniform.double() + 0.5 * w / w.sum()).float()
 
 
-def diffusion_loss(unet, text_encoder, scheduler, x0, context_ids, generator, probabilities=None):
-    """The epsilon-prediction loss at one random timestep per clip (uniform, or drawn from ``probabilities``).
+def loss_weights(scheduler, cap=100.0):
+    """Per-timestep weights of the epsilon loss for the "x0" weighting: (1 - abar) / abar clipped to
+    [1, ``cap``], scaled to mean 1 over uniform t. An error in the predicted clean latents counts
+    about as much at high noise as at low noise, up to the cap (see timestep_probabilities)."""
+    abar = scheduler.alphas_cumprod.double()
+    w = ((1 - abar) / abar).clamp(1.0, cap)
+    return (w / w.mean()).float()
 
-    x0 (B, 4, F, h, w) scaled latents; context_ids (B, 77) token ids, "" already swapped in."""
+
+def diffusion_loss(unet, text_encoder, scheduler, x0, context_ids, generator, probabilities=None, weights=None):
+    """The epsilon-prediction loss at one random timestep per clip (uniform, or drawn from ``probabilities``),
+    each clip's squared error multiplied by ``weights[t]`` when given.
+
+    x0 (B, 4, F, h, w) scaled latents; context_ids (B, L) token ids, "" already swapped in."""
     noise = torch.randn(x0.shape, generator=generator).to(x0.device)
     if probabilities is None:
         t = torch.randint(scheduler.config["num_train_timesteps"], (len(x0),), generator=generator)
@@ -146,11 +159,15 @@ def diffusion_loss(unet, text_encoder, scheduler, x0, context_ids, generator, pr
         t = torch.multinomial(probabilities, len(x0), replacement=True, generator=generator)
     t = t.to(x0.device)
     x_t = scheduler.add_noise(x0, noise, t)
-    return F.mse_loss(unet(x_t, t, text_encoder(context_ids)), noise)
+    error = (unet(x_t, t, text_encoder(context_ids)) - noise) ** 2
+    if weights is None:
+        return error.mean()
+    return (weights.to(x0.device)[t] * error.flatten(1).mean(1)).mean()
 
 
 def train_unet(unet, text_encoder, latents, caption_ids, ids, seconds, device, batch=32, lr=1e-3, seed=0,
-               logfile=None, max_steps=None, ema_decay=0.995, callback=None, callback_every=None, timesteps="uniform"):
+               logfile=None, max_steps=None, ema_decay=0.995, callback=None, callback_every=None, timesteps="uniform",
+               weighting="eps"):
     """The diffusion loss with caption dropout, AdamW at a constant rate after a short warm-up.
 
     latents (N, 4, F, h, w) already scaled; caption_ids (N,) index rows of ``ids`` (the tokenized
@@ -160,6 +177,9 @@ def train_unet(unet, text_encoder, latents, caption_ids, ids, seconds, device, b
 
     scheduler = DDPMScheduler.from_config(SCHEDULER_CONFIG)
     probabilities = timestep_probabilities(scheduler, timesteps)
+    if weighting not in ("eps", "x0"):
+        raise ValueError(f"weighting must be 'eps' or 'x0', not {weighting!r}")
+    weights = loss_weights(scheduler) if weighting == "x0" else None
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
     ema = [copy.deepcopy(m).eval().requires_grad_(False) for m in (unet, text_encoder)]
@@ -175,7 +195,7 @@ def train_unet(unet, text_encoder, latents, caption_ids, ids, seconds, device, b
         pick = torch.randint(len(latents), (batch,), generator=g)
         which = torch.where(torch.rand(batch, generator=g) < CAPTION_DROPOUT, empty, caption_ids[pick])
         loss = diffusion_loss(unet, text_encoder, scheduler, latents[pick.to(latents.device)],
-                              ids[which.to(ids.device)], g, probabilities)
+                              ids[which.to(ids.device)], g, probabilities, weights)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -210,7 +230,7 @@ def save_checkpoint(path, unet, vae, text_encoder, dtype=torch.float16, extra=No
 
 def train(out, device="cpu", vae_minutes=8.0, unet_minutes=40.0, clips=4000, batch=32, lr=1e-3, seed=0,
           vae_steps=None, unet_steps=None, vae_from=None, init=None, logfile=None, eval_every=None,
-          timesteps="uniform"):
+          timesteps="uniform", weighting="eps"):
     """Both stages (or the UNet only, on the VAE of the checkpoint ``vae_from``); writes ``out``.
 
     ``init``: continue from that checkpoint (its VAE, its UNet and text encoder as the starting
@@ -239,7 +259,7 @@ def train(out, device="cpu", vae_minutes=8.0, unet_minutes=40.0, clips=4000, bat
     latents = latents * vae.config.scaling_factor
     names = data.all_captions("all")
     caption_ids = torch.tensor([names.index(c) for c in captions])
-    ids = Tokenizer.default()(names + [""]).input_ids.to(device)
+    ids = Tokenizer.default(text_encoder.config.max_position_embeddings)(names + [""]).input_ids.to(device)
     s_cache = time.time() - t0
     log(logfile, stage="latents", clips=clips, seconds=round(s_cache, 1), scaling_factor=vae.config.scaling_factor)
 
@@ -255,13 +275,14 @@ def train(out, device="cpu", vae_minutes=8.0, unet_minutes=40.0, clips=4000, bat
     unet_ema, text_ema, n_unet, s_unet = train_unet(
         unet, text_encoder, latents, caption_ids, ids, unet_minutes * 60, device, batch=batch, lr=lr, seed=seed,
         logfile=logfile, max_steps=unet_steps, callback=score if eval_every else None, callback_every=eval_every,
-        timesteps=timesteps)
+        timesteps=timesteps, weighting=weighting)
     extra = {"command": "python -m t2vlab.toy.train", "device": str(device),
              "device_name": torch.cuda.get_device_name() if torch.device(device).type == "cuda" else "cpu",
              "threads": torch.get_num_threads(), "vae_steps": n_vae, "vae_seconds": round(s_vae, 1),
              "vae_from": str(vae_from) if vae_from else None, "init": str(init) if init else None,
              "latent_clips": clips, "cache_seconds": round(s_cache, 1),
-             "unet_steps": n_unet, "unet_seconds": round(s_unet, 1), "batch": batch, "lr": lr, "timesteps": timesteps,
+             "unet_steps": n_unet, "unet_seconds": round(s_unet, 1), "batch": batch, "lr": lr,
+             "timesteps": timesteps, "weighting": weighting,
              "total_seconds": round(time.time() - t_start, 1), "seed": seed, "torch": torch.__version__}
     save_checkpoint(out, unet_ema, vae, text_ema, extra=extra)
     log(logfile, stage="saved", **extra)
@@ -284,6 +305,8 @@ def main(argv=None):
     p.add_argument("--init", default=None, help="continue training this checkpoint (skips stage 1)")
     p.add_argument("--timesteps", default="uniform", choices=("uniform", "mixed"),
                    help="how training timesteps are drawn (see timestep_probabilities)")
+    p.add_argument("--weighting", default="eps", choices=("eps", "x0"),
+                   help="the loss per timestep: plain epsilon, or x0-like (see loss_weights)")
     p.add_argument("--eval-every", type=float, default=None, help="score the model every this many seconds")
     p.add_argument("--log", default=None, help="append JSON lines of progress here")
     args = p.parse_args(argv)
@@ -292,7 +315,7 @@ def main(argv=None):
     train(args.out, device=args.device, vae_minutes=args.vae_minutes, unet_minutes=args.unet_minutes,
           clips=args.clips, batch=args.batch, lr=args.lr, seed=args.seed, vae_steps=args.vae_steps,
           unet_steps=args.unet_steps, vae_from=args.vae_from, init=args.init, logfile=args.log,
-          eval_every=args.eval_every, timesteps=args.timesteps)
+          eval_every=args.eval_every, timesteps=args.timesteps, weighting=args.weighting)
 
 
 if __name__ == "__main__":

@@ -332,7 +332,8 @@ def schedule_figure(picture, scheduler, t, timesteps=None, name=None, seed=0):
 class AttentionRecord:
     """Attention maps from one UNet call, averaged over heads, for the first video.
 
-    cross[k]: (F, h_k * w_k, 77), how much each pixel of each frame reads each prompt token, for the
+    cross[k]: (F, h_k * w_k, L), with L the tokenizer's length (77 for CLIP, 8 for the toy model): how
+    much each pixel of each frame reads each prompt token, for the
     k-th cross-attention layer (resolution sizes[k]); temporal[k]: (h_k * w_k, F, F), how much each
     frame reads every frame at each pixel, for the k-th temporal transformer (temporal_sizes[k]).
     """
@@ -388,7 +389,7 @@ def record_attention(pipe, prompt, frames=8, height=None, width=None, latents=No
     try:
         with pipe._running(unet), torch.no_grad():
             unet(latents.to(device, dtype), torch.tensor(float(timestep)), cond.to(dtype))
-        cross_maps = [attn.last_probs.float().mean(1).cpu() for _, attn in cross]          # (F, hw, 77)
+        cross_maps = [attn.last_probs.float().mean(1).cpu() for _, attn in cross]          # (F, hw, L)
         temporal_maps = [attn.last_probs.float().mean(1).cpu() for _, attn in temporal]    # (hw, F, F)
     finally:
         for hook in hooks:
@@ -402,12 +403,12 @@ def record_attention(pipe, prompt, frames=8, height=None, width=None, latents=No
 
 
 def token_maps(record, frame) -> torch.Tensor:
-    """(77, h, w): for every token, the share of attention each latent pixel of ``frame`` gives it,
+    """(L, h, w): for every token, the share of attention each latent pixel of ``frame`` gives it,
     averaged over the cross-attention layers after upsampling each (bilinear) to the latents' size.
-    At each pixel the 77 values sum to 1."""
+    At each pixel the L values sum to 1."""
     maps = []
     for probs, (h, w) in zip(record.cross, record.sizes):
-        m = probs[frame].T.reshape(1, -1, h, w)  # (1, 77, h, w)
+        m = probs[frame].T.reshape(1, -1, h, w)  # (1, L, h, w)
         maps.append(F.interpolate(m, size=record.latent_size, mode="bilinear", align_corners=False)[0])
     return torch.stack(maps).mean(0)
 
