@@ -50,8 +50,7 @@ def write_checkpoint(path, models, overwrite=False, variants=(None,), extra=None
     The folder appears whole or not at all: everything is written to a temporary sibling folder
     that is renamed into place at the end. An existing ``path`` is an error unless ``overwrite``.
     """
-    from .text import MAX_LENGTH as MAX_TOKENS
-    from .text import Tokenizer
+    from .text import MAX_LENGTH, Tokenizer
 
     path = Path(path)
     if path.exists() and not overwrite:
@@ -63,9 +62,9 @@ def write_checkpoint(path, models, overwrite=False, variants=(None,), extra=None
         for name, model in models.items():
             for variant, dtype in (v if isinstance(v, tuple) else (v, dtypes[v]) for v in variants):
                 model.to(dtype).save_pretrained(tmp / name, variant=variant)
-        text_config = getattr(models.get("text_encoder"), "config", None)  # the tokenizer pads to what it reads
-        Tokenizer.default(min(MAX_TOKENS, getattr(text_config, "max_position_embeddings", MAX_TOKENS))).save_pretrained(
-            tmp / "tokenizer")
+        text_encoder = models.get("text_encoder")  # the tokenizer pads to as many positions as it has
+        length = MAX_LENGTH if text_encoder is None else min(MAX_LENGTH, text_encoder.config.max_position_embeddings)
+        Tokenizer.default(length).save_pretrained(tmp / "tokenizer")
         (tmp / "scheduler").mkdir()
         (tmp / "scheduler" / "scheduler_config.json").write_text(json.dumps(SCHEDULER_CONFIG, indent=2) + "\n")
         (tmp / "model_index.json").write_text(json.dumps(MODEL_INDEX, indent=2) + "\n")
