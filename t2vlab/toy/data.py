@@ -2,7 +2,10 @@
 
 Every clip is 8 frames of 64x64 pixels: one circle, square or triangle, coloured red, green, blue
 or yellow, moving left, right, up or down by about half the frame, captioned
-"a {colour} {shape} moving {direction}". Clips are drawn on the fly (no downloads) and are a pure
+"a {colour} {shape} moving {direction}". Behind the shape fades a trail of the path it has just
+covered (like a long-exposure streak), so one frame shows which way the shape moves (see ``render``
+and docs/toy-model.md: without it, the world looks the same played backwards, and the toy model
+could not learn the sign of the motion from the caption). Clips are drawn on the fly (no downloads) and are a pure
 function of the seed. Six of the 48 combinations are held out of training, so the evaluator can ask
 whether the model composes words it has only seen in other combinations.
 
@@ -21,6 +24,8 @@ COLOURS = {"red": (0.90, 0.12, 0.10), "green": (0.12, 0.80, 0.20),
 SHAPES = ("circle", "square", "triangle")
 DIRECTIONS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}  # image y grows downwards
 FRAMES, SIZE = 8, 64
+TRAIL = 5.0  # the trail behind a moving shape covers its last 5 frame steps of path (about 23 px; see render)
+GHOSTS, TRAIL_START = 10, 0.85  # drawn as 10 copies, fading linearly from 0.85 of the colour
 
 # (colour, shape, direction) never shown in training; every single word still is, in other combinations
 HELD_OUT = (("red", "circle", "left"), ("green", "square", "up"), ("blue", "triangle", "right"),
@@ -75,11 +80,9 @@ def centres(labels, frames=FRAMES):
     return torch.where(horizontal, torch.cat([pos_along, across], -1), torch.cat([across, pos_along], -1))
 
 
-def render(labels, frames=FRAMES, size=SIZE, device=None):
-    """Draw the clips: (n, frames, size, size, 3) float32 in [0, 1]."""
-    labels = {k: v.to(device) for k, v in labels.items()}
-    c = centres(labels, frames)  # (n, F, 2)
-    coords = torch.arange(size, dtype=torch.float32, device=device) + 0.5
+def shape_masks(labels, c, size=SIZE):
+    """Which pixels each clip's shape covers when its centre is at c (n, F, 2): (n, F, size, size) bool."""
+    coords = torch.arange(size, dtype=torch.float32, device=c.device) + 0.5
     dx = coords[None, None, None, :] - c[..., 0, None, None]  # (n, F, 1, W)
     dy = coords[None, None, :, None] - c[..., 1, None, None]  # (n, F, H, 1)
     r = labels["radius"][:, None, None, None]
@@ -87,11 +90,28 @@ def render(labels, frames=FRAMES, size=SIZE, device=None):
     square = (dx.abs() <= 0.85 * r) & (dy.abs() <= 0.85 * r)
     triangle = (dy >= -r) & (dy <= 0.8 * r) & (dx.abs() <= (dy + r) / 1.8)  # apex up, base below the centre
     shape = labels["shape"][:, None, None, None]
-    mask = torch.where(shape == 0, circle, torch.where(shape == 1, square, triangle))
+    return torch.where(shape == 0, circle, torch.where(shape == 1, square, triangle))
+
+
+def render(labels, frames=FRAMES, size=SIZE, device=None, trail=TRAIL):
+    """Draw the clips: (n, frames, size, size, 3) float32 in [0, 1].
+
+    Behind the shape fades a trail over the last ``trail`` frame steps of its path (``GHOSTS`` fainter
+    copies at the places it has just left), like a long-exposure streak: so that a single frame shows
+    which way the shape moves, not only where it is, and a clip played backwards (the trail ahead of
+    the shape) never occurs. ``trail=0`` draws the bare shape, the world before the trail."""
+    labels = {k: v.to(device) for k, v in labels.items()}
+    c = centres(labels, frames)  # (n, F, 2)
+    alpha = shape_masks(labels, c, size).float()
+    if trail > 0:
+        step = (c[:, -1] - c[:, 0])[:, None] / (frames - 1)  # (n, 1, 2): the path per frame
+        for k in range(1, GHOSTS + 1):
+            ghost = shape_masks(labels, c - step * (trail * k / GHOSTS), size)
+            alpha = torch.maximum(alpha, ghost * (TRAIL_START * (1 - k / (GHOSTS + 1))))
     colour = torch.tensor(list(COLOURS.values()), device=device)[labels["colour"]]
     colour = (colour + labels["tint"][:, None]).clamp(0, 1)[:, None, None, None, :]  # (n, 1, 1, 1, 3)
-    background = labels["background"][:, None, None, None, None].expand_as(colour)
-    return torch.where(mask[..., None], colour, background)
+    background = labels["background"][:, None, None, None, None]
+    return background + alpha[..., None] * (colour - background)
 
 
 def make_clips(n, seed=0, combos=TRAIN_COMBOS, device=None):

@@ -77,11 +77,12 @@ def vae_loss(vae, x, kl_weight=1e-6):
     """(loss, plain MSE) of reconstructing frames x (n, 3, H, W) in [-1, 1].
 
     The shape covers about 7% of a frame, so a plain MSE is mostly about the background. The shape's
-    pixels (the bright ones: backgrounds are at most 0.12, every colour has a channel of 0.8 or more)
-    weigh SHAPE_WEIGHT times more, which is what makes the VAE keep colours after minutes."""
+    pixels and its trail's (those with a channel above 0.2: backgrounds are at most 0.12, every colour
+    has a channel of 0.8 or more) weigh SHAPE_WEIGHT times more, which is what makes the VAE keep
+    colours, and the faint trail, after minutes."""
     posterior = vae.encode(x)
     recon = vae.decoder(vae.post_quant_conv(posterior.sample()))
-    weight = 1 + (SHAPE_WEIGHT - 1) * (x.amax(1, keepdim=True) > 0).float()
+    weight = 1 + (SHAPE_WEIGHT - 1) * (x.amax(1, keepdim=True) > -0.6).float()  # above 0.2 in [0, 1]
     loss = (weight * (recon - x) ** 2).mean() + kl_weight * posterior.kl().mean()
     return loss, F.mse_loss(recon, x)
 
