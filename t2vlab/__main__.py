@@ -3,8 +3,8 @@
 Without --model: the real checkpoint (damo-vilab/text-to-video-ms-1.7b, fp16) when a CUDA GPU is
 present and the weights can be had (downloaded or in the Hub cache), else the embedded toy one: a
 tiny model of the same architecture that t2vlab trained on coloured shapes ("a red circle moving
-left"; it gets the colour right and moves the shape along the right axis, but which way is a coin
-toss). 'tiny' is the same size with random weights (its videos are noise).
+left"; it draws the colour and the direction it is asked for). 'tiny' is the same size with random
+weights (its videos are noise).
 It always says which it used.
 """
 
@@ -57,7 +57,7 @@ def load(args):
     pipe = TextToVideoPipeline.from_pretrained(name, torch_dtype=dtype,
                                                variant=None if name in EMBEDDED_CHECKPOINTS else variant)
     what = {"toy": "the embedded toy checkpoint (trained on coloured shapes: try 'a red circle moving left'; "
-                   "it draws the colour and the axis of motion, not yet reliably which way)",
+                   "it draws the colour and the direction of motion it is asked for)",
             "tiny": "the embedded tiny checkpoint (random weights: the video is noise)"}.get(name, name)
     return pipe, what
 

@@ -24,8 +24,8 @@ DESCRIPTIONS = {
     TOY_CHECKPOINT: ("the toy checkpoint: the real architecture at a toy size, TRAINED by t2vlab on a synthetic "
                      "world of coloured shapes ('a red circle moving left'). It runs in about a second on a CPU "
                      "and draws the colour you ask for (red/green/blue/yellow) as a shape gliding across the "
-                     "frame, along the axis the prompt names (left/right or up/down); which way along it is not "
-                     "reliable yet. See notebook 10."),
+                     "frame the way the prompt names (left/right/up/down), trailing a fading streak. "
+                     "See notebook 10."),
     TINY_CHECKPOINT: ("the tiny checkpoint: the real architecture at a toy size with RANDOM weights. "
                       "Everything runs in seconds on a CPU, shapes and code paths are the real ones, "
                       "but it has learnt nothing, so its 'videos' are noise."),

@@ -249,12 +249,12 @@ def test_shipped_checkpoint_draws_the_colour_it_is_asked_for(shipped_scores):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue 10 is open: the shipped model moves its shape along the caption's axis "
-                   "but picks the sign at chance (about 49%); docs/toy-model.md says why and what was tried")
 def test_shipped_checkpoint_moves_the_way_it_is_asked(shipped_scores):
+    """The issue's bar, 80%, on all captions and on each split (held out: 6 videos, so at most one miss)."""
     from t2vlab.toy.evaluate import report
 
-    assert shipped_scores["all"]["direction"] >= 0.8, report(shipped_scores)
+    for split in ("all", "seen", "held_out"):
+        assert shipped_scores[split]["direction"] >= 0.8, report(shipped_scores)
 
 
 @pytest.mark.slow
