@@ -5,9 +5,10 @@ or yellow, moving left, right, up or down by about half the frame, captioned
 "a {colour} {shape} moving {direction}". Behind the shape fades a trail of the path it has just
 covered (like a long-exposure streak), so one frame shows which way the shape moves (see ``render``
 and docs/toy-model.md: without it, the world looks the same played backwards, and the toy model
-could not learn the sign of the motion from the caption). Clips are drawn on the fly (no downloads) and are a pure
-function of the seed. Six of the 48 combinations are held out of training, so the evaluator can ask
-whether the model composes words it has only seen in other combinations.
+could not learn the sign of the motion from the caption). Clips are drawn on the fly (no
+downloads) and are a pure function of the seed. Six of the 48 combinations are held out of
+training, so the evaluator can ask whether the model composes words it has only seen in other
+combinations.
 
     clips, labels = make_clips(16, seed=0)     # (16, 8, 64, 64, 3) floats in [0, 1], label rows
     captions(labels)                           # ["a red circle moving left", ...]

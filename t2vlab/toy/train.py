@@ -24,6 +24,7 @@ import argparse
 import copy
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -231,7 +232,7 @@ def save_checkpoint(path, unet, vae, text_encoder, dtype=torch.float16, extra=No
 
 def train(out, device="cpu", vae_minutes=8.0, unet_minutes=40.0, clips=4000, batch=32, lr=1e-3, seed=0,
           vae_steps=None, unet_steps=None, vae_from=None, init=None, logfile=None, eval_every=None,
-          timesteps="uniform", weighting="eps"):
+          timesteps="uniform", weighting="eps", command="python -m t2vlab.toy.train"):
     """Both stages (or the UNet only, on the VAE of the checkpoint ``vae_from``); writes ``out``.
 
     ``init``: continue from that checkpoint (its VAE, its UNet and text encoder as the starting
@@ -277,7 +278,7 @@ def train(out, device="cpu", vae_minutes=8.0, unet_minutes=40.0, clips=4000, bat
         unet, text_encoder, latents, caption_ids, ids, unet_minutes * 60, device, batch=batch, lr=lr, seed=seed,
         logfile=logfile, max_steps=unet_steps, callback=score if eval_every else None, callback_every=eval_every,
         timesteps=timesteps, weighting=weighting)
-    extra = {"command": "python -m t2vlab.toy.train", "device": str(device),
+    extra = {"command": command, "device": str(device),
              "device_name": torch.cuda.get_device_name() if torch.device(device).type == "cuda" else "cpu",
              "threads": torch.get_num_threads(), "vae_steps": n_vae, "vae_seconds": round(s_vae, 1),
              "vae_from": str(vae_from) if vae_from else None, "init": str(init) if init else None,
@@ -316,7 +317,8 @@ def main(argv=None):
     train(args.out, device=args.device, vae_minutes=args.vae_minutes, unet_minutes=args.unet_minutes,
           clips=args.clips, batch=args.batch, lr=args.lr, seed=args.seed, vae_steps=args.vae_steps,
           unet_steps=args.unet_steps, vae_from=args.vae_from, init=args.init, logfile=args.log,
-          eval_every=args.eval_every, timesteps=args.timesteps, weighting=args.weighting)
+          eval_every=args.eval_every, timesteps=args.timesteps, weighting=args.weighting,
+          command=" ".join(["python -m t2vlab.toy.train", *(sys.argv[1:] if argv is None else argv)]))
 
 
 if __name__ == "__main__":
