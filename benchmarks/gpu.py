@@ -45,7 +45,7 @@ TOLERANCE = {torch.float16: 1e-2, torch.bfloat16: 5e-2}  # relative L2 error vs 
 
 def settings(tiny):
     if tiny:
-        from t2vlab.tiny import TINY_TEXT, TINY_UNET, TINY_VAE
+        from t2vlab.weights import TINY_TEXT, TINY_UNET, TINY_VAE
         return dict(cfg={"unet": TINY_UNET, "vae": TINY_VAE, "text": TINY_TEXT}, size=64, frames=4, steps=(2, 3),
                     long_frames=8, long_steps=2, repeats=2, warmup=1)
     return dict(cfg=full_configs(), size=256, frames=16, steps=(25, 50), long_frames=64, long_steps=25,
@@ -75,7 +75,6 @@ class Models:
         self.ours = {}
         for i, (k, m) in enumerate(built.items()):
             m = randomize_(m.to_empty(device=device), seed + i)
-            m._init_buffers()
             self.ours[k] = m.eval()
         self.ref = None
 
@@ -155,7 +154,7 @@ def section_parity(models, s, dtype, res):
 # ------------------------------------------------------------------------------------------ 2. speed
 def pipelines(models, diffusers, transformers, tmp):
     from t2vlab import DPMSolverMultistepScheduler, TextToVideoPipeline, Tokenizer
-    from t2vlab.tiny import SCHEDULER_CONFIG
+    from t2vlab.weights import SCHEDULER_CONFIG
 
     o = models.ours
     ours = TextToVideoPipeline(o["unet"], o["vae"], o["text"], Tokenizer.default(),

@@ -105,7 +105,7 @@ def write_full_checkpoint(folder, seed=0):
     import transformers
 
     from t2vlab import Tokenizer
-    from t2vlab.tiny import SCHEDULER_CONFIG
+    from t2vlab.weights import SCHEDULER_CONFIG
 
     cfg = full_configs()
     text_cfg = transformers.CLIPTextConfig(**{k: v for k, v in cfg["text"].items() if k != "use_attention_mask"})

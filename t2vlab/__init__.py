@@ -21,9 +21,17 @@ _PUBLIC = {
     "PNDMScheduler": "t2vlab.schedulers",
     "LMSDiscreteScheduler": "t2vlab.schedulers",
     "TextToVideoPipeline": "t2vlab.pipeline",
+    "TextToVideoOutput": "t2vlab.pipeline",
+    "OutOfMemoryError": "t2vlab.guards",
+    "CheckpointError": "t2vlab.checkpoint",
+    "capture_attention": "t2vlab.unet",
+    "frames_to_batch": "t2vlab.frames",
+    "batch_to_frames": "t2vlab.frames",
     "export_to_video": "t2vlab.video",
-    "make_tiny_checkpoint": "t2vlab.tiny",
-    "toy_checkpoint": "t2vlab.toy",
+    "make_tiny_checkpoint": "t2vlab.weights",
+    "toy_checkpoint": "t2vlab.weights",
+    "tiny_checkpoint": "t2vlab.weights",
+    "recommended_settings": "t2vlab.weights",
 }
 
 __all__ = sorted(_PUBLIC)

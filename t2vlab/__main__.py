@@ -4,8 +4,8 @@ Without --model: the real checkpoint (damo-vilab/text-to-video-ms-1.7b, fp16) wh
 present and the weights can be had (downloaded or in the Hub cache), else the embedded toy one: a
 tiny model of the same architecture that t2vlab trained on coloured shapes ("a red circle moving
 left"; it draws the colour and the direction it is asked for). 'tiny' is the same size with random
-weights (its videos are noise).
-It always says which it used.
+weights (its videos are noise). It always says which it used. Frames, size and steps default to
+the settings the checkpoint is meant for (``pipe.recommended``).
 """
 
 from __future__ import annotations
@@ -15,22 +15,27 @@ import os
 import sys
 import time
 
+import torch
+
+from .pipeline import TextToVideoPipeline
+from .schedulers import SCHEDULER_NAMES, from_name
+from .video import export_to_video
+from .weights import REAL_CHECKPOINT
+
 
 def parse_args(argv=None):
-    from .schedulers import SCHEDULER_NAMES
-
     ap = argparse.ArgumentParser(prog="python -m t2vlab", description="Generate a video from a text prompt.")
     ap.add_argument("prompt", help="what the video should show")
     ap.add_argument("--out", default="video.mp4", help="output file, .mp4 or .gif (default: video.mp4)")
     ap.add_argument("--model", default=None,
                     help="checkpoint folder, Hub id, 'toy' or 'tiny' (default: the real one on a GPU, else toy)")
     ap.add_argument("--negative", default=None, help="negative prompt")
-    ap.add_argument("--steps", type=int, default=None, help="denoising steps (default 25, tiny: 10)")
-    ap.add_argument("--frames", type=int, default=None, help="number of frames (default 16, toy and tiny: 8)")
+    ap.add_argument("--steps", type=int, default=None, help="denoising steps (default: the checkpoint's, 25)")
+    ap.add_argument("--frames", type=int, default=None, help="number of frames (default: the checkpoint's: 16, toy 8)")
     ap.add_argument("--size", type=int, default=None, help="height and width in pixels (default: the model's)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--guidance", type=float, default=9.0, help="classifier-free guidance scale (default 9)")
-    ap.add_argument("--scheduler", default="dpm++", choices=SCHEDULER_NAMES, help="sampler (default dpm++)")
+    ap.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default 9)")
+    ap.add_argument("--scheduler", default=None, choices=SCHEDULER_NAMES, help="sampler (default dpm++)")
     ap.add_argument("--fps", type=int, default=8)
     ap.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     ap.add_argument("--fp16", action="store_true", help="half precision (GPU)")
@@ -40,26 +45,17 @@ def parse_args(argv=None):
 
 
 def load(args):
-    import torch
-
-    from .pipeline import EMBEDDED_CHECKPOINTS, REAL_CHECKPOINT, TextToVideoPipeline
-
+    """The pipeline the arguments ask for: the real model in fp16 on a GPU unless --model names another;
+    a checkpoint without an fp16 variant (toy, tiny) is cast (see t2vlab.weights)."""
     gpu = torch.cuda.is_available()
-    dtype = torch.float16 if (args.fp16 or (gpu and args.model is None)) and gpu else torch.float32
+    dtype = torch.float16 if gpu and (args.fp16 or args.model is None) else torch.float32
     variant = "fp16" if dtype == torch.float16 else None
     if args.model is None and gpu:
         try:
-            return TextToVideoPipeline.from_pretrained(REAL_CHECKPOINT, torch_dtype=dtype, variant=variant), \
-                f"{REAL_CHECKPOINT} ({dtype})"
+            return TextToVideoPipeline.from_pretrained(REAL_CHECKPOINT, torch_dtype=dtype, variant=variant)
         except (OSError, ValueError) as e:
             print(f"t2vlab: the real checkpoint is not available ({e}); using the embedded toy one", file=sys.stderr)
-    name = args.model or "toy"
-    pipe = TextToVideoPipeline.from_pretrained(name, torch_dtype=dtype,
-                                               variant=None if name in EMBEDDED_CHECKPOINTS else variant)
-    what = {"toy": "the embedded toy checkpoint (trained on coloured shapes: try 'a red circle moving left'; "
-                   "it draws the colour and the direction of motion it is asked for)",
-            "tiny": "the embedded tiny checkpoint (random weights: the video is noise)"}.get(name, name)
-    return pipe, what
+    return TextToVideoPipeline.from_pretrained(args.model or "toy", torch_dtype=dtype, variant=variant)
 
 
 def main(argv=None):
@@ -67,17 +63,11 @@ def main(argv=None):
     if os.path.exists(args.out) and not args.overwrite:  # say so before minutes of generation, not after
         print(f"t2vlab: {args.out} exists; pass --overwrite to replace it", file=sys.stderr)
         return 2
-    import torch
-
-    from . import export_to_video
-    from .schedulers import from_name
-
-    pipe, what = load(args)
-    print(f"t2vlab: model {what}")
-    tiny = pipe.unet.num_parameters() < 10_000_000
-    steps = args.steps or (10 if pipe.name_or_path == "tiny" else 25)
-    num_frames = args.frames or (8 if tiny else 16)
-    pipe.scheduler = from_name(args.scheduler, pipe.scheduler.config)
+    pipe = load(args)
+    rec = pipe.recommended
+    print(f"t2vlab: model {pipe.name_or_path}: {rec.description}")
+    steps, scheduler = args.steps or rec.num_inference_steps, args.scheduler or rec.scheduler
+    pipe.scheduler = from_name(scheduler, pipe.scheduler.config)
     if args.offload:
         pipe.enable_model_cpu_offload()
     elif torch.cuda.is_available():
@@ -85,12 +75,13 @@ def main(argv=None):
     if args.vae_slicing:
         pipe.enable_vae_slicing()
     t0 = time.perf_counter()
-    frames = pipe(args.prompt, negative_prompt=args.negative, num_inference_steps=steps, num_frames=num_frames,
-                  height=args.size, width=args.size, guidance_scale=args.guidance,
-                  generator=torch.Generator().manual_seed(args.seed)).frames
+    frames = pipe(args.prompt, negative_prompt=args.negative, num_inference_steps=steps,
+                  num_frames=args.frames or rec.num_frames, height=args.size or rec.height,
+                  width=args.size or rec.width, guidance_scale=rec.guidance_scale if args.guidance is None else
+                  args.guidance, generator=torch.Generator().manual_seed(args.seed)).frames
     path = export_to_video(frames[0], args.out, fps=args.fps, overwrite=args.overwrite)
     f, h, w = frames.shape[1:4]
-    print(f"t2vlab: wrote {path}: {f} frames of {w}x{h}, {steps} {args.scheduler} steps, "
+    print(f"t2vlab: wrote {path}: {f} frames of {w}x{h}, {steps} {scheduler} steps, "
           f"seed {args.seed}, in {time.perf_counter() - t0:.1f} s")
     return 0
 

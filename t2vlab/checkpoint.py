@@ -29,7 +29,9 @@ import os
 import pickle
 from pathlib import Path
 
+import safetensors.torch
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
 logger = logging.getLogger("t2vlab")
@@ -164,10 +166,8 @@ def load_weight_file(path) -> dict[str, torch.Tensor]:
             state.update(load_weight_file(path.parent / shard))
         return state
     if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
         try:
-            return load_file(str(path))
+            return safetensors.torch.load_file(str(path))
         except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(f"{path}: cannot read this safetensors file ({e}; {_safetensors_diagnosis(path)}). "
                                   "It is corrupted or truncated (an interrupted download?): delete it and download "
@@ -289,7 +289,6 @@ class ModelBase(nn.Module):
             state[k] = state[k].to(dtype)
         model.load_state_dict(state, strict=True, assign=True)
         del state
-        model._init_buffers()
         if device is not None:
             model.to(device)
         return model.eval()
@@ -299,11 +298,7 @@ class ModelBase(nn.Module):
         """Rename the tensors of another file layout to this model's names (default: none)."""
         return state
 
-    def _init_buffers(self):
-        """Recreate non-persistent buffers (not in weight files) after a meta-device build."""
-
     def save_pretrained(self, folder, variant=None, safe_serialization=True):
-        from safetensors.torch import save_file
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         data = config_to_dict(self.config, type(self).__name__)
@@ -314,7 +309,7 @@ class ModelBase(nn.Module):
         tmp = target.with_name(target.name + ".partial")
         try:  # written beside the target, then renamed: never a half-written weight file
             if safe_serialization:
-                save_file(state, str(tmp), metadata={"format": "pt"})
+                safetensors.torch.save_file(state, str(tmp), metadata={"format": "pt"})
             else:
                 torch.save(state, tmp)
             os.replace(tmp, target)

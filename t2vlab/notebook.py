@@ -6,6 +6,7 @@ Nothing here is part of the model; it keeps the notebooks short and free of copy
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import gc
 import inspect
@@ -14,24 +15,14 @@ import re
 import sys
 
 import torch
+import torch.nn.functional as F
 
-REAL_CHECKPOINT = "damo-vilab/text-to-video-ms-1.7b"
+from .pipeline import TextToVideoPipeline
+from .weights import KNOWN_CHECKPOINTS, REAL_CHECKPOINT, embedded_name, recommended_settings
+
 TINY_CHECKPOINT = "tiny"
 TOY_CHECKPOINT = "toy"
 CHECKPOINT_ENV = "T2VLAB_CHECKPOINT"
-
-DESCRIPTIONS = {
-    TOY_CHECKPOINT: ("the toy checkpoint: the real architecture at a toy size, TRAINED by t2vlab on a synthetic "
-                     "world of coloured shapes ('a red circle moving left'). It runs in about a second on a CPU "
-                     "and draws the colour you ask for (red/green/blue/yellow) as a shape gliding across the "
-                     "frame the way the prompt names (left/right/up/down), trailing a fading streak. "
-                     "See notebook 10."),
-    TINY_CHECKPOINT: ("the tiny checkpoint: the real architecture at a toy size with RANDOM weights. "
-                      "Everything runs in seconds on a CPU, shapes and code paths are the real ones, "
-                      "but it has learnt nothing, so its 'videos' are noise."),
-    REAL_CHECKPOINT: ("ModelScope's text-to-video model (1.7 B parameters): real, trained weights. It needs a GPU "
-                      "and downloads about 3.6 GB (the float16 files) from the Hugging Face Hub on first use."),
-}
 
 
 def on_colab() -> bool:
@@ -56,8 +47,8 @@ class Setup:
 
 def describe_checkpoint(checkpoint: str) -> str:
     """A plain-words description of a checkpoint name or path."""
-    if checkpoint in DESCRIPTIONS:
-        return DESCRIPTIONS[checkpoint]
+    if embedded_name(checkpoint) or checkpoint in KNOWN_CHECKPOINTS:
+        return recommended_settings(checkpoint).description
     if os.path.isdir(checkpoint):
         return f"a checkpoint folder on this machine ({checkpoint}), in the published layout."
     return f"{checkpoint!r}, a checkpoint on the Hugging Face Hub, downloaded on first use."
@@ -85,6 +76,16 @@ def setup(seed: int | None = 0, quiet: bool = False) -> Setup:
     return env
 
 
+def load_pipeline(checkpoint=None) -> TextToVideoPipeline:
+    """The pipeline a notebook runs, on this machine's device: ``checkpoint``, else ``$T2VLAB_CHECKPOINT``,
+    else the real model with a GPU and the trained toy one without; float16 on a GPU (the fp16 files
+    where the checkpoint has them), float32 on the CPU. ``pipe.recommended`` holds its settings."""
+    cuda = torch.cuda.is_available()
+    return TextToVideoPipeline.from_pretrained(checkpoint or choose_checkpoint(cuda),
+                                               torch_dtype=torch.float16 if cuda else torch.float32,
+                                               variant="fp16" if cuda else None, device="cuda" if cuda else None)
+
+
 # ------------------------------------------------------------------------------------ showing code
 def _in_ipython() -> bool:
     ipython = sys.modules.get("IPython")
@@ -110,7 +111,7 @@ def show_source(obj) -> None:
     where, src = source_of(obj)
     name = getattr(obj, "__qualname__", getattr(obj, "__name__", repr(obj)))
     if _in_ipython():
-        from IPython.display import Markdown, display
+        from IPython.display import Markdown, display  # only inside a notebook
         display(Markdown(f"`{name}` from `{where}`\n\n```python\n{src.rstrip()}\n```"))
     else:
         print(f"# {name} from {where}\n{src}")
@@ -120,9 +121,8 @@ def show_source(obj) -> None:
 def sample_image(size: int = 256) -> torch.Tensor:
     """A real photograph that ships with matplotlib (Grace Hopper), centre-cropped to a square and
     resized: (3, size, size), float32 in [-1, 1] (the range the VAE and the diffusion model use)."""
-    import matplotlib.cbook
+    import matplotlib.cbook  # imported here: matplotlib is slow to import, and only the pictures need it
     import matplotlib.image
-    import torch.nn.functional as F
 
     with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as f:
         img = torch.from_numpy(matplotlib.image.imread(f, format="jpg").copy())
@@ -144,7 +144,7 @@ def to_image(x):
 
 def show_images(images, titles=None, ncols=None, size=2.2, cmap=None, suptitle=None):
     """Draw a list of images (anything ``to_image`` takes) in a grid; returns the figure."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # imported here: slow to import, and only the pictures need it
 
     images = list(images)
     n = len(images)
@@ -184,8 +184,6 @@ def _release_free_memory():
     """Make the resident-set high-water mark reflect what a call allocates (Linux, glibc): allocations
     over 1 MiB get their own mapping, returned to the OS when freed, and free heap pages are released
     now, so that memory the call reuses has to become resident again and is counted."""
-    import ctypes
-
     libc = ctypes.CDLL("libc.so.6")
     M_MMAP_THRESHOLD = -3
     libc.mallopt(M_MMAP_THRESHOLD, 1 << 20)

@@ -133,7 +133,8 @@ class Tokenizer:
     def default(cls, max_length=MAX_LENGTH):
         """CLIP's real vocabulary from the shipped merges file, padding with "!" (id 0) like the
         OpenCLIP / SD 2.x tokenizer folders (ms-1.7b's included)."""
-        from transformers import CLIPTokenizer
+        from transformers import CLIPTokenizer  # imported here: transformers takes seconds to import
+
         vocab, merges = clip_vocab_and_merges()
         tok = CLIPTokenizer(vocab=dict(vocab), merges=list(merges), pad_token="!",
                             model_max_length=max_length)
@@ -143,7 +144,8 @@ class Tokenizer:
     def from_pretrained(cls, path, subfolder="tokenizer"):
         """Load a checkpoint's tokenizer folder: ``vocab.json`` + ``merges.txt`` (as published) or
         ``tokenizer.json`` (as transformers 5 writes it). The folder's own pad token is kept."""
-        from transformers import CLIPTokenizer
+        from transformers import CLIPTokenizer  # imported here: transformers takes seconds to import
+
         folder = Path(path) / subfolder if subfolder else Path(path)
         if not folder.is_dir():
             raise FileNotFoundError(f"tokenizer folder not found: {folder}")

@@ -37,6 +37,7 @@ from torch.func import functional_call
 
 from .attention import Attention
 from .checkpoint import CheckpointError, ModelBase, check_positive_ints
+from .frames import frames_to_batch
 from .resnet import Downsample2D, ResnetBlock2D, Upsample2D
 
 EPS = 1e-6  # GroupNorm epsilon everywhere in the VAE
@@ -310,7 +311,7 @@ class AutoencoderKL(ModelBase):
         """
         check_shape("latents", latents, 5, self.config.latent_channels, "(B, C, F, h, w)")
         b, c, f, h, w = latents.shape
-        z = (latents / self.config.scaling_factor).permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w)
+        z = frames_to_batch(latents / self.config.scaling_factor)  # (B*F, C, h, w)
         frames = None
         for s, x in self._decode_slices(z.to(self.dtype)):
             x = (x.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1)  # (n, H, W, 3)

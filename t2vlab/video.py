@@ -214,7 +214,7 @@ def _pad_to_even(video: np.ndarray) -> np.ndarray:
 
 
 def _write_mp4(path: str, video: np.ndarray, fps: float) -> None:
-    import imageio_ffmpeg
+    import imageio_ffmpeg  # imported here: it looks for the ffmpeg binary, needed for mp4 only
 
     video = np.ascontiguousarray(_pad_to_even(video))
     _, h, w, _ = video.shape
@@ -243,7 +243,7 @@ def _gif_frame_ms(fps: float) -> int:
 
 
 def _write_gif(path: str, video: np.ndarray, fps: float) -> None:
-    from PIL import Image
+    from PIL import Image  # imported here: only GIFs need it
 
     images = [Image.fromarray(frame) for frame in video]
     # Each frame gets its own 256-colour palette (Pillow's adaptive quantisation). Pillow merges identical
@@ -351,7 +351,7 @@ def _move_no_clobber(tmp: str, target: str) -> None:
 
 def read_video(path) -> np.ndarray:
     """Read an ``.mp4`` or ``.gif`` as a ``uint8`` array ``(F, H, W, 3)`` (via imageio)."""
-    import imageio.v3 as iio
+    import imageio.v3 as iio  # imported here: only reading needs it, and it is slow to import
 
     path = os.fspath(path)
     ext = _extension(path, "path")
@@ -402,7 +402,7 @@ class _InlineHTML:
 
 def _ffmpeg_available() -> bool:
     try:
-        import imageio_ffmpeg
+        import imageio_ffmpeg  # imported here: the question is whether it works at all
 
         imageio_ffmpeg.get_ffmpeg_exe()
     except (ImportError, RuntimeError):
@@ -448,7 +448,7 @@ def show_video(frames_or_path, fps=8, *, width: int | None = None):
             os.unlink(tmp)
     html = _html_for_file(data, ext, width)
     try:
-        from IPython.display import HTML
+        from IPython.display import HTML  # optional: outside IPython a plain object does
     except ImportError:
         return _InlineHTML(html)
     return HTML(html)

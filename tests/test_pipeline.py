@@ -20,7 +20,7 @@ import torch
 import t2vlab
 from t2vlab import TextToVideoPipeline
 from t2vlab.checkpoint import CheckpointError
-from t2vlab.tiny import TINY_TEXT, TINY_UNET, TINY_VAE, make_tiny_checkpoint
+from t2vlab.weights import TINY_TEXT, TINY_UNET, TINY_VAE, make_tiny_checkpoint
 
 from .helpers import randomize_
 
@@ -32,7 +32,7 @@ ATOL = 1e-4
 
 def diffusers_pipeline(folder_tokenizer, seed=0):
     """A tiny TextToVideoSDPipeline built from diffusers' and transformers' own classes."""
-    from t2vlab.tiny import SCHEDULER_CONFIG
+    from t2vlab.weights import SCHEDULER_CONFIG
 
     unet = randomize_(diffusers.UNet3DConditionModel(**TINY_UNET), seed=seed, std=0.2)
     vae = randomize_(diffusers.AutoencoderKL(**TINY_VAE), seed=seed + 1, std=0.2)
@@ -296,7 +296,7 @@ def test_hub_download_asks_only_for_needed_files(monkeypatch, tiny):
     """The Hub path: list the repository, then snapshot_download with allow_patterns for the variant."""
     import huggingface_hub
 
-    from t2vlab.pipeline import hub_allow_patterns
+    from t2vlab.weights import hub_allow_patterns
 
     repo = ["model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.bin",
             "unet/diffusion_pytorch_model.safetensors", "unet/diffusion_pytorch_model.fp16.safetensors",
@@ -387,11 +387,13 @@ def test_cli_generates_a_video_and_says_which_model(tiny, tmp_path, capsys):
 
 def test_finiteness_flags_read_in_batches_name_the_first_bad_step(pipe):
     """On a GPU the flags are read every few steps; the error still names the first bad step."""
+    from t2vlab.guards import check_finite
+
     pipe.scheduler.set_timesteps(10)
     ts = pipe.scheduler.timesteps
     flags = [(0, ts[0], torch.tensor(True)), (1, ts[1], torch.tensor(False)), (2, ts[2], torch.tensor(False))]
     with pytest.raises(FloatingPointError, match=f"step 2 of 10 \\(t={int(ts[1])}\\)"):
-        pipe._check_finite(flags, 9.0)
+        check_finite(flags, 9.0, len(ts))
     fine = [(0, ts[0], torch.tensor(True))]
-    pipe._check_finite(fine, 9.0)
+    check_finite(fine, 9.0, len(ts))
     assert fine == []  # read flags are consumed

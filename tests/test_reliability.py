@@ -28,8 +28,8 @@ from t2vlab import TextToVideoPipeline
 from t2vlab.checkpoint import CheckpointError
 from t2vlab.pipeline import OutOfMemoryError
 from t2vlab.schedulers import SCHEDULER_CLASSES
-from t2vlab.tiny import make_tiny_checkpoint
 from t2vlab.video import export_to_video
+from t2vlab.weights import make_tiny_checkpoint
 
 DOCUMENTED = (ValueError, TypeError, FileNotFoundError, FileExistsError, IsADirectoryError, FloatingPointError,
               OutOfMemoryError)  # CheckpointError is a ValueError

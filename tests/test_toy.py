@@ -102,8 +102,8 @@ def test_vae_loss_weighs_the_shape_more_than_the_background():
 def test_diffusion_loss_is_epsilon_prediction():
     """Zero for a network that returns the noise that was added, about 1 for one that returns 0."""
     from t2vlab.schedulers import DDPMScheduler
-    from t2vlab.tiny import SCHEDULER_CONFIG
     from t2vlab.toy.train import diffusion_loss
+    from t2vlab.weights import SCHEDULER_CONFIG
 
     scheduler = DDPMScheduler.from_config(SCHEDULER_CONFIG)
     x0 = torch.randn(64, 4, 8, 8, 8)
@@ -123,8 +123,8 @@ def test_diffusion_loss_is_epsilon_prediction():
 
 def test_mixed_timesteps_lean_on_high_noise():
     from t2vlab.schedulers import DDPMScheduler
-    from t2vlab.tiny import SCHEDULER_CONFIG
     from t2vlab.toy.train import timestep_probabilities
+    from t2vlab.weights import SCHEDULER_CONFIG
 
     scheduler = DDPMScheduler.from_config(SCHEDULER_CONFIG)
     uniform = timestep_probabilities(scheduler, "uniform")
@@ -143,8 +143,8 @@ def test_x0_weighting_counts_clean_latent_errors_alike_up_to_the_cap():
     is off by d in x0 is the same at every timestep where the clip does not bind, and the plain loss
     weighs it by the signal-to-noise ratio abar / (1 - abar) instead."""
     from t2vlab.schedulers import DDPMScheduler
-    from t2vlab.tiny import SCHEDULER_CONFIG
     from t2vlab.toy.train import diffusion_loss, loss_weights
+    from t2vlab.weights import SCHEDULER_CONFIG
 
     scheduler = DDPMScheduler.from_config(SCHEDULER_CONFIG)
     abar = scheduler.alphas_cumprod
@@ -194,8 +194,8 @@ def test_training_writes_a_loadable_checkpoint(tmp_path):
 
 
 def test_toy_checkpoint_is_shipped_small_and_the_default():
-    from t2vlab.pipeline import resolve_checkpoint
     from t2vlab.toy import toy_checkpoint
+    from t2vlab.weights import resolve_checkpoint
 
     folder = toy_checkpoint()
     size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
@@ -213,9 +213,9 @@ def test_the_toy_context_is_the_caption_itself(tmp_path):
     and the UNet's cross-attention sees 8 tokens, not 77 of which 70 are padding (docs/toy-model.md)."""
     from t2vlab.pipeline import TextToVideoPipeline
     from t2vlab.text import CLIPTextEncoder
-    from t2vlab.tiny import write_checkpoint
     from t2vlab.toy import toy_checkpoint
     from t2vlab.toy.train import TOY_TEXT
+    from t2vlab.weights import write_checkpoint
 
     pipe = TextToVideoPipeline.from_pretrained(toy_checkpoint())
     assert pipe.tokenizer.max_length == pipe.text_encoder.config.max_position_embeddings == 8

@@ -11,7 +11,11 @@ import torch
 
 from t2vlab.pipeline import TextToVideoPipeline
 from t2vlab.video import read_video
-from t2vlab.widgets import AttentionExplorer, DenoisingScrubber, ScheduleExplorer, Studio, core
+from t2vlab.widgets import AttentionExplorer, DenoisingScrubber, ScheduleExplorer, Studio
+from t2vlab.widgets.attention import temporal_map, token_maps
+from t2vlab.widgets.figures import sample_picture
+from t2vlab.widgets.generation import Settings, generate
+from t2vlab.widgets.schedule import noised_picture, schedule_curves, timesteps_for
 
 
 @pytest.fixture(scope="module")
@@ -87,9 +91,9 @@ def test_dice_changes_the_seed(studio):
 
 
 def test_same_seed_same_video(pipe, tmp_path):
-    settings = core.Settings(prompt="a cat", steps=2, frames=2, height=32, width=32, seed=3)
-    a = core.generate(pipe, settings, out_dir=tmp_path, record=False)
-    b = core.generate(pipe, settings, out_dir=tmp_path, record=False)
+    settings = Settings(prompt="a cat", steps=2, frames=2, height=32, width=32, seed=3)
+    a = generate(pipe, settings, out_dir=tmp_path, record=False)
+    b = generate(pipe, settings, out_dir=tmp_path, record=False)
     np.testing.assert_array_equal(a.frames, b.frames)
     assert len(a.trajectory) == 0
 
@@ -110,19 +114,19 @@ def test_schedule_explorer_follows_t_and_scheduler():
     first, text = ex.image.value, ex.timesteps_text.value
     ex.t.value = 700
     assert ex.image.value != first
-    assert ex.timesteps().tolist() == core.timesteps_for("ddim", 10).tolist()
+    assert ex.timesteps().tolist() == timesteps_for("ddim", 10).tolist()
     ex.scheduler.value = "dpm++-karras"
     assert ex.timesteps_text.value != text and "dpm++-karras" in ex.timesteps_text.value
-    assert ex.timesteps().tolist() != core.timesteps_for("ddim", 10).tolist()
+    assert ex.timesteps().tolist() != timesteps_for("ddim", 10).tolist()
 
 
 def test_noised_picture_keeps_signal_early_and_loses_it_late():
     train = ScheduleExplorer().train
-    picture = core.sample_picture(32)
-    early, late = core.noised_picture(picture, train, 0, seed=1), core.noised_picture(picture, train, 999, seed=1)
+    picture = sample_picture(32)
+    early, late = noised_picture(picture, train, 0, seed=1), noised_picture(picture, train, 999, seed=1)
     corr = lambda a, b: float(torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1])  # noqa: E731
     assert corr(early, picture) > 0.99 and abs(corr(late, picture)) < 0.2
-    curves = core.schedule_curves(train)
+    curves = schedule_curves(train)
     assert np.all(np.diff(curves["alpha_bar"]) < 0) and np.all(np.diff(curves["snr"]) < 0)
 
 
@@ -132,12 +136,12 @@ def test_attention_maps_have_the_latent_size_and_sum_to_one(pipe):
     assert rec.tokens == ["<|startoftext|>", "a", "red", "cat", "<|endoftext|>"]
     h, w = rec.latent_size
     assert (h, w) == (8, 8) and rec.frames == 3
-    maps = core.token_maps(rec, frame=2)
+    maps = token_maps(rec, frame=2)
     assert maps.shape == (77, h, w)
     torch.testing.assert_close(maps.sum(0), torch.ones(h, w))  # at each pixel, attention over all tokens
     for probs, (hk, wk) in zip(rec.cross, rec.sizes):
         assert probs.shape == (3, hk * wk, 77)
-    tm = core.temporal_map(rec, 3, 4)
+    tm = temporal_map(rec, 3, 4)
     assert tm.shape == (3, 3)
     torch.testing.assert_close(tm.sum(-1), torch.ones(3))
     assert ex.token.value == 2  # 'red': the first word that is not a small word like 'a'

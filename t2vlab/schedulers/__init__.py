@@ -5,7 +5,8 @@ produces the same trajectories as the diffusers class of the same name. ``from_n
 short names of the notebooks' dropdown to a class plus config overrides.
 """
 
-from .base import Scheduler, SchedulerConfig, SchedulerOutput, SigmaScheduler
+from .base import Scheduler, SchedulerOutput, SigmaScheduler
+from .config import SchedulerConfig
 from .ddim import DDIMScheduler
 from .ddpm import DDPMScheduler
 from .dpm_solver import DPMSolverMultistepScheduler

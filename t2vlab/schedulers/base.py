@@ -1,5 +1,6 @@
-"""Shared pieces of every scheduler: config handling, beta schedules, timestep spacing, the
-x0/epsilon conversions, sigma helpers (Karras, sigma -> t) and the noise draw.
+"""Shared maths of every scheduler: beta schedules, timestep spacing, the x0/epsilon conversions,
+sigma helpers (Karras, sigma -> t), and the base classes' ``set_timesteps`` / ``step`` / ``add_noise``.
+Config handling (reading, carrying over, saving) is in ``config.py``; the noise draw in ``t2vlab.noise``.
 
 Notation used in all scheduler files (DDPM paper):
     beta_t                      noise added at training step t
@@ -13,56 +14,13 @@ per-step coefficients are float32 0-d tensors, so that a trajectory matches diff
 
 from __future__ import annotations
 
-import json
 import math
-import os
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
-PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
-TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
-CONFIG_NAME = "scheduler_config.json"
-
-# Config keys shared by every scheduler (names and defaults as in diffusers' scheduler configs).
-BETA_DEFAULTS = {
-    "num_train_timesteps": 1000,
-    "beta_start": 0.0001,
-    "beta_end": 0.02,
-    "beta_schedule": "linear",
-    "trained_betas": None,
-}
-
-
-class SchedulerConfig(Mapping):
-    """Read-only mapping with attribute access: ``cfg["beta_end"]`` and ``cfg.beta_end``."""
-
-    def __init__(self, data):
-        object.__setattr__(self, "_data", dict(data))
-
-    def __getitem__(self, key):
-        return self._data[key]
-
-    def __iter__(self):
-        return iter(self._data)
-
-    def __len__(self):
-        return len(self._data)
-
-    def __getattr__(self, name):
-        try:
-            return self._data[name]
-        except KeyError:
-            raise AttributeError(f"scheduler config has no key {name!r}") from None
-
-    def __setattr__(self, name, value):
-        raise AttributeError("scheduler config is read-only; use Scheduler.from_config(config, key=value)")
-
-    def __repr__(self):
-        return f"SchedulerConfig({self._data!r})"
+from .config import BETA_SCHEDULES, PREDICTION_TYPES, TIMESTEP_SPACINGS, ConfigMixin
 
 
 @dataclass
@@ -156,25 +114,6 @@ def sigma_to_t(sigmas: np.ndarray, train_sigmas: np.ndarray) -> np.ndarray:
     return np.interp(np.log(np.maximum(sigmas, 1e-10)), log_train, np.arange(len(train_sigmas)))
 
 
-def draw_noise(shape, generator, device, dtype) -> torch.Tensor:
-    """Standard normal noise drawn exactly as diffusers' ``randn_tensor`` draws it: a CPU generator
-    used for another device draws on the CPU and moves the result; a list of generators draws one
-    batch item from each. Same generator => bit-identical noise."""
-    device = torch.device(device) if device is not None else torch.device("cpu")
-    first = generator[0] if isinstance(generator, (list, tuple)) else generator
-    rand_device = device
-    if first is not None and first.device.type != device.type:
-        if first.device.type != "cpu":
-            raise ValueError(f"cannot draw a {device} tensor from a {first.device.type} generator")
-        rand_device = torch.device("cpu")
-    if isinstance(generator, (list, tuple)) and len(generator) == 1:
-        generator = generator[0]
-    if isinstance(generator, (list, tuple)):
-        parts = [torch.randn((1, *shape[1:]), generator=g, device=rand_device, dtype=dtype) for g in generator]
-        return torch.cat(parts).to(device)
-    return torch.randn(shape, generator=generator, device=rand_device, dtype=dtype).to(device)
-
-
 def check_step_args(model_output, timestep, sample, eta, generator):
     """ValueError naming the argument, before any arithmetic: tensors of one shape, a real timestep, eta in [0, 1]."""
     for name, v in (("model_output", model_output), ("sample", sample)):
@@ -199,93 +138,24 @@ def _broadcast(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------- base class
 
 
-class Scheduler:
-    """Base: config in / out, ``set_timesteps``, ``step``, ``add_noise``.
+class Scheduler(ConfigMixin):
+    """Base: ``set_timesteps``, ``step``, ``add_noise`` (config in and out: ``ConfigMixin``).
 
-    Subclasses set ``_defaults`` (every config key of the diffusers class of the same name, with
-    its default) and ``_only`` (key -> allowed values, for options whose other values change the
-    math and are not implemented here), and implement ``_set_timesteps`` and ``_step``.
+    Subclasses set their config keys (``_defaults``, ``_only``; see ``ConfigMixin``) and implement
+    ``_set_timesteps`` and ``_step``.
     """
 
-    _defaults: dict = dict(BETA_DEFAULTS)
-    _only: dict = {}
-    _choices = {"beta_schedule": BETA_SCHEDULES, "prediction_type": PREDICTION_TYPES,
-                "timestep_spacing": TIMESTEP_SPACINGS}
+    is_base_class = True  # from_config here builds the class a config names
     order = 1
     init_noise_sigma = 1.0
 
     def __init__(self, **config):
-        name = type(self).__name__
-        unknown = sorted(set(config) - set(self._defaults))
-        if unknown:
-            raise TypeError(f"{name} got unknown config keys {unknown}; use from_config to ignore extra keys")
-        cfg = {**self._defaults, **config}
-        for key, allowed in self._choices.items():
-            if key in cfg and cfg[key] not in allowed:
-                raise ValueError(f"{key} must be one of {allowed}, got {cfg[key]!r}")
-        for key, allowed in self._only.items():
-            if cfg[key] not in allowed:
-                raise NotImplementedError(f"{name}: {key}={cfg[key]!r} is not implemented in t2vlab "
-                                          f"(supported: {allowed})")
-        T = cfg["num_train_timesteps"]
-        if isinstance(T, bool) or not isinstance(T, int) or not 2 <= T <= 100_000:
-            raise ValueError(f"num_train_timesteps must be an integer from 2 to 100000, got {T!r}")
-        self._cfg, self._explicit, self._hidden = cfg, set(config), {}
+        cfg = self._init_config(config)
         self.betas = make_betas(cfg)
         self.alphas_cumprod = torch.cumprod(1.0 - self.betas, dim=0)
         self.num_inference_steps = None
         self.timesteps = None
         self._step_index = None
-        self._begin_index = None
-
-    # ---- config -------------------------------------------------------------------------
-    @property
-    def config(self) -> SchedulerConfig:
-        used_defaults = sorted(set(self._defaults) - self._explicit)
-        return SchedulerConfig({**self._hidden, **self._cfg, "_class_name": type(self).__name__,
-                                "_use_default_values": used_defaults})
-
-    @classmethod
-    def from_config(cls, config=None, **overrides):
-        """Build from a diffusers scheduler config (dict, ``.config`` of any scheduler, ours or
-        diffusers'). Keys this class does not know are kept aside (and passed on by ``.config``) so
-        that switching DDIM -> DPM -> DDIM keeps e.g. ``clip_sample``; keys the source left at its own
-        defaults (``_use_default_values``) are not carried over, as in diffusers."""
-        if cls is Scheduler:
-            return scheduler_class(config)._from_config(config, overrides)
-        return cls._from_config(config, overrides)
-
-    @classmethod
-    def _from_config(cls, config, overrides):
-        src = dict(config or {})
-        used_defaults = set(src.pop("_use_default_values", None) or ())
-        src = {k: v for k, v in src.items() if k not in used_defaults}
-        bad = sorted(set(overrides) - set(cls._defaults))
-        if bad:
-            raise TypeError(f"{cls.__name__} has no config keys {bad}")
-        own = {k: v for k, v in src.items() if k in cls._defaults}
-        sched = cls(**{**own, **overrides})
-        sched._hidden = {k: v for k, v in src.items() if k not in cls._defaults and not k.startswith("_")}
-        return sched
-
-    @classmethod
-    def from_pretrained(cls, path, subfolder: str | None = None, **overrides):
-        """Read ``scheduler_config.json`` from a folder (optionally ``subfolder``) or a json file path."""
-        file = os.path.join(path, subfolder or "", CONFIG_NAME) if os.path.isdir(path) else path
-        with open(file, encoding="utf-8") as f:
-            return cls.from_config(json.load(f), **overrides)
-
-    def save_pretrained(self, folder) -> str:
-        """Write ``scheduler_config.json`` in the diffusers format (readable by diffusers' classes)."""
-        os.makedirs(folder, exist_ok=True)
-        data = {k: v for k, v in self.config.items() if k != "_use_default_values"}
-        file = os.path.join(folder, CONFIG_NAME)
-        with open(file, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-        return file
-
-    def __repr__(self):
-        return f"{type(self).__name__}({json.dumps(self._cfg)})"
 
     def __len__(self):
         return self._cfg["num_train_timesteps"]
@@ -297,7 +167,6 @@ class Scheduler:
             raise ValueError(f"num_inference_steps must be an integer in [1, num_train_timesteps={T}], got {n!r}")
         self.num_inference_steps = int(n)
         self._step_index = None
-        self._begin_index = None
         self._set_timesteps(int(n), device)
 
     def step(self, model_output, timestep, sample, eta: float = 0.0, generator=None, return_dict=True, **kwargs):
@@ -312,10 +181,6 @@ class Scheduler:
 
     def scale_model_input(self, sample, timestep=None):
         return sample
-
-    def set_begin_index(self, begin_index: int = 0):
-        """Start stepping at ``timesteps[begin_index]`` (image/video-to-video)."""
-        self._begin_index = begin_index
 
     @property
     def step_index(self):
@@ -333,16 +198,12 @@ class Scheduler:
 
     def _index(self, timestep) -> int:
         if self._step_index is None:
-            self._step_index = self._begin_index if self._begin_index is not None else \
-                self.index_for_timestep(timestep)
+            self._step_index = self.index_for_timestep(timestep)
         return self._step_index
 
     def _schedule_indices(self, timesteps: torch.Tensor, device) -> list[int]:
-        if self._begin_index is None:
-            schedule = self.timesteps.to(device)
-            return [self.index_for_timestep(t, schedule) for t in timesteps.to(device).flatten()]
-        idx = self._step_index if self._step_index is not None else self._begin_index
-        return [idx] * timesteps.numel()
+        schedule = self.timesteps.to(device)
+        return [self.index_for_timestep(t, schedule) for t in timesteps.to(device).flatten()]
 
     def add_noise(self, original_samples, noise, timesteps):
         """Forward process q(x_t | x0): x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps (t = training timesteps)."""
@@ -367,6 +228,7 @@ class SigmaScheduler(Scheduler):
     x = x_vp * sqrt(sigma^2 + 1) = x0 + sigma * eps, start from noise of std ``init_noise_sigma``
     and feed the model ``scale_model_input(x) = x / sqrt(sigma^2 + 1)`` (back to VP scale)."""
 
+    is_base_class = True
     _only = {"use_exponential_sigmas": (False, None), "use_beta_sigmas": (False, None)}
 
     def __init__(self, **config):
@@ -406,13 +268,3 @@ class SigmaScheduler(Scheduler):
 
     def _reset_history(self):
         pass
-
-
-def scheduler_class(config):
-    """The t2vlab class named by a config's ``_class_name``."""
-    from . import SCHEDULER_CLASSES  # late import: the classes live in sibling modules
-
-    name = (config or {}).get("_class_name")
-    if name not in SCHEDULER_CLASSES:
-        raise ValueError(f"_class_name must be one of {sorted(SCHEDULER_CLASSES)}, got {name!r}")
-    return SCHEDULER_CLASSES[name]

@@ -3,7 +3,9 @@
 import numpy as np
 import torch
 
-from .base import BETA_DEFAULTS, Scheduler, draw_noise, spaced_timesteps, vp_x0_eps
+from ..noise import draw_noise
+from .base import Scheduler, spaced_timesteps, vp_x0_eps
+from .config import BETA_DEFAULTS
 
 
 class DDIMScheduler(Scheduler):

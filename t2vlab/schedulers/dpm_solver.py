@@ -3,7 +3,8 @@
 import numpy as np
 import torch
 
-from .base import BETA_DEFAULTS, Scheduler, karras_sigmas, sigma_to_t, spaced_timesteps, vp_x0_eps
+from .base import Scheduler, karras_sigmas, sigma_to_t, spaced_timesteps, vp_x0_eps
+from .config import BETA_DEFAULTS
 
 
 class DPMSolverMultistepScheduler(Scheduler):

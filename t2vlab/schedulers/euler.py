@@ -2,7 +2,9 @@
 
 import torch
 
-from .base import BETA_DEFAULTS, SigmaScheduler, draw_noise, ve_x0
+from ..noise import draw_noise
+from .base import SigmaScheduler, ve_x0
+from .config import BETA_DEFAULTS
 
 
 class EulerDiscreteScheduler(SigmaScheduler):

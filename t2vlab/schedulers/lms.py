@@ -4,7 +4,8 @@ import math
 
 import numpy as np
 
-from .base import BETA_DEFAULTS, SigmaScheduler, ve_x0
+from .base import SigmaScheduler, ve_x0
+from .config import BETA_DEFAULTS
 
 
 class LMSDiscreteScheduler(SigmaScheduler):

@@ -9,8 +9,13 @@ combinations seen in training and on those held out.
 
 from __future__ import annotations
 
+import argparse
+
 import torch
 
+from ..pipeline import TextToVideoPipeline
+from ..schedulers import from_name
+from ..weights import toy_checkpoint
 from .data import ALL_COMBOS, COLOURS, HELD_OUT, caption
 
 THRESHOLD = 0.25  # a pixel belongs to the shape when some channel differs from the background by this much
@@ -78,8 +83,6 @@ def evaluate(pipe, seeds=(0,), steps=25, guidance_scale=None, combos=ALL_COMBOS,
     """Generate one video per caption and seed with DPM-Solver++ (``steps`` steps) and score them.
 
     ``guidance_scale=None`` keeps the pipeline's default. Returns (rows, summary, videos)."""
-    from ..schedulers import from_name
-
     pipe.scheduler = from_name("dpm++", pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     if guidance_scale is not None:
@@ -100,10 +103,10 @@ def evaluate(pipe, seeds=(0,), steps=25, guidance_scale=None, combos=ALL_COMBOS,
 def save_grid(videos, rows, path, frames=8):
     """A PNG of generated videos, one row each (its frames left to right), titled with the caption and
     what the evaluator read: the picture docs/toy-model.md shows."""
-    import matplotlib
+    import matplotlib  # imported here: only the grid needs it
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after choosing the backend
 
     fig, axes = plt.subplots(len(rows), frames, figsize=(1.1 * frames, 1.35 * len(rows)), squeeze=False)
     fig.subplots_adjust(left=0.01, right=0.99, top=0.97, bottom=0.01, wspace=0.04, hspace=0.35)
@@ -125,11 +128,6 @@ def report(summary) -> str:
 
 
 if __name__ == "__main__":
-    import argparse
-
-    from ..pipeline import TextToVideoPipeline
-    from . import toy_checkpoint
-
     parser = argparse.ArgumentParser(description="Score a checkpoint on the toy world's 48 captions.")
     parser.add_argument("--model", default=None, help="checkpoint folder (default: the shipped toy checkpoint)")
     parser.add_argument("--seeds", type=int, default=1)

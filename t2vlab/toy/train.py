@@ -31,11 +31,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..pipeline import TextToVideoPipeline
+from ..schedulers import DDPMScheduler
 from ..text import CLIPTextEncoder, Tokenizer
-from ..tiny import SCHEDULER_CONFIG, write_checkpoint
 from ..unet import UNet3DConditionModel
 from ..vae import AutoencoderKL
+from ..weights import SCHEDULER_CONFIG, write_checkpoint
 from . import data
+from .evaluate import evaluate
 
 # 64x64 frames -> 8x8x4 latents (8x, as in the real model); small widths so that a CPU trains it
 TOY_VAE = dict(block_out_channels=(16, 32, 64, 64), layers_per_block=1, norm_num_groups=8, sample_size=64,
@@ -175,8 +178,6 @@ def train_unet(unet, text_encoder, latents, caption_ids, ids, seconds, device, b
     latents (N, 4, F, h, w) already scaled; caption_ids (N,) index rows of ``ids`` (the tokenized
     captions, whose last row is the empty caption ""). ``callback(step, unet_ema, text_ema)`` runs
     every ``callback_every`` seconds (not counted in the budget). Returns the EMA copies and counts."""
-    from ..schedulers import DDPMScheduler
-
     scheduler = DDPMScheduler.from_config(SCHEDULER_CONFIG)
     probabilities = timestep_probabilities(scheduler, timesteps)
     if weighting not in ("eps", "x0"):
@@ -266,9 +267,6 @@ def train(out, device="cpu", vae_minutes=8.0, unet_minutes=40.0, clips=4000, bat
     log(logfile, stage="latents", clips=clips, seconds=round(s_cache, 1), scaling_factor=vae.config.scaling_factor)
 
     def score(step, unet_ema, text_ema):
-        from ..pipeline import TextToVideoPipeline
-        from .evaluate import evaluate
-
         save_checkpoint(out, unet_ema, vae, text_ema)
         _, summary, _ = evaluate(TextToVideoPipeline.from_pretrained(out, device=device))
         log(logfile, stage="eval", step=step, **{f"{split}_{k}": round(v[k], 3) for split, v in summary.items()

@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 from ..resnet import Downsample2D, ResnetBlock2D, Upsample2D
-from .layers import SpatialTransformer, TemporalConvLayer, TemporalTransformer
+from .spatial import SpatialTransformer
+from .temporal import TemporalConvLayer, TemporalTransformer
 
 
 class Level(nn.Module):

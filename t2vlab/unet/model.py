@@ -9,15 +9,39 @@ levels (consuming skips); GroupNorm -> SiLU -> conv_out; unfold the frames.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..attention import Attention, FeedForward
 from ..checkpoint import CheckpointError, ModelBase, check_positive_ints, check_small_positive
+from ..frames import batch_to_frames, frames_to_batch
 from .blocks import DOWN_BLOCKS, UP_BLOCKS, UNetMidBlock3DCrossAttn
-from .layers import TemporalTransformer, TimestepEmbedding, timestep_embedding
+from .temporal import TemporalTransformer
+
+
+def timestep_embedding(t, dim, max_period=10000):
+    """(N,) timesteps -> (N, dim) features [cos(t w_0..w_{d/2-1}), sin(...)], w_i = max_period^(-2i/dim)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    angles = t[:, None].float() * freqs[None, :]
+    emb = torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)
+    return F.pad(emb, (0, 1)) if dim % 2 else emb
+
+
+class TimestepEmbedding(nn.Module):
+    """Linear -> SiLU -> Linear on the sinusoidal features of t."""
+
+    def __init__(self, in_dim, dim):
+        super().__init__()
+        self.linear_1 = nn.Linear(in_dim, dim)
+        self.linear_2 = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        return self.linear_2(F.silu(self.linear_1(x)))
 
 
 @dataclass
@@ -111,7 +135,7 @@ class UNet3DConditionModel(ModelBase):
         temb = temb.repeat_interleave(f, dim=0)  # one row per frame
         context = encoder_hidden_states  # one row per video: cross-attention shares its keys over frames
 
-        x = sample.transpose(1, 2).flatten(0, 1)  # (B*F, C, H, W)
+        x = frames_to_batch(sample)  # (B*F, C, H, W)
         x = self.conv_in(x)
         x = self.transformer_in(x, f)
 
@@ -132,12 +156,10 @@ class UNet3DConditionModel(ModelBase):
         x = self.conv_norm_out(x)  # rebinding x frees each activation as the next one exists
         x = F.silu(x)
         x = self.conv_out(x)
-        return x.unflatten(0, (b, f)).transpose(1, 2)
+        return batch_to_frames(x, f)
 
     # ------------------------------------------------------------------------- memory/speed knobs
     def attention_modules(self):
-        from ..attention import Attention
-
         return [m for m in self.modules() if isinstance(m, Attention)]
 
     def set_attention_backend(self, backend="sdpa", slice_size=None):
@@ -168,8 +190,6 @@ class UNet3DConditionModel(ModelBase):
         self._set_chunking(None, 0)
 
     def _set_chunking(self, chunk_size, dim):
-        from ..attention import FeedForward
-
         for m in self.modules():
             if isinstance(m, FeedForward):
                 m.chunk_size, m.chunk_dim = chunk_size, dim

@@ -6,13 +6,14 @@
     ScheduleExplorer()
     AttentionExplorer(pipe, prompt="a panda playing a guitar")
 
-The logic they run (generation, trajectories, attention maps, figures) is in ``core``, as plain functions.
+The logic they run is in plain functions, one module each: ``generation`` (settings -> video and
+trajectory), ``denoising`` (the scrubber's pictures), ``schedule`` (the schedule explorer's),
+``attention`` (recording and drawing attention maps), ``figures`` (PNG figures).
 """
 
-from . import core
-from .core import Result, Settings, generate
 from .explorers import AttentionExplorer, DenoisingScrubber, ScheduleExplorer
+from .generation import Result, Settings, generate
 from .studio import Studio, load_pipeline, studio
 
-__all__ = ["AttentionExplorer", "DenoisingScrubber", "Result", "ScheduleExplorer", "Settings", "Studio", "core",
+__all__ = ["AttentionExplorer", "DenoisingScrubber", "Result", "ScheduleExplorer", "Settings", "Studio",
            "generate", "load_pipeline", "studio"]

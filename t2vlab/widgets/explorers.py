@@ -1,4 +1,5 @@
-"""Three explorers, each a slider or two over a picture made by ``core``:
+"""Three explorers, each a slider or two over a picture made by a plain function of this package
+(``denoising``, ``schedule``, ``attention``):
 
 * ``DenoisingScrubber``: step through a finished run, seeing the model's guess of the clean video
   (x0, decoded) and the latents at each step;
@@ -15,8 +16,15 @@ from __future__ import annotations
 import html
 
 import ipywidgets as w
+from IPython.display import display
 
-from . import core
+from ..notebook import load_pipeline
+from ..schedulers import SCHEDULER_NAMES, from_name
+from .attention import attention_figure, record_attention
+from .denoising import decode_prediction, scrubber_figure
+from .figures import figure_png, sample_picture
+from .generation import error_html
+from .schedule import default_scheduler_config, schedule_figure, timesteps_for
 
 LABEL = {"description_width": "90px"}
 SMALL_WORDS = {"a", "an", "the", "of", "on", "in", "at", "with", "and", "to", "is", "by", ","}
@@ -30,17 +38,15 @@ def first_word(tokens):
 
 class _Explorer:
     def _ipython_display_(self):
-        from IPython.display import display
-
         display(self.widget)
 
     def _show_figure(self, fig):
-        self.image.value = core.figure_png(fig)
+        self.image.value = figure_png(fig)
 
 
 # ------------------------------------------------------------------------------------- scrubber
 class DenoisingScrubber(_Explorer):
-    """A slider over the steps of a finished studio run (``core.Result``). The decoded predictions are
+    """A slider over the steps of a finished studio run (``generation.Result``). The decoded predictions are
     cached, so each step is decoded once. Pass ``studio=`` to follow that studio's new results."""
 
     def __init__(self, pipe, result=None, studio=None, max_frames=8):
@@ -72,14 +78,14 @@ class DenoisingScrubber(_Explorer):
             x0 = self.result.trajectory.predictions[step]
             if x0 is None:  # a scheduler that does not predict x0: show the latents decoded instead
                 x0 = self.result.trajectory.latents[step]
-            self._decoded[step] = core.decode_prediction(self.pipe, x0)
+            self._decoded[step] = decode_prediction(self.pipe, x0)
         return self._decoded[step]
 
     def render(self):
         if self.result is None or not len(self.result.trajectory):
             return
         traj, step = self.result.trajectory, self.step.value
-        fig = core.scrubber_figure(self.predicted_frames(step), traj.latents[step], step, traj.timesteps[step],
+        fig = scrubber_figure(self.predicted_frames(step), traj.latents[step], step, traj.timesteps[step],
                                    len(traj), self.max_frames)
         self._show_figure(fig)
         self.info.value = (f"{html.escape(self.result.settings.prompt)!s}: step {step + 1} of {len(traj)}, "
@@ -92,11 +98,9 @@ class ScheduleExplorer(_Explorer):
     """A slider over the training timesteps t and a scheduler dropdown; works without a model."""
 
     def __init__(self, config=None, picture=None, t=500, scheduler="ddim", steps=20):
-        from ..schedulers import SCHEDULER_NAMES, from_name
-
-        self.config = dict(config) if config is not None else core.default_scheduler_config()
+        self.config = dict(config) if config is not None else default_scheduler_config()
         self.train = from_name("ddpm", self.config)  # the training (forward) process all samplers share
-        self.picture = core.sample_picture() if picture is None else picture
+        self.picture = sample_picture() if picture is None else picture
         last = len(self.train.alphas_cumprod) - 1
         self.t = w.IntSlider(value=min(t, last), min=0, max=last, description="t", style=LABEL,
                              continuous_update=False, layout=w.Layout(width="60%"))
@@ -113,11 +117,11 @@ class ScheduleExplorer(_Explorer):
         self.render()
 
     def timesteps(self):
-        return core.timesteps_for(self.scheduler.value, self.steps.value, self.config)
+        return timesteps_for(self.scheduler.value, self.steps.value, self.config)
 
     def render(self):
         ts = self.timesteps()
-        fig = core.schedule_figure(self.picture, self.train, self.t.value, ts, self.scheduler.value)
+        fig = schedule_figure(self.picture, self.train, self.t.value, ts, self.scheduler.value)
         self._show_figure(fig)
         shown = ", ".join(f"{t:g}" for t in ts)
         self.timesteps_text.value = (f"<b>{self.scheduler.value}</b>, {self.steps.value} steps, visits "
@@ -156,18 +160,16 @@ class AttentionExplorer(_Explorer):
         self.record_button.disabled = True
         try:
             if self.pipe is None:
-                from .studio import load_pipeline
-
                 self.pipe = load_pipeline()
             latents = timestep = None
             r = self.result
             if r is not None and len(r.trajectory) and self.prompt.value == r.settings.prompt:
                 mid = len(r.trajectory) // 2
                 latents, timestep = r.trajectory.latents[mid], r.trajectory.timesteps[mid]
-            rec = core.record_attention(self.pipe, self.prompt.value, frames=self.num_frames, latents=latents,
+            rec = record_attention(self.pipe, self.prompt.value, frames=self.num_frames, latents=latents,
                                         timestep=timestep)
         except Exception as e:
-            self.status.value = core.error_html(e).replace("Could not generate", "Could not record")
+            self.status.value = error_html(e).replace("Could not generate", "Could not record")
             return None
         finally:
             self.record_button.disabled = False
@@ -188,5 +190,5 @@ class AttentionExplorer(_Explorer):
     def render(self):
         if self.record_ is None or self.token.value is None:
             return
-        fig = core.attention_figure(self.record_, self.token.value, self.frame.value, self.y.value, self.x.value)
+        fig = attention_figure(self.record_, self.token.value, self.frame.value, self.y.value, self.x.value)
         self._show_figure(fig)

@@ -16,31 +16,18 @@ import tempfile
 
 import ipywidgets as w
 import torch
+from IPython.display import display
 
+from ..notebook import load_pipeline  # noqa: F401  (t2vlab.widgets.load_pipeline, for the notebooks)
 from ..schedulers import SCHEDULER_NAMES
-from . import core
+from .generation import Settings, download_html, error_html, generate, video_html
 
 MAX_SEED = 2**31 - 1
 
 
-def load_pipeline(checkpoint=None):
-    """The pipeline the notebooks use: ``checkpoint``, else ``$T2VLAB_CHECKPOINT``, else the real model
-    with a GPU and the trained toy one without."""
-    from ..notebook import choose_checkpoint
-    from ..pipeline import EMBEDDED_CHECKPOINTS, TextToVideoPipeline
-
-    cuda = torch.cuda.is_available()
-    checkpoint = checkpoint or choose_checkpoint(cuda)
-    if cuda:
-        variant = None if checkpoint in EMBEDDED_CHECKPOINTS else "fp16"
-        return TextToVideoPipeline.from_pretrained(checkpoint, torch_dtype=torch.float16, variant=variant,
-                                                   device="cuda")
-    return TextToVideoPipeline.from_pretrained(checkpoint)
-
-
 class Studio:
     """Text-to-video generation in a notebook. ``Studio(pipe).widget`` is the whole UI; ``display(studio)``
-    works too. Each finished run is appended to ``history`` (a list of ``core.Result``); listeners added
+    works too. Each finished run is appended to ``history`` (a list of ``generation.Result``); listeners added
     with ``on_result(fn)`` get every new result (the denoising scrubber uses this).
 
     The click handler runs the generation itself, so the kernel is busy meanwhile (see the module
@@ -104,30 +91,21 @@ class Studio:
         self.widget.add_class("t2vlab-studio")
 
     def _defaults(self):
-        """The real model's usual settings on a GPU; a few quick steps at the model's own size elsewhere."""
-        # the memory options start as the pipeline is (load_pipeline gives float16 on a GPU)
-        fp16 = self.pipe.dtype == torch.float16 if self.pipe is not None else torch.cuda.is_available()
-        offload = bool(self.pipe is not None and self.pipe.offload_device)
-        tiny = self.pipe.unet.config.sample_size <= 16 if self.pipe is not None else not torch.cuda.is_available()
-        if not tiny:
-            return core.Settings(fp16=fp16, offload=offload)
-        size = 64 if self.pipe is None else self.pipe.unet.config.sample_size * self.pipe.vae.spatial_factor
-        from ..toy import is_toy
-
-        if self.pipe is not None and is_toy(getattr(self.pipe, "name_or_path", "")):  # its evaluated setting
-            return core.Settings(prompt="a red circle moving right", steps=25, scheduler="dpm++", frames=8,
-                                 height=size, width=size, fp16=fp16, offload=offload)
-        return core.Settings(prompt="a panda playing a guitar", steps=4, frames=8, height=size, width=size, fp16=fp16,
-                             offload=offload)
+        """The pipeline's recommended settings (its checkpoint's size, frames, steps, sampler, a prompt it
+        knows); the memory options start as the pipeline is (``load_pipeline`` gives float16 on a GPU)."""
+        if self.pipe is None:
+            return Settings(fp16=torch.cuda.is_available())
+        rec = self.pipe.recommended
+        return Settings(prompt=rec.prompt, steps=rec.num_inference_steps, guidance=rec.guidance_scale,
+                        frames=rec.num_frames, height=rec.height, width=rec.width, scheduler=rec.scheduler,
+                        fp16=self.pipe.dtype == torch.float16, offload=bool(self.pipe.offload_device))
 
     def _ipython_display_(self):
-        from IPython.display import display
-
         display(self.widget)
 
     # --------------------------------------------------------------------- reading the controls
-    def settings(self) -> core.Settings:
-        return core.Settings(prompt=self.prompt.value, negative_prompt=self.negative_prompt.value,
+    def settings(self) -> Settings:
+        return Settings(prompt=self.prompt.value, negative_prompt=self.negative_prompt.value,
                              steps=self.steps.value, guidance=self.guidance.value, frames=self.frames.value,
                              height=self.height.value, width=self.width.value, seed=self.seed.value,
                              scheduler=self.scheduler.value, fp16=self.fp16.value, offload=self.offload.value,
@@ -167,11 +145,11 @@ class Studio:
                 self.status.value = f"<i>Generating: {html.escape(settings.summary())} ...</i>"
             if self.out_dir is None:  # one folder for all of this studio's videos
                 self.out_dir = tempfile.mkdtemp(prefix="t2vlab-studio-")
-            result = core.generate(self.pipe, settings, on_step=self._step_done, out_dir=self.out_dir)
+            result = generate(self.pipe, settings, on_step=self._step_done, out_dir=self.out_dir)
         except Exception as e:  # shown to the user; the studio stays usable
             self.last_error = e
             self.progress.bar_style = "danger"
-            self.status.value = core.error_html(e)
+            self.status.value = error_html(e)
             return None
         finally:
             self.generate.disabled = False
@@ -180,8 +158,8 @@ class Studio:
         notes = "".join(f"<br><small>note: {html.escape(n)}</small>" for n in result.notes)
         self.status.value = (f"Done in {result.seconds:.1f} s: {html.escape(settings.summary())}. "
                              f"<small>Saved to <code>{html.escape(result.video_path)}</code></small>{notes}")
-        self.video.value = core.video_html(result)
-        self.download.value = core.download_html(result)
+        self.video.value = video_html(result)
+        self.download.value = download_html(result)
         self.history_box.value = self._history_html()
         for fn in self._listeners:
             fn(result)
@@ -200,8 +178,6 @@ class Studio:
 
 def studio(pipe=None, **settings):
     """Build and display a Studio (keyword arguments set the starting controls); return it."""
-    from IPython.display import display
-
-    s = Studio(pipe, core.Settings(**settings) if settings else None)
+    s = Studio(pipe, Settings(**settings) if settings else None)
     display(s.widget)
     return s

@@ -1,0 +1,216 @@
+"""What stands around a generation so that mistakes end in a clear message (docs/reliability.md).
+
+None of this is the method; the pipeline calls it before and around its steps:
+
+- ``check_generation_args``  every argument of ``pipe(...)``, before any work, naming the argument;
+- ``explain_out_of_memory``  a context manager that turns running out of memory into an
+                             ``OutOfMemoryError`` saying what was asked and which options would help;
+- ``FiniteWatch``            a step hook of the denoising loop: stops at the first step whose latents
+                             are NaN/inf (on a GPU it reads its flags every few steps, since a read
+                             makes the CPU wait for the GPU);
+- ``check_decoded``          the same for the decoded frames;
+- ``check_callback_update``  what a ``callback_on_step_end`` may hand back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import numbers
+
+import torch
+
+CHECK_EVERY = 8  # denoising steps between two reads of the latents' finiteness flags on a GPU
+MAX_FRAMES = 1024  # the model was trained on 16 frames; more than this is a typo, not a video
+MAX_VIDEOS = 256  # videos in one call (prompts x num_videos_per_prompt)
+MAX_SIZE = 8192  # pixels along one side
+OUTPUT_TYPES = ("np", "pt", "pil", "latent")
+
+
+class OutOfMemoryError(RuntimeError):
+    """A generation ran out of (GPU or CPU) memory; the message gives the asked size and what would help."""
+
+
+# ---------------------------------------------------------------------------------------- arguments
+def _positive_int(name, v):
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
+        raise ValueError(f"{name} must be a positive integer, got {v!r}")
+
+
+def _finite_non_negative(name, v):
+    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+
+
+def check_size(height, width, num_frames, factor):
+    """Frame size and count: positive integers, divisible by the VAE's factor, within sensible caps."""
+    for name, v in (("height", height), ("width", width)):
+        _positive_int(name, v)
+        if v % factor:
+            raise ValueError(f"{name} must be divisible by {factor} (the VAE's downsampling), got {v}")
+        if v > MAX_SIZE:
+            raise ValueError(f"{name}={v} is beyond any sensible video size (at most {MAX_SIZE})")
+    _positive_int("num_frames", num_frames)
+    if num_frames > MAX_FRAMES:
+        raise ValueError(f"num_frames={num_frames} is beyond any sensible video (at most {MAX_FRAMES})")
+
+
+def check_sampling(num_inference_steps, guidance_scale, eta, noise_shared_ratio, generator, latents):
+    _positive_int("num_inference_steps", num_inference_steps)
+    for name, v in (("guidance_scale", guidance_scale), ("eta", eta), ("noise_shared_ratio", noise_shared_ratio)):
+        _finite_non_negative(name, v)
+    if eta > 1:
+        raise ValueError(f"eta must be in [0, 1] (0: deterministic DDIM, 1: DDPM-like), got {eta}")
+    if noise_shared_ratio >= 1:
+        raise ValueError(f"noise_shared_ratio must be in [0, 1), got {noise_shared_ratio}")
+    if generator is not None and not isinstance(generator, torch.Generator) and not (
+            isinstance(generator, list) and all(isinstance(g, torch.Generator) for g in generator)):
+        raise ValueError(f"generator must be a torch.Generator or a list of them, got {generator!r:.80}")
+    if latents is not None and not (torch.is_tensor(latents) and latents.is_floating_point()):
+        raise ValueError(f"latents must be a float tensor, got {getattr(latents, 'dtype', type(latents).__name__)}")
+
+
+def check_prompts(prompt, negative_prompt, prompt_embeds, negative_prompt_embeds, embed_dim) -> int:
+    """The text arguments; returns the number of prompts."""
+    if prompt is not None and prompt_embeds is not None:
+        raise ValueError("pass either prompt or prompt_embeds, not both")
+    if prompt is None and prompt_embeds is None:
+        raise ValueError("prompt is missing (or pass prompt_embeds)")
+    if negative_prompt is not None and negative_prompt_embeds is not None:
+        raise ValueError("pass either negative_prompt or negative_prompt_embeds, not both")
+    if prompt is not None:
+        if isinstance(prompt, str):
+            batch = 1
+        elif isinstance(prompt, (list, tuple)) and prompt and all(isinstance(p, str) for p in prompt):
+            batch = len(prompt)
+        else:
+            raise ValueError(f"prompt must be a string or a non-empty list of strings, got {prompt!r:.80}")
+    else:
+        if not torch.is_tensor(prompt_embeds) or prompt_embeds.ndim != 3 or not prompt_embeds.is_floating_point() \
+                or prompt_embeds.shape[0] < 1 or prompt_embeds.shape[1] < 1 or prompt_embeds.shape[2] != embed_dim:
+            raise ValueError(f"prompt_embeds must be a float tensor (batch, tokens, {embed_dim}), got "
+                             f"{getattr(prompt_embeds, 'shape', type(prompt_embeds).__name__)} "
+                             f"{getattr(prompt_embeds, 'dtype', '')}")
+        batch = prompt_embeds.shape[0]
+    if negative_prompt is not None and not isinstance(negative_prompt, str):
+        if not (isinstance(negative_prompt, (list, tuple)) and all(isinstance(p, str) for p in negative_prompt)):
+            raise ValueError(f"negative_prompt must be a string or a list of strings, got {negative_prompt!r:.80}")
+        if len(negative_prompt) != batch:
+            raise ValueError(f"negative_prompt has {len(negative_prompt)} entries but prompt has {batch}")
+    if negative_prompt_embeds is not None:
+        if prompt_embeds is None or not torch.is_tensor(negative_prompt_embeds) or \
+                negative_prompt_embeds.shape != prompt_embeds.shape or not negative_prompt_embeds.is_floating_point():
+            want, got = getattr(prompt_embeds, "shape", None), getattr(negative_prompt_embeds, "shape", None)
+            raise ValueError(f"negative_prompt_embeds must come with prompt_embeds and have its shape {want}, "
+                             f"got {got}")
+    return batch
+
+
+def check_generation_args(pipe, *, prompt, height, width, num_frames, num_inference_steps, guidance_scale,
+                          negative_prompt, eta, generator, latents, prompt_embeds, negative_prompt_embeds,
+                          output_type, callback_on_step_end, num_videos_per_prompt, noise_shared_ratio, **_) -> int:
+    """Check every argument of ``pipe(...)`` (ValueError naming it); return the number of videos."""
+    check_size(height, width, num_frames, pipe.vae.spatial_factor)
+    check_sampling(num_inference_steps, guidance_scale, eta, noise_shared_ratio, generator, latents)
+    _positive_int("num_videos_per_prompt", num_videos_per_prompt)
+    if not isinstance(output_type, str) or output_type not in OUTPUT_TYPES:  # `in` on an array compares elementwise
+        raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r:.80}")
+    if callback_on_step_end is not None and not callable(callback_on_step_end):
+        raise ValueError(f"callback_on_step_end must be callable, got {type(callback_on_step_end).__name__}")
+    batch = check_prompts(prompt, negative_prompt, prompt_embeds, negative_prompt_embeds,
+                          pipe.unet.config.cross_attention_dim)
+    videos = batch * num_videos_per_prompt
+    if videos > MAX_VIDEOS:
+        raise ValueError(f"{batch} prompt(s) x num_videos_per_prompt={num_videos_per_prompt} is more than "
+                         f"{MAX_VIDEOS} videos in one call; split it")
+    if isinstance(generator, list) and len(generator) != videos:
+        raise ValueError(f"generator: a list of {len(generator)} generators for {videos} videos; pass one per video")
+    return videos
+
+
+def check_callback_update(update, x):
+    """The latents a ``callback_on_step_end`` returned (or ``x`` if it returned none)."""
+    if not (isinstance(update, dict) and "latents" in update):
+        return x
+    new = update["latents"]
+    if not torch.is_tensor(new) or new.shape != x.shape:
+        raise ValueError(f"callback_on_step_end returned latents of shape {getattr(new, 'shape', None)}; "
+                         f"expected {tuple(x.shape)}")
+    return new
+
+
+# ------------------------------------------------------------------------------------ out of memory
+def is_out_of_memory(error) -> bool:
+    """torch's CUDA OOM, or the CPU allocator's "can't allocate memory" RuntimeError."""
+    if isinstance(error, torch.cuda.OutOfMemoryError):
+        return True
+    text = str(error).lower()
+    return isinstance(error, RuntimeError) and ("allocate" in text and ("memory" in text or "bytes" in text))
+
+
+@contextlib.contextmanager
+def explain_out_of_memory(pipe, videos, frames, height, width, steps):
+    """Re-raise running out of memory as OutOfMemoryError: what was asked, which options are on, what helps."""
+    try:
+        yield
+    except (RuntimeError, MemoryError) as e:
+        if not (isinstance(e, MemoryError) or is_out_of_memory(e)) or isinstance(e, OutOfMemoryError):
+            raise
+        on_off = {"enable_model_cpu_offload()": bool(pipe.offload_device),
+                  "enable_vae_slicing()": pipe.vae.use_slicing,
+                  "enable_vae_tiling()": pipe.vae.use_tiling,
+                  "enable_attention_slicing()": any(m.backend == "sliced" for m in pipe.unet.attention_modules())}
+        state = ", ".join(f"{k} {'on' if v else 'off'}" for k, v in on_off.items())
+        helps = [k for k, v in on_off.items() if not v]
+        raise OutOfMemoryError(
+            f"out of memory on {pipe.device} while generating {videos} video(s) x {frames} frames x "
+            f"{height}x{width} pixels ({steps} steps, {pipe.dtype}). Options now: {state}. What would help: "
+            f"{', '.join(helps) + '; ' if helps else ''}fewer frames (num_frames={frames}), a smaller "
+            f"height/width, fewer videos per call (now {videos}), or torch_dtype=torch.float16 on a GPU. "
+            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
+
+
+# -------------------------------------------------------------------------------------- finiteness
+def _overflow_advice(guidance_scale):
+    return (f"In float16 this is usually an overflow: load with torch_dtype=torch.float32, or lower "
+            f"guidance_scale (now {guidance_scale}).")
+
+
+def check_finite(flags, guidance_scale, total_steps):
+    """Raise at the first step whose latents were not finite; ``flags`` is [(i, t, finite tensor)],
+    emptied once read."""
+    ok = torch.stack([f for _, _, f in flags]).cpu()
+    bad = [(i, t) for (i, t, _), good in zip(flags, ok) if not good]
+    flags.clear()
+    if bad:
+        i, t = bad[0]
+        raise FloatingPointError(f"the latents became NaN/inf at step {i + 1} of {total_steps} (t={int(t)}). "
+                                 + _overflow_advice(guidance_scale))
+
+
+class FiniteWatch:
+    """A step hook of the denoising loop that stops at the first step whose latents are NaN/inf.
+
+    The flags stay on the device until read: on a GPU a read makes the CPU wait for the GPU, so they
+    are read every ``CHECK_EVERY`` steps there (and at the last step, and before a callback sees the
+    latents: ``every=1``); on the CPU a read is free, so after every step.
+    """
+
+    def __init__(self, total_steps, guidance_scale, every=None):
+        self.total, self.guidance_scale, self.every, self.flags = total_steps, guidance_scale, every, []
+
+    def __call__(self, i, t, x, x0):
+        self.flags.append((i, t, torch.isfinite(x).all()))
+        every = self.every or (1 if x.device.type == "cpu" else CHECK_EVERY)
+        if len(self.flags) >= every or i == self.total - 1:
+            check_finite(self.flags, self.guidance_scale, self.total)
+        return x
+
+
+def check_decoded(frames, latents, guidance_scale):
+    """Non-finite frames from finite latents: the VAE overflowed (float16)."""
+    if not torch.isfinite(frames).all():
+        raise FloatingPointError(
+            f"the VAE decoded NaN/inf frames from finite latents (max |latents| {latents.abs().max().item():.3g}). "
+            f"In float16 the VAE overflows: load with torch_dtype=torch.float32, or lower guidance_scale "
+            f"(now {guidance_scale}).")

@@ -1,0 +1,317 @@
+"""Where weights come from: a local folder, the Hugging Face Hub, or a checkpoint shipped with t2vlab.
+
+    folder = resolve_checkpoint("toy")              # the embedded trained toy model
+    parts  = load_components(folder, torch.float16, variant="fp16")   # the five components
+
+Names a user can pass:
+
+- a local folder in the published (diffusers) layout;
+- a Hub id such as ``damo-vilab/text-to-video-ms-1.7b``: downloaded once (only the files needed: the
+  requested variant's weights, safetensors when present), or read from the Hub cache offline;
+- an embedded checkpoint: ``"toy-trained"`` (alias ``"toy"``), the real architecture at a toy size
+  trained by t2vlab on coloured shapes, shipped in ``t2vlab/data/toy``; ``"tiny-random"`` (alias
+  ``"tiny"``), the same size with random weights, written to the cache on first use.
+
+Each checkpoint carries the settings it is meant to run at (``recommended_settings``), so the CLI,
+the studio and the notebooks need no special cases.
+
+The variant rule: ``variant="fp16"`` picks the ``*.fp16.*`` weight files. A checkpoint with only one
+set of weights (the embedded ones, most fine-tunes) has no variants: its weights are loaded and cast
+to ``torch_dtype``, and a note says so once. A checkpoint that has other variants but not the asked
+one is an error naming what it has.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+
+from . import configs
+from .checkpoint import DIFFUSERS_WEIGHTS, TRANSFORMERS_WEIGHTS, CheckpointError, read_json, weight_candidates
+from .schedulers import from_config as scheduler_from_config
+from .text import MAX_LENGTH, CLIPTextEncoder, Tokenizer
+from .unet import UNet3DConditionModel
+from .vae import AutoencoderKL
+
+logger = logging.getLogger("t2vlab")
+
+REAL_CHECKPOINT = "damo-vilab/text-to-video-ms-1.7b"
+COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+WEIGHT_STEMS = {"unet": DIFFUSERS_WEIGHTS, "vae": DIFFUSERS_WEIGHTS, "text_encoder": TRANSFORMERS_WEIGHTS}
+EXPECTED_CLASSES = {"_class_name": ("TextToVideoSDPipeline",), "unet": ("UNet3DConditionModel",),
+                    "vae": ("AutoencoderKL",), "text_encoder": ("CLIPTextModel",)}
+MODEL_INDEX = {
+    "_class_name": "TextToVideoSDPipeline",
+    "_diffusers_version": "0.42.1",
+    "scheduler": ["diffusers", "DDIMScheduler"],
+    "text_encoder": ["transformers", "CLIPTextModel"],
+    "tokenizer": ["transformers", "CLIPTokenizer"],
+    "unet": ["diffusers", "UNet3DConditionModel"],
+    "vae": ["diffusers", "AutoencoderKL"],
+}
+
+
+# ------------------------------------------------------------------------ what each checkpoint is for
+@dataclasses.dataclass(frozen=True)
+class Recommended:
+    """The settings a checkpoint is meant to run at, and a prompt it knows how to draw."""
+
+    height: int
+    width: int
+    num_frames: int
+    num_inference_steps: int
+    guidance_scale: float = 9.0
+    scheduler: str = "dpm++"
+    prompt: str = "an astronaut riding a horse on the moon"
+    description: str = ""
+
+
+TOY = Recommended(64, 64, 8, 25, 9.0, "dpm++", "a red circle moving right", (
+    "the embedded toy checkpoint: the real architecture at a toy size, TRAINED by t2vlab on a synthetic "
+    "world of coloured shapes ('a red circle moving left'). It runs in about a second on a CPU and draws the "
+    "colour you ask for (red/green/blue/yellow) as a shape gliding across the frame the way the prompt names "
+    "(left/right/up/down), trailing a fading streak. See notebook 10."))
+TINY = Recommended(64, 64, 8, 10, 9.0, "dpm++", "a panda playing a guitar", (
+    "the embedded tiny checkpoint: the real architecture at a toy size with RANDOM weights. Everything runs in "
+    "seconds on a CPU, shapes and code paths are the real ones, but it has learnt nothing, so its 'videos' are "
+    "noise."))
+KNOWN_CHECKPOINTS = {
+    REAL_CHECKPOINT: Recommended(256, 256, 16, 25, 9.0, "dpm++", "Spiderman is surfing",
+                                 "ModelScope's text-to-video model (1.7 B parameters): real, trained weights. It "
+                                 "needs a GPU and downloads about 3.6 GB (the float16 files) from the Hugging Face "
+                                 "Hub on first use."),
+}
+EMBEDDED = {"toy-trained": TOY, "tiny-random": TINY}  # canonical names say what the weights are
+ALIASES = {"toy": "toy-trained", "tiny": "tiny-random"}
+
+
+def embedded_name(name_or_path) -> str | None:
+    """The canonical name of an embedded checkpoint ("toy" -> "toy-trained"), or None. The shipped toy
+    folder, given as a path, counts as "toy-trained"."""
+    name = str(name_or_path)
+    name = ALIASES.get(name, name)
+    if name in EMBEDDED:
+        return name
+    try:
+        if Path(name_or_path).resolve() == toy_checkpoint():
+            return "toy-trained"
+    except (OSError, TypeError, FileNotFoundError):
+        pass
+    return None
+
+
+def recommended_settings(name_or_path, unet_config=None, spatial_factor=8) -> Recommended:
+    """The settings for a checkpoint: its own when it is embedded or known (by Hub id, also when it
+    comes from the Hub cache), else the UNet's ``sample_size`` with the published model's frames and steps."""
+    name = embedded_name(name_or_path)
+    if name is not None:
+        return EMBEDDED[name]
+    known = KNOWN_CHECKPOINTS.get(str(name_or_path))
+    if known is not None:
+        return known
+    size = (unet_config.sample_size if unet_config is not None else 32) * spatial_factor
+    return dataclasses.replace(KNOWN_CHECKPOINTS[REAL_CHECKPOINT], height=size, width=size, prompt="a panda "
+                               "playing a guitar", description=f"{name_or_path}, a checkpoint in the published layout.")
+
+
+# ------------------------------------------------------------------------------- embedded checkpoints
+def toy_checkpoint() -> Path:
+    """The shipped toy checkpoint's folder (t2vlab/data/toy)."""
+    path = Path(__file__).resolve().parent / "data" / "toy"
+    if not (path / "model_index.json").is_file():
+        raise FileNotFoundError(f"the toy checkpoint is missing from {path}; train it with "
+                                "`python -m t2vlab.toy.train --out t2vlab/data/toy`")
+    return path
+
+
+TINY_UNET = dict(sample_size=8, block_out_channels=(32, 64, 64), layers_per_block=1, attention_head_dim=8,
+                 norm_num_groups=8, cross_attention_dim=32,
+                 down_block_types=("CrossAttnDownBlock3D", "CrossAttnDownBlock3D", "DownBlock3D"),
+                 up_block_types=("UpBlock3D", "CrossAttnUpBlock3D", "CrossAttnUpBlock3D"))
+TINY_VAE = dict(block_out_channels=(16, 32, 32, 32), layers_per_block=1, norm_num_groups=8, sample_size=64,
+                down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
+TINY_TEXT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
+SCHEDULER_CONFIG = configs.SCHEDULER  # the published one
+FP32, FP16_VARIANT = (None, torch.float32), ("fp16", torch.float16)
+
+
+def write_checkpoint(path, models, overwrite=False, variants=(None,), extra=None):
+    """Write ``models`` ({"unet", "vae", "text_encoder"}), the real-vocabulary tokenizer, the published
+    scheduler config and model_index.json to ``path`` in the published layout; return it as a Path.
+
+    ``variants``: variant names (None: float32 under the plain file names; "fp16": the float16 variant)
+    or (name, dtype) pairs such as (None, torch.float16) for float16 weights under the plain names.
+    The folder appears whole or not at all: everything is written to a temporary sibling folder
+    that is renamed into place at the end. An existing ``path`` is an error unless ``overwrite``.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        dtypes = dict([FP32, FP16_VARIANT])
+        for name, model in models.items():
+            for variant, dtype in (v if isinstance(v, tuple) else (v, dtypes[v]) for v in variants):
+                model.to(dtype).save_pretrained(tmp / name, variant=variant)
+        text_encoder = models.get("text_encoder")  # the tokenizer pads to as many positions as it has
+        length = MAX_LENGTH if text_encoder is None else min(MAX_LENGTH, text_encoder.config.max_position_embeddings)
+        Tokenizer.default(length).save_pretrained(tmp / "tokenizer")
+        (tmp / "scheduler").mkdir()
+        (tmp / "scheduler" / "scheduler_config.json").write_text(json.dumps(SCHEDULER_CONFIG, indent=2) + "\n")
+        (tmp / "model_index.json").write_text(json.dumps(MODEL_INDEX, indent=2) + "\n")
+        for name, data in (extra or {}).items():
+            (tmp / name).write_text(json.dumps(data, indent=2) + "\n")
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def make_tiny_checkpoint(path, seed=0, overwrite=False, variants=(None, "fp16")):
+    """Write a complete tiny checkpoint (random weights, drawn from ``seed``) to ``path``; see write_checkpoint."""
+    if Path(path).exists() and not overwrite:  # before building anything
+        raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
+    torch.manual_seed(seed)
+    models = {"unet": UNet3DConditionModel.from_config(TINY_UNET), "vae": AutoencoderKL.from_config(TINY_VAE),
+              "text_encoder": CLIPTextEncoder.from_config(TINY_TEXT)}
+    return write_checkpoint(path, models, overwrite=overwrite, variants=variants)
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("T2VLAB_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "t2vlab"
+    return Path(root)
+
+
+def tiny_checkpoint(seed=0) -> Path:
+    """The tiny checkpoint's folder in the cache, built on first use."""
+    path = cache_dir() / f"tiny-seed{seed}"
+    if not (path / "model_index.json").is_file():
+        try:
+            make_tiny_checkpoint(path, seed=seed, overwrite=path.exists())
+        except OSError:  # another process may have finished it first
+            if not (path / "model_index.json").is_file():
+                raise
+    return path
+
+
+# ----------------------------------------------------------------------------------------- the Hub
+def _variants_of(names) -> set:
+    """The variant tags among weight file names: 'text_encoder/model.fp16.safetensors' -> {'fp16'}."""
+    found = set()
+    for name in names:
+        base = Path(name).name
+        for stem in (*DIFFUSERS_WEIGHTS, *TRANSFORMERS_WEIGHTS):
+            for ext in (".safetensors", ".bin", ".safetensors.index.json", ".bin.index.json"):
+                if base.startswith(stem + ".") and base.endswith(ext) and len(base) > len(stem) + 1 + len(ext):
+                    found.add(base[len(stem) + 1:-len(ext)])  # stem.VARIANT.ext
+    return found
+
+
+def choose_variant(names, variant, where):
+    """The variant to load given the weight file names a checkpoint has (see the module docstring):
+    ``variant`` when present; None, with a note, when the checkpoint has no variants at all."""
+    if not variant:
+        return None
+    have = _variants_of(names)
+    if variant in have:
+        return variant
+    if have:
+        raise FileNotFoundError(f"{where}: no weights for variant={variant!r} (it has the variants "
+                                f"{', '.join(sorted(have))}, and plain weights)")
+    warnings.warn(f"{where} has one set of weights and no {variant!r} variant: loading those and casting them",
+                  stacklevel=3)
+    return None
+
+
+def hub_allow_patterns(repo_files, variant=None):
+    """Which files of a Hub repository to download: the configs, the tokenizer and, for each model,
+    the requested variant's weights, safetensors when the repository has them, else .bin."""
+    files = set(repo_files)
+    weight_files = [f for f in files if f.split("/")[0] in WEIGHT_STEMS]
+    variant = choose_variant(weight_files, variant, "the repository")
+    patterns = ["model_index.json", "scheduler/*.json", "tokenizer/*", "*/config.json"]
+    for component, stems in WEIGHT_STEMS.items():
+        for name in weight_candidates(stems, variant):
+            if f"{component}/{name}" in files:
+                patterns.append(f"{component}/{name}")
+                if name.endswith(".index.json"):  # a sharded file: its shards too
+                    patterns.append(f"{component}/{name.split('.')[0]}*")
+                break
+        else:
+            have = sorted(f for f in files if f.startswith(component + "/"))
+            raise FileNotFoundError(f"{component}: no weights for variant={variant!r} in the repository "
+                                    f"(it has {', '.join(have) or 'no such folder'})")
+    return patterns
+
+
+def resolve_checkpoint(name_or_path, variant=None, local_files_only=False) -> Path:
+    """A local folder as is; an embedded name ("toy-trained"/"toy", "tiny-random"/"tiny") -> its folder;
+    else a Hub repository id, downloaded (only the needed files) or taken from the Hub cache offline."""
+    name = os.fspath(name_or_path)
+    embedded = ALIASES.get(name, name)
+    if embedded == "tiny-random":
+        return tiny_checkpoint()
+    if embedded == "toy-trained":
+        return toy_checkpoint()
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists() or name.startswith((".", "/", "~")) or name.count("/") != 1:
+        raise FileNotFoundError(f"checkpoint not found: {name!r} is neither a folder nor a Hub id like "
+                                f"'{REAL_CHECKPOINT}'")
+    import huggingface_hub  # imported here: only a Hub id needs it, and it is slow to import
+
+    offline = local_files_only or os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+    patterns = None if offline else hub_allow_patterns(huggingface_hub.list_repo_files(name), variant)
+    try:
+        return Path(huggingface_hub.snapshot_download(name, allow_patterns=patterns, local_files_only=offline))
+    except Exception as e:  # no network, not in cache, gated...: say what to do
+        how = "it is not in the local Hub cache (offline mode)" if offline else f"the download failed ({e})"
+        raise FileNotFoundError(f"cannot get {name!r}: {how}. Download it once with network access, or pass "
+                                f"a local folder, or use 'toy' for the embedded trained toy checkpoint.") from e
+
+
+# ------------------------------------------------------------------------------------ loading a folder
+def check_architecture(folder: Path):
+    """Refuse a checkpoint that is not this architecture, naming what was found."""
+    index = read_json(folder / "model_index.json") if (folder / "model_index.json").is_file() else None
+    if index is None:
+        raise FileNotFoundError(f"{folder}: no model_index.json; not a pipeline checkpoint folder")
+    found = {"_class_name": index.get("_class_name")}
+    for comp in ("unet", "vae", "text_encoder"):
+        entry = index.get(comp)
+        found[comp] = entry[1] if isinstance(entry, (list, tuple)) and len(entry) == 2 else entry
+    wrong = {k: v for k, v in found.items() if v not in EXPECTED_CLASSES[k]}
+    if wrong:
+        what = ", ".join(f"{k}={v!r}" for k, v in wrong.items())
+        raise CheckpointError(f"{folder} is not a ModelScope text-to-video checkpoint: found {what}; expected "
+                              f"TextToVideoSDPipeline with UNet3DConditionModel, AutoencoderKL and CLIPTextModel")
+    for comp in COMPONENTS:
+        if not (folder / comp).is_dir():
+            raise FileNotFoundError(f"{folder}: component folder {comp}/ is missing")
+
+
+def load_components(folder, torch_dtype=None, variant=None) -> dict:
+    """The five components of a checkpoint folder, every model built on the meta device and then
+    given its weights: {"unet", "vae", "text_encoder", "tokenizer", "scheduler"}."""
+    folder = Path(folder)
+    check_architecture(folder)
+    names = [f"{c}/{p.name}" for c in WEIGHT_STEMS for p in (folder / c).iterdir()]
+    kw = dict(torch_dtype=torch_dtype, variant=choose_variant(names, variant, str(folder)))
+    return {"unet": UNet3DConditionModel.from_pretrained(folder, subfolder="unet", **kw),
+            "vae": AutoencoderKL.from_pretrained(folder, subfolder="vae", **kw),
+            "text_encoder": CLIPTextEncoder.from_pretrained(folder, subfolder="text_encoder", **kw),
+            "tokenizer": Tokenizer.from_pretrained(folder, subfolder="tokenizer"),
+            "scheduler": scheduler_from_config(read_json(folder / "scheduler" / "scheduler_config.json"))}

@@ -1,0 +1,184 @@
+"""The studio's logic as plain functions (no ipywidgets, no browser): ``Settings`` -> ``generate`` ->
+``Result`` (frames, an mp4 file, the denoising trajectory), and the HTML the studio shows.
+
+The pipeline's own ``callback_on_step_end`` records the trajectory (``StepRecorder``); the checkpoint's
+recommended settings (``pipe.recommended``) are the starting values.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import html
+import os
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..schedulers import SCHEDULER_NAMES, from_name
+from ..video import export_to_video, show_video
+
+FPS = 8
+
+
+@dataclasses.dataclass
+class Settings:
+    """Everything the studio asks for one generation."""
+
+    prompt: str = "an astronaut riding a horse"
+    negative_prompt: str = ""
+    steps: int = 20
+    guidance: float = 9.0
+    frames: int = 16
+    height: int = 256
+    width: int = 256
+    seed: int = 0
+    scheduler: str = "ddim"
+    fp16: bool = False
+    offload: bool = False
+    vae_slicing: bool = False
+
+    def summary(self) -> str:
+        memory = [name for name, on in (("fp16", self.fp16), ("offload", self.offload),
+                                         ("VAE slicing", self.vae_slicing)) if on]
+        neg = f", negative {self.negative_prompt!r}" if self.negative_prompt else ""
+        return (f"{self.frames} frames {self.width}x{self.height}, {self.steps} {self.scheduler} steps, "
+                f"guidance {self.guidance:g}, seed {self.seed}{neg}" + (f", {' + '.join(memory)}" if memory else ""))
+
+
+@dataclasses.dataclass
+class Trajectory:
+    """The denoising run, step by step: the timestep, the latents after the step and the model's
+    prediction of the clean latents (x0) at that step, each (C, F, h, w) on the CPU."""
+
+    timesteps: list = dataclasses.field(default_factory=list)
+    latents: list = dataclasses.field(default_factory=list)
+    predictions: list = dataclasses.field(default_factory=list)
+
+    def __len__(self):
+        return len(self.timesteps)
+
+
+class StepRecorder:
+    """A ``callback_on_step_end`` for the pipeline: keeps a CPU copy of the latents and of the
+    predicted x0 after every step (first video of the batch), and tells ``on_step(done, total)``."""
+
+    def __init__(self, total, on_step=None, keep=True):
+        self.total, self.on_step, self.keep = total, on_step, keep
+        self.trajectory = Trajectory()
+
+    def __call__(self, pipe, i, t, tensors):
+        if self.keep:
+            x0 = tensors.get("pred_original_sample")
+            self.trajectory.timesteps.append(float(t))
+            self.trajectory.latents.append(tensors["latents"][0].detach().float().cpu().clone())
+            self.trajectory.predictions.append(None if x0 is None else x0[0].detach().float().cpu().clone())
+        if self.on_step is not None:
+            self.on_step(i + 1, self.total)
+        return {}
+
+
+@dataclasses.dataclass
+class Result:
+    """One finished generation."""
+
+    settings: Settings
+    frames: np.ndarray          # (F, H, W, 3) float32 in [0, 1]
+    video_path: str             # the mp4 on disk
+    trajectory: Trajectory
+    seconds: float
+    notes: list = dataclasses.field(default_factory=list)  # what the memory options did (or could not do)
+
+    def video_bytes(self) -> bytes:
+        return Path(self.video_path).read_bytes()
+
+
+def configure(pipe, settings) -> list[str]:
+    """Set the scheduler and the memory options on ``pipe``; return notes on what could not be done."""
+    notes = []
+    if settings.scheduler not in SCHEDULER_NAMES:
+        raise ValueError(f"unknown scheduler {settings.scheduler!r}; choose one of {', '.join(SCHEDULER_NAMES)}")
+    pipe.scheduler = from_name(settings.scheduler, pipe.scheduler.config)
+    cuda = torch.cuda.is_available()
+    if settings.fp16 and not cuda:
+        notes.append("fp16 needs a GPU: ran in float32")
+    want = torch.float16 if settings.fp16 and cuda else torch.float32
+    if pipe.dtype != want:
+        pipe.to(dtype=want)
+    if settings.offload and not cuda:
+        notes.append("offload needs a GPU: everything stayed on the CPU")
+    elif settings.offload and not pipe.offload_device:
+        pipe.enable_model_cpu_offload()
+    elif not settings.offload and pipe.offload_device:
+        pipe.to(pipe.offload_device)
+    if settings.vae_slicing:
+        pipe.enable_vae_slicing()
+    else:
+        pipe.disable_vae_slicing()
+    return notes
+
+
+def check_settings(settings, factor=8):
+    """Raise ValueError with a plain message for settings the pipeline would refuse, before any work."""
+    if not settings.prompt.strip():
+        raise ValueError("the prompt is empty: describe the video you want")
+    for name in ("height", "width"):
+        v = getattr(settings, name)
+        if v < factor or v % factor:
+            raise ValueError(f"{name} must be divisible by {factor} (the VAE's downsampling), got {v}")
+
+
+def generate(pipe, settings, on_step=None, out_dir=None, record=True) -> Result:
+    """Run the pipeline with ``settings``; write the mp4 into ``out_dir`` (a new temporary folder if
+    None). ``on_step(done, total)`` is called after every denoising step."""
+    check_settings(settings, pipe.vae.spatial_factor)
+    notes = configure(pipe, settings)
+    recorder = StepRecorder(settings.steps, on_step, keep=record)
+    generator = torch.Generator("cpu").manual_seed(int(settings.seed))
+    start = time.perf_counter()
+    saved = dict(pipe.progress_bar_config)
+    pipe.set_progress_bar_config(disable=True)  # the widget has its own progress bar
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            out = pipe(settings.prompt, negative_prompt=settings.negative_prompt or None, height=settings.height,
+                       width=settings.width, num_frames=settings.frames, num_inference_steps=settings.steps,
+                       guidance_scale=settings.guidance, generator=generator, callback_on_step_end=recorder)
+    finally:
+        pipe.set_progress_bar_config(**saved)
+    notes += [str(w.message) for w in caught]
+    frames = out.frames[0]
+    out_dir = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="t2vlab-studio-"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"t2vlab-{time.strftime('%Y%m%d-%H%M%S')}-seed{settings.seed}"
+    target = out_dir / f"{stem}.mp4"
+    n = 1
+    while target.exists():  # two runs within a second: never replace an earlier result
+        n += 1
+        target = out_dir / f"{stem}-{n}.mp4"
+    path = export_to_video(frames, os.fspath(target), fps=FPS)
+    return Result(dataclasses.replace(settings), frames, path, recorder.trajectory, time.perf_counter() - start,
+                  notes)
+
+
+def video_html(result, width=None) -> str:
+    """An autoplaying, looping <video> of the result (base64 mp4 inside the page)."""
+    width = width or max(256, min(512, result.settings.width))
+    return show_video(result.video_path, width=width).data
+
+
+def download_html(result, label="Download mp4") -> str:
+    """An <a download> link carrying the mp4 as a data URL (works without access to the kernel's files)."""
+    b64 = base64.b64encode(result.video_bytes()).decode("ascii")
+    name = html.escape(os.path.basename(result.video_path))
+    return (f'<a download="{name}" href="data:video/mp4;base64,{b64}" style="color:#1a6fd1;text-decoration:underline">'
+            f"&#x2B07; {html.escape(label)} ({name})</a>")
+
+
+def error_html(error) -> str:
+    return ('<div style="border:1px solid #d33;background:#fee;color:#800;padding:6px 10px;border-radius:4px">'
+            f"<b>Could not generate:</b> {html.escape(str(error))}</div>")

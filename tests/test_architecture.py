@@ -1,0 +1,153 @@
+"""The package's shape, as docs/architecture.md states it: layers that import only downwards, no cycle.
+
+Every ``import`` of every module counts, also those inside functions. A lower layer never imports a
+higher one; modules of one layer may import each other as long as no cycle forms. Imports inside
+functions are kept for optional or slow third-party packages only (the reason is on the line).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "t2vlab"
+
+# lowest first; a module belongs to the first layer with a prefix of its name
+LAYERS = [
+    ("facts and tensor helpers", ["t2vlab.configs", "t2vlab.frames", "t2vlab.noise"]),
+    ("building blocks and files", ["t2vlab.attention", "t2vlab.resnet", "t2vlab.checkpoint", "t2vlab.video"]),
+    ("models and schedulers", ["t2vlab.unet", "t2vlab.vae", "t2vlab.text", "t2vlab.schedulers"]),
+    ("where weights come from", ["t2vlab.weights"]),
+    ("the method", ["t2vlab.guards", "t2vlab.pipeline"]),
+    ("what people run", ["t2vlab.notebook", "t2vlab.widgets", "t2vlab.toy", "t2vlab.__main__"]),
+]
+LAZY_OK = {"transformers", "huggingface_hub", "matplotlib", "PIL", "imageio", "imageio_ffmpeg", "IPython"}
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def modules() -> dict[str, Path]:
+    return {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def imports(path: Path, known) -> list[tuple[str, int, bool]]:
+    """(imported module, line, inside a function) for every import in the file; relative imports resolved,
+    ``from package import submodule`` counted as the submodule."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found = []
+
+    def visit(node, in_function):
+        for child in ast.iter_child_nodes(node):
+            inner = in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+            if isinstance(child, ast.Import):
+                found.extend((a.name, child.lineno, in_function) for a in child.names)
+            elif isinstance(child, ast.ImportFrom):
+                if child.level:
+                    base = package.split(".")
+                    base = base[:len(base) - (child.level - 1)]
+                    target = ".".join(base + ([child.module] if child.module else []))
+                else:
+                    target = child.module
+                for a in child.names:
+                    sub = f"{target}.{a.name}"
+                    found.append((sub if sub in known else target, child.lineno, in_function))
+            visit(child, inner)
+
+    visit(tree, False)
+    return found
+
+
+def layer_of(name: str) -> int:
+    for i, (_, prefixes) in enumerate(LAYERS):
+        if any(name == p or name.startswith(p + ".") for p in prefixes):
+            return i
+    raise AssertionError(f"{name} is in no layer: add it to LAYERS and to docs/architecture.md")
+
+
+def graph() -> dict[str, set]:
+    known = modules()
+    edges = {name: set() for name in known}
+    for name, path in known.items():
+        for target, _, _ in imports(path, known):
+            if target in known and target != name and name != "t2vlab":
+                edges[name].add(target)
+    return edges
+
+
+def test_every_module_has_a_layer():
+    for name in modules():
+        if name != "t2vlab":
+            layer_of(name)
+
+
+def test_no_module_imports_upwards_or_the_package_root():
+    problems = []
+    for name, targets in graph().items():
+        if name == "t2vlab":
+            continue
+        for target in targets:
+            if target == "t2vlab":
+                problems.append(f"{name} imports the package root (import the module itself)")
+            elif layer_of(target) > layer_of(name):
+                problems.append(f"{name} ({LAYERS[layer_of(name)][0]}) imports {target} "
+                                f"({LAYERS[layer_of(target)][0]})")
+    assert not problems, "\n".join(problems)
+
+
+def find_cycle(edges):
+    state, stack = {}, []
+
+    def dfs(node):
+        state[node] = "open"
+        stack.append(node)
+        for nxt in sorted(edges.get(node, ())):
+            if state.get(nxt) == "open":
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state and (cycle := dfs(nxt)):
+                return cycle
+        state[node] = "done"
+        stack.pop()
+        return None
+
+    for node in sorted(edges):
+        if node not in state and (cycle := dfs(node)):
+            return cycle
+    return None
+
+
+def test_no_import_cycle():
+    cycle = find_cycle({k: v for k, v in graph().items() if k != "t2vlab"})
+    assert cycle is None, " -> ".join(cycle)
+
+
+def test_the_checks_catch_a_cycle_and_an_upward_import():
+    """The two checks above, on a made-up graph: they must see what they are for."""
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+    assert layer_of("t2vlab.unet.temporal") < layer_of("t2vlab.pipeline") < layer_of("t2vlab.widgets.studio")
+
+
+def test_imports_inside_functions_are_only_optional_heavy_packages():
+    known = modules()
+    lazy = [(name, target, line) for name, path in known.items()
+            for target, line, in_function in imports(path, known) if in_function]
+    wrong = [f"{name}:{line} imports {target} inside a function" for name, target, line in lazy
+             if target.split(".")[0] not in LAZY_OK]
+    assert not wrong, "\n".join(wrong)
+    for name, target, line in lazy:  # each says why, on the line or the one before
+        lines = known[name].read_text(encoding="utf-8").splitlines()
+        said = "#" in lines[line - 1] or lines[line - 2].strip().startswith("#") or \
+            any("import" in lines[k] and "#" in lines[k] for k in range(max(line - 3, 0), line - 1))
+        assert said, f"{name}:{line}: say why {target} is imported inside the function"
+
+
+@pytest.mark.parametrize("name", ["t2vlab.unet.temporal", "t2vlab.frames", "t2vlab.weights", "t2vlab.guards"])
+def test_the_named_homes_exist(name):
+    assert name in modules()
