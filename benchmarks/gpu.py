@@ -17,7 +17,7 @@ weights 1 and biases 0. diffusers' modules are built on meta and given the very 
    diffusers' offload needs accelerate; without it diffusers runs without offload (said in the table).
 
 ``--tiny``: the same sections on the tiny config, few frames and steps, on whatever device there is
-(this is how tests/test_gpu_script.py runs the script on CPU).
+(this is how tests/parity/test_gpu_script_parity.py runs the script on CPU).
 """
 
 from __future__ import annotations

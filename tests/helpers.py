@@ -1,8 +1,14 @@
-"""Shared test helpers: random parameter filling and relative error."""
+"""Shared test helpers: random parameter filling, relative error, and the small cases that a component's
+unit tests (tests/test_*.py) and its parity tests (tests/parity/) both use."""
 
 from __future__ import annotations
 
+import inspect
+import math
+
 import torch
+
+from t2vlab import configs
 
 
 def randomize_(module: torch.nn.Module, seed=0, std=0.3) -> torch.nn.Module:
@@ -26,3 +32,71 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     """max |a - b| / max |b|: the relative error used by every parity test."""
     a, b = a.detach().double(), b.detach().double()
     return ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
+
+
+# ---------------------------------------------------------------------- cases shared by unit and parity
+# A component's unit tests and its parity tests use the same tiny configurations and inputs; they live
+# here so that neither test module imports the other.
+
+# schedulers: a deterministic stand-in for the UNet and the trajectory it drives
+SCHEDULER_CKPT = dict(configs.SCHEDULER)  # the published scheduler/scheduler_config.json
+SCHEDULER_SHAPE = (1, 4, 3, 4, 5)  # (batch, channels, frames, height, width), like the video latents
+_BASE = torch.randn(SCHEDULER_SHAPE, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+_LATENTS = torch.randn(SCHEDULER_SHAPE, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+
+
+def fake_model(x, t):
+    """Deterministic stand-in for the UNet: depends on the input and the timestep."""
+    tt = float(t)
+    return 0.8 * _BASE.to(x.dtype) * math.cos(tt / 300) + 0.3 * torch.tanh(x) * math.sin(tt / 170 + 0.3)
+
+
+def trajectory(sched, n, dtype, step_kwargs, seed=0):
+    """Timesteps, initial latents, then (prev_sample, pred_original_sample) of every step."""
+    sched.set_timesteps(n)
+    accepts_generator = "generator" in inspect.signature(sched.step).parameters
+    g = torch.Generator().manual_seed(seed)
+    x = _LATENTS.to(dtype) * sched.init_noise_sigma
+    out = {"timesteps": sched.timesteps.clone(), "init": x, "samples": [], "x0": []}
+    for t in sched.timesteps:
+        model_output = fake_model(sched.scale_model_input(x, t), t)
+        kwargs = dict(step_kwargs, generator=g) if accepts_generator else dict(step_kwargs)
+        res = sched.step(model_output, t, x, **kwargs)
+        x = res.prev_sample
+        assert x.dtype == dtype
+        out["samples"].append(x)
+        out["x0"].append(getattr(res, "pred_original_sample", None))
+    return out
+
+
+# UNet: three small configurations of different depths, widths and head sizes
+UNET_CONFIGS = {
+    "two-levels": dict(block_out_channels=(32, 64), layers_per_block=1, attention_head_dim=8,
+                       norm_num_groups=8, cross_attention_dim=16,
+                       down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"),
+                       up_block_types=("UpBlock3D", "CrossAttnUpBlock3D")),
+    "three-levels-2-layers": dict(block_out_channels=(16, 32, 32), layers_per_block=2, attention_head_dim=8,
+                                  norm_num_groups=4, cross_attention_dim=24,
+                                  down_block_types=("CrossAttnDownBlock3D", "CrossAttnDownBlock3D", "DownBlock3D"),
+                                  up_block_types=("UpBlock3D", "CrossAttnUpBlock3D", "CrossAttnUpBlock3D")),
+    "four-levels-wide-heads": dict(block_out_channels=(32, 32, 64, 64), layers_per_block=1, attention_head_dim=16,
+                                   norm_num_groups=8, cross_attention_dim=32),
+}
+
+# VAE: 2 levels with attention and quant convs
+VAE_TINY = dict(block_out_channels=[16, 32], down_block_types=["DownEncoderBlock2D"] * 2,
+                up_block_types=["UpDecoderBlock2D"] * 2, norm_num_groups=8, layers_per_block=1, sample_size=32)
+
+# text: "a photo of a cat" in CLIP's vocabulary, and a tiny 3-layer text encoder with its inputs
+CAT_IDS = [49406, 320, 1125, 539, 320, 2368, 49407]
+TEXT_TINY = dict(vocab_size=99, hidden_size=32, intermediate_size=37, num_hidden_layers=3, num_attention_heads=4,
+                 max_position_embeddings=77, bos_token_id=0, eos_token_id=2, pad_token_id=1)
+
+
+def text_inputs(batch=3, seed=1):
+    """(input_ids, attention_mask) for TEXT_TINY: prompts of 5, 30 and 77 tokens."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, 99, (batch, 77), generator=g)
+    lengths = [5, 30, 77][:batch]
+    mask = (torch.arange(77)[None] < torch.tensor(lengths)[:, None]).long()
+    return ids, mask
