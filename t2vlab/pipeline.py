@@ -127,6 +127,15 @@ class TextToVideoPipeline:
     def disable_attention_slicing(self):
         self.unet.disable_attention_slicing()
 
+    # ------------------------------------------------------------------- training-free quality
+    def enable_freeu(self, s1=0.9, s2=0.2, b1=1.2, b2=1.4):
+        """FreeU on the UNet (``t2vlab.unet.freeu``); the defaults are the values diffusers documents for
+        text-to-video-ms-1.7b (s1 0.9, s2 0.2, b1 1.2, b2 1.4)."""
+        self.unet.enable_freeu(s1, s2, b1, b2)
+
+    def disable_freeu(self):
+        self.unet.disable_freeu()
+
     def set_progress_bar_config(self, **kwargs):
         """Options for the tqdm bar, e.g. ``disable=True``."""
         self.progress_bar_config = dict(kwargs)

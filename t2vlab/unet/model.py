@@ -20,6 +20,7 @@ from ..attention import Attention, FeedForward
 from ..checkpoint import CheckpointError, ModelBase, check_positive_ints, check_small_positive
 from ..frames import batch_to_frames, frames_to_batch
 from .blocks import DOWN_BLOCKS, UP_BLOCKS, UNetMidBlock3DCrossAttn
+from .freeu import freeu_scales
 from .temporal import TemporalTransformer
 
 
@@ -157,6 +158,25 @@ class UNet3DConditionModel(ModelBase):
         x = F.silu(x)
         x = self.conv_out(x)
         return batch_to_frames(x, f)
+
+    # ---------------------------------------------------------------------------------------- FreeU
+    def enable_freeu(self, s1, s2, b1, b2):
+        """FreeU (``t2vlab.unet.freeu``): at the two lowest-resolution up levels, multiply half the
+        backbone's channels by b1 / b2 and the skips' lowest spatial frequencies by s1 / s2.
+
+        For text-to-video-ms-1.7b diffusers documents ``s1=0.9, s2=0.2, b1=1.2, b2=1.4``. Each factor
+        must be a finite number >= 0; ``disable_freeu()`` restores the plain network exactly.
+        """
+        for block, scale in zip(self.up_blocks, freeu_scales(s1, s2, b1, b2)):
+            block.freeu = scale
+
+    def disable_freeu(self):
+        for block in self.up_blocks:
+            block.freeu = None
+
+    @property
+    def freeu_enabled(self) -> bool:
+        return any(block.freeu is not None for block in self.up_blocks)
 
     # ------------------------------------------------------------------------- memory/speed knobs
     def attention_modules(self):
