@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .frames import batch_to_frames, frames_to_batch
+from .free_init import FreeInit
 from .guards import (  # noqa: F401  (OutOfMemoryError: documented as t2vlab.pipeline.OutOfMemoryError)
     FiniteWatch,
     OutOfMemoryError,
@@ -48,6 +49,7 @@ class TextToVideoPipeline:
         self.name_or_path = str(name_or_path)
         self.offload_device = None
         self.progress_bar_config = {}
+        self.free_init = None  # FreeInit settings while enable_free_init is on (t2vlab.free_init)
 
     @classmethod
     def from_pretrained(cls, repo_id_or_path="toy", torch_dtype=None, variant=None, device=None,
@@ -136,12 +138,22 @@ class TextToVideoPipeline:
     def disable_freeu(self):
         self.unet.disable_freeu()
 
+    def enable_free_init(self, num_iters=3, use_fast_sampling=False, method="butterworth", order=4,
+                         spatial_stop_frequency=0.25, temporal_stop_frequency=0.25):
+        """FreeInit (``t2vlab.free_init``): sample ``num_iters`` times, each pass starting from the low
+        frequencies of the last result diffused back, with fresh noise for the high ones."""
+        self.free_init = FreeInit(num_iters, use_fast_sampling, method, order, spatial_stop_frequency,
+                                  temporal_stop_frequency)
+
+    def disable_free_init(self):
+        self.free_init = None
+
     def set_progress_bar_config(self, **kwargs):
         """Options for the tqdm bar, e.g. ``disable=True``."""
         self.progress_bar_config = dict(kwargs)
 
-    def progress_bar(self, total):
-        return tqdm(total=total, **{"desc": "denoising", **self.progress_bar_config})
+    def progress_bar(self, total, desc="denoising"):
+        return tqdm(total=total, **{"desc": desc, **self.progress_bar_config})
 
     # ---------------------------------------------------------------------------- the steps
     def encode_prompt(self, prompt, device, num_videos_per_prompt=1, do_classifier_free_guidance=True,
@@ -198,19 +210,19 @@ class TextToVideoPipeline:
         return batch_to_frames(out.prev_sample, f), None if x0 is None else batch_to_frames(x0, f)
 
     def denoise(self, latents, context, timesteps=None, guidance_scale=9.0, eta=0.0, generator=None,
-                callback_on_step_end=None, hooks=None):
+                callback_on_step_end=None, hooks=None, desc="denoising"):
         """The reverse process, x_T -> x_0: for each t, predict the noise (guided) and take one step.
 
         ``context``: the text embeddings, [uncond; cond] stacked when ``guidance_scale`` > 1.
         ``timesteps``: default the scheduler's (``set_timesteps`` first); a tail of them starts part-way.
         ``hooks``: callables ``hook(i, t, x, x0) -> x`` run after every step; by default the finiteness
-        guard and ``callback_on_step_end`` (``step_hooks``).
+        guard and ``callback_on_step_end`` (``step_hooks``). ``desc``: the progress bar's label.
         """
         timesteps = self.scheduler.timesteps if timesteps is None else timesteps
         if hooks is None:
             hooks = self.step_hooks(len(timesteps), guidance_scale, callback_on_step_end)
         x = latents
-        with self.running(self.unet) as unet, self.progress_bar(len(timesteps)) as bar:
+        with self.running(self.unet) as unet, self.progress_bar(len(timesteps), desc) as bar:
             for i, t in enumerate(timesteps):
                 eps = self.predict_noise(unet, x, t, context, guidance_scale)
                 x, x0 = self.step(eps, t, x, eta=eta, generator=generator)
@@ -257,7 +269,8 @@ class TextToVideoPipeline:
         0. check every argument (``guards.check_generation_args``), before any work;
         1. encode the prompt and, for classifier-free guidance, the negative prompt -> context;
         2. choose the timesteps and draw the starting noise (B, 4, F, H/8, W/8);
-        3. denoise: for each t, eps = guided UNet(x, t, context); x = scheduler step (``denoise``);
+        3. denoise: for each t, eps = guided UNet(x, t, context); x = scheduler step (``denoise``; with
+           FreeInit, several passes of it);
         4. decode the latents through the VAE -> frames (B, F, H, W, 3) in [0, 1].
         """
         size = self.unet.config.sample_size * self.vae.spatial_factor  # the size it was trained at
@@ -273,8 +286,12 @@ class TextToVideoPipeline:
             x = self.prepare_latents(videos, num_frames, height, width, context.dtype, device, generator, latents,
                                      noise_shared_ratio)
 
-            x = self.denoise(x, context, self.scheduler.timesteps, guidance_scale, eta, generator,
-                             callback_on_step_end)
+            if self.free_init is None:
+                x = self.denoise(x, context, self.scheduler.timesteps, guidance_scale, eta, generator,
+                                 callback_on_step_end)
+            else:  # FreeInit: several passes of denoise, each from the last one's low frequencies
+                x = self.free_init.sample(self, x, context, num_inference_steps, guidance_scale, eta, generator,
+                                          callback_on_step_end)
 
             if output_type == "latent":
                 video = x
