@@ -18,7 +18,6 @@ import torch
 from tqdm.auto import tqdm
 
 from .frames import batch_to_frames, frames_to_batch
-from .free_init import FreeInit
 from .guards import (  # noqa: F401  (OutOfMemoryError: documented as t2vlab.pipeline.OutOfMemoryError)
     FiniteWatch,
     OutOfMemoryError,
@@ -28,6 +27,7 @@ from .guards import (  # noqa: F401  (OutOfMemoryError: documented as t2vlab.pip
     explain_out_of_memory,
 )
 from .noise import video_noise
+from .switches import TrainingFreeSwitches
 from .weights import load_components, recommended_settings, resolve_checkpoint
 
 
@@ -42,14 +42,16 @@ class TextToVideoOutput:
     frames: object
 
 
-class TextToVideoPipeline:
+class TextToVideoPipeline(TrainingFreeSwitches):
+    """Text to video. The switches of FreeU, FreeInit and FreeNoise (``enable_freeu``, ``enable_free_init``,
+    ``enable_free_noise`` and their ``disable_*``) come from ``TrainingFreeSwitches`` (``t2vlab.switches``)."""
+
     def __init__(self, unet, vae, text_encoder, tokenizer, scheduler, name_or_path=""):
         self.unet, self.vae, self.text_encoder = unet, vae, text_encoder
         self.tokenizer, self.scheduler = tokenizer, scheduler
         self.name_or_path = str(name_or_path)
         self.offload_device = None
         self.progress_bar_config = {}
-        self.free_init = None  # FreeInit settings while enable_free_init is on (t2vlab.free_init)
 
     @classmethod
     def from_pretrained(cls, repo_id_or_path="toy", torch_dtype=None, variant=None, device=None,
@@ -129,25 +131,6 @@ class TextToVideoPipeline:
     def disable_attention_slicing(self):
         self.unet.disable_attention_slicing()
 
-    # ------------------------------------------------------------------- training-free quality
-    def enable_freeu(self, s1=0.9, s2=0.2, b1=1.2, b2=1.4):
-        """FreeU on the UNet (``t2vlab.unet.freeu``); the defaults are the values diffusers documents for
-        text-to-video-ms-1.7b (s1 0.9, s2 0.2, b1 1.2, b2 1.4)."""
-        self.unet.enable_freeu(s1, s2, b1, b2)
-
-    def disable_freeu(self):
-        self.unet.disable_freeu()
-
-    def enable_free_init(self, num_iters=3, use_fast_sampling=False, method="butterworth", order=4,
-                         spatial_stop_frequency=0.25, temporal_stop_frequency=0.25):
-        """FreeInit (``t2vlab.free_init``): sample ``num_iters`` times, each pass starting from the low
-        frequencies of the last result diffused back, with fresh noise for the high ones."""
-        self.free_init = FreeInit(num_iters, use_fast_sampling, method, order, spatial_stop_frequency,
-                                  temporal_stop_frequency)
-
-    def disable_free_init(self):
-        self.free_init = None
-
     def set_progress_bar_config(self, **kwargs):
         """Options for the tqdm bar, e.g. ``disable=True``."""
         self.progress_bar_config = dict(kwargs)
@@ -185,6 +168,8 @@ class TextToVideoPipeline:
         shape = (batch, self.unet.config.in_channels, frames, height // f, width // f)
         if latents is None:
             latents = video_noise(shape, generator, device, dtype, noise_shared_ratio)
+            if self.free_noise is not None:  # FreeNoise: later frames reuse the first window's noise
+                latents = self.free_noise.reschedule(latents, generator)
         elif tuple(latents.shape) != shape:
             raise ValueError(f"latents: expected shape {shape} for these arguments, got {tuple(latents.shape)}")
         return latents.to(device=device, dtype=dtype) * self.scheduler.init_noise_sigma

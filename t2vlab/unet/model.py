@@ -21,7 +21,7 @@ from ..checkpoint import CheckpointError, ModelBase, check_positive_ints, check_
 from ..frames import batch_to_frames, frames_to_batch
 from .blocks import DOWN_BLOCKS, UP_BLOCKS, UNetMidBlock3DCrossAttn
 from .freeu import freeu_scales
-from .temporal import TemporalTransformer
+from .temporal import ContextWindows, TemporalTransformer
 
 
 def timestep_embedding(t, dim, max_period=10000):
@@ -177,6 +177,22 @@ class UNet3DConditionModel(ModelBase):
     @property
     def freeu_enabled(self) -> bool:
         return any(block.freeu is not None for block in self.up_blocks)
+
+    # ----------------------------------------------------------------- windowed temporal attention
+    def enable_free_noise(self, context_length=16, context_stride=4, weighting_scheme="pyramid"):
+        """Every temporal transformer (``transformer_in`` included) attends within overlapping windows of
+        ``context_length`` frames, ``context_stride`` apart, fused with ``weighting_scheme``'s weights
+        (FreeNoise's windowed attention; ``t2vlab.unet.temporal``). At most ``context_length`` frames,
+        or after ``disable_free_noise()``, the numbers are exactly the plain ones."""
+        windows = ContextWindows(context_length, context_stride, weighting_scheme)
+        for m in self.modules():
+            if isinstance(m, TemporalTransformer):
+                m.windows = windows
+
+    def disable_free_noise(self):
+        for m in self.modules():
+            if isinstance(m, TemporalTransformer):
+                m.windows = None
 
     # ------------------------------------------------------------------------- memory/speed knobs
     def attention_modules(self):
