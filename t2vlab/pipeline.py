@@ -27,6 +27,7 @@ from .guards import (  # noqa: F401  (OutOfMemoryError: documented as t2vlab.pip
     explain_out_of_memory,
 )
 from .noise import video_noise
+from .prompt_travel import encode_prompt_travel
 from .switches import TrainingFreeSwitches
 from .weights import load_components, recommended_settings, resolve_checkpoint
 
@@ -252,7 +253,8 @@ class TextToVideoPipeline(TrainingFreeSwitches):
         """Generate videos. Returns ``TextToVideoOutput`` (``.frames``), or a tuple without ``return_dict``.
 
         0. check every argument (``guards.check_generation_args``), before any work;
-        1. encode the prompt and, for classifier-free guidance, the negative prompt -> context;
+        1. encode the prompt and, for classifier-free guidance, the negative prompt -> context (with a
+           dict {frame: text}, one text per frame: ``t2vlab.prompt_travel``);
         2. choose the timesteps and draw the starting noise (B, 4, F, H/8, W/8);
         3. denoise: for each t, eps = guided UNet(x, t, context); x = scheduler step (``denoise``; with
            FreeInit, several passes of it);
@@ -263,8 +265,13 @@ class TextToVideoPipeline(TrainingFreeSwitches):
         videos = check_generation_args(self, **locals())
         with explain_out_of_memory(self, videos, num_frames, height, width, num_inference_steps):
             device, guided = self.device, guidance_scale > 1.0
-            cond, uncond = self.encode_prompt(prompt, device, num_videos_per_prompt, guided, negative_prompt,
-                                              prompt_embeds, negative_prompt_embeds, clip_skip)
+            if isinstance(prompt, dict) or isinstance(negative_prompt, dict):  # prompt travel: a text per frame
+                cond, uncond = encode_prompt_travel(self, prompt, negative_prompt, num_frames, device,
+                                                    num_videos_per_prompt, guided, clip_skip,
+                                                    self.prompt_interpolation_callback)
+            else:
+                cond, uncond = self.encode_prompt(prompt, device, num_videos_per_prompt, guided, negative_prompt,
+                                                  prompt_embeds, negative_prompt_embeds, clip_skip)
             context = torch.cat([uncond, cond]) if guided else cond
 
             self.scheduler.set_timesteps(num_inference_steps, device=device)

@@ -122,6 +122,7 @@ class UNet3DConditionModel(ModelBase):
     def forward(self, sample, timestep, encoder_hidden_states, return_dict=None):
         """sample (B, C, F, H, W), timestep (scalar or (B,)), encoder_hidden_states (B, 77, D) -> (B, C, F, H, W).
 
+        ``encoder_hidden_states`` may also be (B, F, 77, D): one text per frame (prompt travel).
         ``return_dict`` is accepted for drop-in use and ignored: the result is always a tensor.
         """
         if sample.ndim != 5:
@@ -134,7 +135,12 @@ class UNet3DConditionModel(ModelBase):
         t_features = timestep_embedding(t, self.config.block_out_channels[0]).to(self.conv_in.weight.dtype)
         temb = self.time_embedding(t_features)
         temb = temb.repeat_interleave(f, dim=0)  # one row per frame
-        context = encoder_hidden_states  # one row per video: cross-attention shares its keys over frames
+        if encoder_hidden_states.ndim == 4:  # one text per frame: (B, F, L, D) -> (B*F, L, D), frame fastest
+            if encoder_hidden_states.shape[1] != f:
+                raise ValueError(f"encoder_hidden_states has {encoder_hidden_states.shape[1]} frames, sample has {f}")
+            context = encoder_hidden_states.flatten(0, 1)
+        else:  # one row per video: cross-attention shares its keys over the video's frames
+            context = encoder_hidden_states
 
         x = frames_to_batch(sample)  # (B*F, C, H, W)
         x = self.conv_in(x)
