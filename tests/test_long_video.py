@@ -193,3 +193,18 @@ def test_context_length_none_is_the_checkpoints_clip_length(pipe):
         assert pipe.free_noise == FreeNoise(pipe.recommended.num_frames, 2)
     finally:
         pipe.disable_free_noise()
+
+
+# ------------------------------------------------------------------ the long-video measures (toy)
+def test_long_video_report_reads_colour_windows_and_jumps():
+    from t2vlab.toy.data import make_clips
+    from t2vlab.toy.evaluate import long_video_report
+
+    clips, labels = make_clips(1, seed=3, combos=(("red", "square", "right"),))
+    clip = clips[0]  # 8 frames, the square crossing half the frame to the right
+    steady = long_video_report(clip, "red", "right")
+    assert steady == {**steady, "colour": 1.0, "direction": 1.0, "shown": 1.0, "windows": ["right"]}
+    assert 2 < steady["max_jump"] < 8
+    replay = long_video_report(torch.cat([clip, clip]), "red", "right")  # starts over: a jump back
+    assert replay["windows"] == ["right", "right"] and replay["max_jump"] > 20
+    assert long_video_report(clip, "blue", "left")["colour"] == 0.0
