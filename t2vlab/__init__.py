@@ -32,6 +32,7 @@ _PUBLIC = {
     "toy_checkpoint": "t2vlab.weights",
     "tiny_checkpoint": "t2vlab.weights",
     "recommended_settings": "t2vlab.weights",
+    "free_init_filter": "t2vlab.free_init",
 }
 
 __all__ = sorted(_PUBLIC)

@@ -6,6 +6,14 @@ tiny model of the same architecture that t2vlab trained on coloured shapes ("a r
 left"; it draws the colour and the direction it is asked for). 'tiny' is the same size with random
 weights (its videos are noise). It always says which it used. Frames, size and steps default to
 the settings the checkpoint is meant for (``pipe.recommended``).
+
+Long videos and training-free quality: ``--free-noise [CONTEXT]`` (FreeNoise; CONTEXT defaults to the
+checkpoint's clip length), ``--free-init N`` (FreeInit, N passes), ``--freeu`` (FreeU with the values
+diffusers documents for ms-1.7b), and prompt travel with ``--prompt-at FRAME "text"`` (repeatable;
+the positional prompt is frame 0's text):
+
+    python -m t2vlab "a red square moving right" --prompt-at 16 "a blue square moving right" \
+        --frames 24 --free-noise
 """
 
 from __future__ import annotations
@@ -41,7 +49,35 @@ def parse_args(argv=None):
     ap.add_argument("--fp16", action="store_true", help="half precision (GPU)")
     ap.add_argument("--offload", action="store_true", help="keep models on the CPU until each runs (GPU)")
     ap.add_argument("--vae-slicing", action="store_true", help="decode one frame at a time")
-    return ap.parse_args(argv)
+    ap.add_argument("--free-noise", nargs="?", type=int, const=True, default=None, metavar="CONTEXT",
+                    help="FreeNoise for long videos: windows of CONTEXT frames (default: the model's clip length)")
+    ap.add_argument("--free-init", type=int, default=None, metavar="N", help="FreeInit: N sampling passes")
+    ap.add_argument("--freeu", action="store_true", help="FreeU (s1 0.9, s2 0.2, b1 1.2, b2 1.4)")
+    ap.add_argument("--prompt-at", nargs=2, action="append", default=[], metavar=("FRAME", "TEXT"),
+                    help="prompt travel: from FRAME on, travel towards TEXT (repeatable)")
+    args = ap.parse_args(argv)
+    try:
+        args.keyframes = {int(frame): text for frame, text in args.prompt_at}
+    except ValueError:
+        ap.error(f"--prompt-at: FRAME must be an integer frame index, got {[f for f, _ in args.prompt_at]}")
+    return args
+
+
+def prompt_of(args):
+    """The positional prompt, or with --prompt-at a dict {frame: text} with the positional prompt at frame 0."""
+    return {0: args.prompt, **args.keyframes} if args.keyframes else args.prompt
+
+
+def switch_on(pipe, args):
+    """FreeNoise, FreeInit and FreeU as the arguments ask (ValueError naming a bad value)."""
+    if args.free_noise is not None:
+        context = pipe.recommended.num_frames if args.free_noise is True else args.free_noise
+        stride = max(1, context // 4)  # diffusers' default: windows of 16, 4 apart
+        pipe.enable_free_noise(context_length=context, context_stride=stride)
+    if args.free_init is not None:
+        pipe.enable_free_init(num_iters=args.free_init)
+    if args.freeu:
+        pipe.enable_freeu()
 
 
 def load(args):
@@ -75,14 +111,21 @@ def main(argv=None):
     if args.vae_slicing:
         pipe.enable_vae_slicing()
     t0 = time.perf_counter()
-    frames = pipe(args.prompt, negative_prompt=args.negative, num_inference_steps=steps,
-                  num_frames=args.frames or rec.num_frames, height=args.size or rec.height,
-                  width=args.size or rec.width, guidance_scale=rec.guidance_scale if args.guidance is None else
-                  args.guidance, generator=torch.Generator().manual_seed(args.seed)).frames
+    try:
+        switch_on(pipe, args)
+        frames = pipe(prompt_of(args), negative_prompt=args.negative, num_inference_steps=steps,
+                      num_frames=args.frames or rec.num_frames, height=args.size or rec.height,
+                      width=args.size or rec.width, guidance_scale=rec.guidance_scale if args.guidance is None else
+                      args.guidance, generator=torch.Generator().manual_seed(args.seed)).frames
+    except ValueError as e:  # a bad value (frames, --free-noise 0, --prompt-at 99 ...): say which, no traceback
+        print(f"t2vlab: {e}", file=sys.stderr)
+        return 2
     path = export_to_video(frames[0], args.out, fps=args.fps, overwrite=args.overwrite)
     f, h, w = frames.shape[1:4]
+    on = [name for name, used in (("FreeNoise", pipe.free_noise), ("FreeInit", pipe.free_init),
+                                  ("FreeU", pipe.unet.freeu_enabled), ("prompt travel", args.keyframes)) if used]
     print(f"t2vlab: wrote {path}: {f} frames of {w}x{h}, {steps} {scheduler} steps, "
-          f"seed {args.seed}, in {time.perf_counter() - t0:.1f} s")
+          f"seed {args.seed}{', ' + ', '.join(on) if on else ''}, in {time.perf_counter() - t0:.1f} s")
     return 0
 
 

@@ -70,8 +70,22 @@ def check_sampling(num_inference_steps, guidance_scale, eta, noise_shared_ratio,
         raise ValueError(f"latents must be a float tensor, got {getattr(latents, 'dtype', type(latents).__name__)}")
 
 
-def check_prompts(prompt, negative_prompt, prompt_embeds, negative_prompt_embeds, embed_dim) -> int:
-    """The text arguments; returns the number of prompts."""
+def check_keyframes(name, keyframes, num_frames):
+    """A prompt-travel dict {frame index: text}: not empty, integer keys in [0, num_frames), text values."""
+    if not keyframes:
+        raise ValueError(f"{name} is an empty dict; prompt travel needs at least one {{frame_index: text}}")
+    for frame, text in keyframes.items():
+        if isinstance(frame, bool) or not isinstance(frame, numbers.Integral):
+            raise ValueError(f"{name}: keyframe {frame!r} is not an integer frame index")
+        if not 0 <= frame < num_frames:
+            raise ValueError(f"{name}: keyframe {frame} is outside [0, num_frames={num_frames})")
+        if not isinstance(text, str):
+            raise ValueError(f"{name}: the text at keyframe {frame} must be a string, got {text!r:.80}")
+
+
+def check_prompts(prompt, negative_prompt, prompt_embeds, negative_prompt_embeds, embed_dim, num_frames=1) -> int:
+    """The text arguments; returns the number of prompts. A dict {frame: text} (prompt travel) is one
+    prompt whose text changes over the video (``t2vlab.prompt_travel``)."""
     if prompt is not None and prompt_embeds is not None:
         raise ValueError("pass either prompt or prompt_embeds, not both")
     if prompt is None and prompt_embeds is None:
@@ -81,10 +95,14 @@ def check_prompts(prompt, negative_prompt, prompt_embeds, negative_prompt_embeds
     if prompt is not None:
         if isinstance(prompt, str):
             batch = 1
+        elif isinstance(prompt, dict):
+            check_keyframes("prompt", prompt, num_frames)
+            batch = 1
         elif isinstance(prompt, (list, tuple)) and prompt and all(isinstance(p, str) for p in prompt):
             batch = len(prompt)
         else:
-            raise ValueError(f"prompt must be a string or a non-empty list of strings, got {prompt!r:.80}")
+            raise ValueError(f"prompt must be a string, a non-empty list of strings or a dict {{frame: text}}, "
+                             f"got {prompt!r:.80}")
     else:
         if not torch.is_tensor(prompt_embeds) or prompt_embeds.ndim != 3 or not prompt_embeds.is_floating_point() \
                 or prompt_embeds.shape[0] < 1 or prompt_embeds.shape[1] < 1 or prompt_embeds.shape[2] != embed_dim:
@@ -92,7 +110,11 @@ def check_prompts(prompt, negative_prompt, prompt_embeds, negative_prompt_embeds
                              f"{getattr(prompt_embeds, 'shape', type(prompt_embeds).__name__)} "
                              f"{getattr(prompt_embeds, 'dtype', '')}")
         batch = prompt_embeds.shape[0]
-    if negative_prompt is not None and not isinstance(negative_prompt, str):
+    if isinstance(negative_prompt, dict):
+        check_keyframes("negative_prompt", negative_prompt, num_frames)
+        if prompt is None or batch != 1:
+            raise ValueError("negative_prompt: a dict {frame: text} goes with one text prompt (a string or a dict)")
+    elif negative_prompt is not None and not isinstance(negative_prompt, str):
         if not (isinstance(negative_prompt, (list, tuple)) and all(isinstance(p, str) for p in negative_prompt)):
             raise ValueError(f"negative_prompt must be a string or a list of strings, got {negative_prompt!r:.80}")
         if len(negative_prompt) != batch:
@@ -118,7 +140,7 @@ def check_generation_args(pipe, *, prompt, height, width, num_frames, num_infere
     if callback_on_step_end is not None and not callable(callback_on_step_end):
         raise ValueError(f"callback_on_step_end must be callable, got {type(callback_on_step_end).__name__}")
     batch = check_prompts(prompt, negative_prompt, prompt_embeds, negative_prompt_embeds,
-                          pipe.unet.config.cross_attention_dim)
+                          pipe.unet.config.cross_attention_dim, num_frames)
     videos = batch * num_videos_per_prompt
     if videos > MAX_VIDEOS:
         raise ValueError(f"{batch} prompt(s) x num_videos_per_prompt={num_videos_per_prompt} is more than "

@@ -27,6 +27,8 @@ from .guards import (  # noqa: F401  (OutOfMemoryError: documented as t2vlab.pip
     explain_out_of_memory,
 )
 from .noise import video_noise
+from .prompt_travel import encode_prompt_travel
+from .switches import TrainingFreeSwitches
 from .weights import load_components, recommended_settings, resolve_checkpoint
 
 
@@ -41,7 +43,10 @@ class TextToVideoOutput:
     frames: object
 
 
-class TextToVideoPipeline:
+class TextToVideoPipeline(TrainingFreeSwitches):
+    """Text to video. The switches of FreeU, FreeInit and FreeNoise (``enable_freeu``, ``enable_free_init``,
+    ``enable_free_noise`` and their ``disable_*``) come from ``TrainingFreeSwitches`` (``t2vlab.switches``)."""
+
     def __init__(self, unet, vae, text_encoder, tokenizer, scheduler, name_or_path=""):
         self.unet, self.vae, self.text_encoder = unet, vae, text_encoder
         self.tokenizer, self.scheduler = tokenizer, scheduler
@@ -131,8 +136,8 @@ class TextToVideoPipeline:
         """Options for the tqdm bar, e.g. ``disable=True``."""
         self.progress_bar_config = dict(kwargs)
 
-    def progress_bar(self, total):
-        return tqdm(total=total, **{"desc": "denoising", **self.progress_bar_config})
+    def progress_bar(self, total, desc="denoising"):
+        return tqdm(total=total, **{"desc": desc, **self.progress_bar_config})
 
     # ---------------------------------------------------------------------------- the steps
     def encode_prompt(self, prompt, device, num_videos_per_prompt=1, do_classifier_free_guidance=True,
@@ -164,6 +169,8 @@ class TextToVideoPipeline:
         shape = (batch, self.unet.config.in_channels, frames, height // f, width // f)
         if latents is None:
             latents = video_noise(shape, generator, device, dtype, noise_shared_ratio)
+            if self.free_noise is not None:  # FreeNoise: later frames reuse the first window's noise
+                latents = self.free_noise.reschedule(latents, generator)
         elif tuple(latents.shape) != shape:
             raise ValueError(f"latents: expected shape {shape} for these arguments, got {tuple(latents.shape)}")
         return latents.to(device=device, dtype=dtype) * self.scheduler.init_noise_sigma
@@ -189,19 +196,19 @@ class TextToVideoPipeline:
         return batch_to_frames(out.prev_sample, f), None if x0 is None else batch_to_frames(x0, f)
 
     def denoise(self, latents, context, timesteps=None, guidance_scale=9.0, eta=0.0, generator=None,
-                callback_on_step_end=None, hooks=None):
+                callback_on_step_end=None, hooks=None, desc="denoising"):
         """The reverse process, x_T -> x_0: for each t, predict the noise (guided) and take one step.
 
         ``context``: the text embeddings, [uncond; cond] stacked when ``guidance_scale`` > 1.
         ``timesteps``: default the scheduler's (``set_timesteps`` first); a tail of them starts part-way.
         ``hooks``: callables ``hook(i, t, x, x0) -> x`` run after every step; by default the finiteness
-        guard and ``callback_on_step_end`` (``step_hooks``).
+        guard and ``callback_on_step_end`` (``step_hooks``). ``desc``: the progress bar's label.
         """
         timesteps = self.scheduler.timesteps if timesteps is None else timesteps
         if hooks is None:
             hooks = self.step_hooks(len(timesteps), guidance_scale, callback_on_step_end)
         x = latents
-        with self.running(self.unet) as unet, self.progress_bar(len(timesteps)) as bar:
+        with self.running(self.unet) as unet, self.progress_bar(len(timesteps), desc) as bar:
             for i, t in enumerate(timesteps):
                 eps = self.predict_noise(unet, x, t, context, guidance_scale)
                 x, x0 = self.step(eps, t, x, eta=eta, generator=generator)
@@ -246,9 +253,11 @@ class TextToVideoPipeline:
         """Generate videos. Returns ``TextToVideoOutput`` (``.frames``), or a tuple without ``return_dict``.
 
         0. check every argument (``guards.check_generation_args``), before any work;
-        1. encode the prompt and, for classifier-free guidance, the negative prompt -> context;
+        1. encode the prompt and, for classifier-free guidance, the negative prompt -> context (with a
+           dict {frame: text}, one text per frame: ``t2vlab.prompt_travel``);
         2. choose the timesteps and draw the starting noise (B, 4, F, H/8, W/8);
-        3. denoise: for each t, eps = guided UNet(x, t, context); x = scheduler step (``denoise``);
+        3. denoise: for each t, eps = guided UNet(x, t, context); x = scheduler step (``denoise``; with
+           FreeInit, several passes of it);
         4. decode the latents through the VAE -> frames (B, F, H, W, 3) in [0, 1].
         """
         size = self.unet.config.sample_size * self.vae.spatial_factor  # the size it was trained at
@@ -256,16 +265,25 @@ class TextToVideoPipeline:
         videos = check_generation_args(self, **locals())
         with explain_out_of_memory(self, videos, num_frames, height, width, num_inference_steps):
             device, guided = self.device, guidance_scale > 1.0
-            cond, uncond = self.encode_prompt(prompt, device, num_videos_per_prompt, guided, negative_prompt,
-                                              prompt_embeds, negative_prompt_embeds, clip_skip)
+            if isinstance(prompt, dict) or isinstance(negative_prompt, dict):  # prompt travel: a text per frame
+                cond, uncond = encode_prompt_travel(self, prompt, negative_prompt, num_frames, device,
+                                                    num_videos_per_prompt, guided, clip_skip,
+                                                    self.prompt_interpolation_callback)
+            else:
+                cond, uncond = self.encode_prompt(prompt, device, num_videos_per_prompt, guided, negative_prompt,
+                                                  prompt_embeds, negative_prompt_embeds, clip_skip)
             context = torch.cat([uncond, cond]) if guided else cond
 
             self.scheduler.set_timesteps(num_inference_steps, device=device)
             x = self.prepare_latents(videos, num_frames, height, width, context.dtype, device, generator, latents,
                                      noise_shared_ratio)
 
-            x = self.denoise(x, context, self.scheduler.timesteps, guidance_scale, eta, generator,
-                             callback_on_step_end)
+            if self.free_init is None:
+                x = self.denoise(x, context, self.scheduler.timesteps, guidance_scale, eta, generator,
+                                 callback_on_step_end)
+            else:  # FreeInit: several passes of denoise, each from the last one's low frequencies
+                x = self.free_init.sample(self, x, context, num_inference_steps, guidance_scale, eta, generator,
+                                          callback_on_step_end)
 
             if output_type == "latent":
                 video = x

@@ -10,6 +10,7 @@ combinations seen in training and on those held out.
 from __future__ import annotations
 
 import argparse
+import math
 
 import torch
 
@@ -55,6 +56,44 @@ def read_video(video):
     else:
         direction = "down" if dy > 0 else "up"
     return colour, direction
+
+
+def read_frames(video):
+    """Per frame of a video (F, H, W, 3): (colour name or None, centroid (x, y) in pixels or None) of the
+    pixels that differ from the background (the shape and its trail)."""
+    video = torch.as_tensor(video, dtype=torch.float32)
+    mask, _ = foreground(video)
+    palette = torch.tensor(list(COLOURS.values()))
+    ys, xs = torch.meshgrid(torch.arange(video.shape[1]), torch.arange(video.shape[2]), indexing="ij")
+    out = []
+    for frame, m in zip(video, mask):
+        if not m.any():
+            out.append((None, None))
+            continue
+        colour = list(COLOURS)[int((palette - frame[m].mean(0)).norm(dim=1).argmin())]
+        w = m.float()
+        out.append((colour, ((xs * w).sum().item() / w.sum().item(), (ys * w).sum().item() / w.sum().item())))
+    return out
+
+
+def long_video_report(video, colour, direction, window=8):
+    """How well a long video (F, H, W, 3) keeps to its caption, frame by frame and window by window.
+
+    colour     fraction of the frames showing a shape whose colour reads as ``colour`` (constancy)
+    direction  fraction of the consecutive windows of ``window`` frames (the toy's clip length) whose
+               motion reads as ``direction`` (``read_video`` on each window)
+    max_jump   the largest move of the shape's centroid between two consecutive frames, in pixels
+               (a training clip moves it about 32 px over 7 steps, ~4.6 px a frame; a jump of 20+ px
+               is the shape starting over somewhere else)
+    shown      fraction of frames in which a shape is seen at all
+    """
+    frames = read_frames(video)
+    seen = [c for c, _ in frames if c is not None]
+    windows = [read_video(video[s:s + window])[1] for s in range(0, len(frames) - window + 1, window)]
+    jumps = [math.dist(a, b) for (_, a), (_, b) in zip(frames, frames[1:]) if a is not None and b is not None]
+    return {"colour": sum(c == colour for c in seen) / max(len(seen), 1),
+            "direction": sum(d == direction for d in windows) / max(len(windows), 1),
+            "max_jump": max(jumps, default=0.0), "shown": len(seen) / len(frames), "windows": windows}
 
 
 def score(videos, combos):

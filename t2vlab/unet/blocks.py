@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..resnet import Downsample2D, ResnetBlock2D, Upsample2D
+from .freeu import apply_freeu
 from .spatial import SpatialTransformer
 from .temporal import TemporalConvLayer, TemporalTransformer
 
@@ -97,7 +98,10 @@ class UNetMidBlock3DCrossAttn(nn.Module):
 
 
 class UpBlock3D(Level):
-    """Layers that each first concatenate one skip (last kept, first used), then a 2x upsampling."""
+    """Layers that each first concatenate one skip (last kept, first used), then a 2x upsampling.
+
+    ``freeu``: None (plain), or a ``FreeUScale`` that re-weighs backbone and skip before each
+    concatenation (``t2vlab.unet.freeu``; set by ``UNet3DConditionModel.enable_freeu``)."""
 
     def __init__(self, in_channels, prev_channels, out_channels, temb_channels, cfg, add_upsample,
                  cross_attention=False):
@@ -105,10 +109,14 @@ class UpBlock3D(Level):
         skip_channels = [out_channels] * (n - 1) + [in_channels]
         super().__init__(prev_channels, out_channels, n, temb_channels, cfg, cross_attention, skip_channels)
         self.upsamplers = nn.ModuleList([Upsample2D(out_channels)]) if add_upsample else None
+        self.freeu = None
 
     def forward(self, x, skips, temb, context, num_frames, upsample_size=None):
         for i in range(len(self.resnets)):
-            x = torch.cat([x, skips.pop()], dim=1)
+            skip = skips.pop()
+            if self.freeu is not None:
+                x, skip = apply_freeu(x, skip, self.freeu)
+            x = torch.cat([x, skip], dim=1)
             x = self.layer(i, x, temb, context, num_frames)
         if self.upsamplers is not None:
             x = self.upsamplers[0](x, upsample_size)

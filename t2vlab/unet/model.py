@@ -20,7 +20,8 @@ from ..attention import Attention, FeedForward
 from ..checkpoint import CheckpointError, ModelBase, check_positive_ints, check_small_positive
 from ..frames import batch_to_frames, frames_to_batch
 from .blocks import DOWN_BLOCKS, UP_BLOCKS, UNetMidBlock3DCrossAttn
-from .temporal import TemporalTransformer
+from .freeu import freeu_scales
+from .temporal import ContextWindows, TemporalTransformer
 
 
 def timestep_embedding(t, dim, max_period=10000):
@@ -121,6 +122,7 @@ class UNet3DConditionModel(ModelBase):
     def forward(self, sample, timestep, encoder_hidden_states, return_dict=None):
         """sample (B, C, F, H, W), timestep (scalar or (B,)), encoder_hidden_states (B, 77, D) -> (B, C, F, H, W).
 
+        ``encoder_hidden_states`` may also be (B, F, 77, D): one text per frame (prompt travel).
         ``return_dict`` is accepted for drop-in use and ignored: the result is always a tensor.
         """
         if sample.ndim != 5:
@@ -133,7 +135,12 @@ class UNet3DConditionModel(ModelBase):
         t_features = timestep_embedding(t, self.config.block_out_channels[0]).to(self.conv_in.weight.dtype)
         temb = self.time_embedding(t_features)
         temb = temb.repeat_interleave(f, dim=0)  # one row per frame
-        context = encoder_hidden_states  # one row per video: cross-attention shares its keys over frames
+        if encoder_hidden_states.ndim == 4:  # one text per frame: (B, F, L, D) -> (B*F, L, D), frame fastest
+            if encoder_hidden_states.shape[1] != f:
+                raise ValueError(f"encoder_hidden_states has {encoder_hidden_states.shape[1]} frames, sample has {f}")
+            context = encoder_hidden_states.flatten(0, 1)
+        else:  # one row per video: cross-attention shares its keys over the video's frames
+            context = encoder_hidden_states
 
         x = frames_to_batch(sample)  # (B*F, C, H, W)
         x = self.conv_in(x)
@@ -157,6 +164,41 @@ class UNet3DConditionModel(ModelBase):
         x = F.silu(x)
         x = self.conv_out(x)
         return batch_to_frames(x, f)
+
+    # ---------------------------------------------------------------------------------------- FreeU
+    def enable_freeu(self, s1, s2, b1, b2):
+        """FreeU (``t2vlab.unet.freeu``): at the two lowest-resolution up levels, multiply half the
+        backbone's channels by b1 / b2 and the skips' lowest spatial frequencies by s1 / s2.
+
+        For text-to-video-ms-1.7b diffusers documents ``s1=0.9, s2=0.2, b1=1.2, b2=1.4``. Each factor
+        must be a finite number >= 0; ``disable_freeu()`` restores the plain network exactly.
+        """
+        for block, scale in zip(self.up_blocks, freeu_scales(s1, s2, b1, b2)):
+            block.freeu = scale
+
+    def disable_freeu(self):
+        for block in self.up_blocks:
+            block.freeu = None
+
+    @property
+    def freeu_enabled(self) -> bool:
+        return any(block.freeu is not None for block in self.up_blocks)
+
+    # ----------------------------------------------------------------- windowed temporal attention
+    def enable_free_noise(self, context_length=16, context_stride=4, weighting_scheme="pyramid"):
+        """Every temporal transformer (``transformer_in`` included) attends within overlapping windows of
+        ``context_length`` frames, ``context_stride`` apart, fused with ``weighting_scheme``'s weights
+        (FreeNoise's windowed attention; ``t2vlab.unet.temporal``). At most ``context_length`` frames,
+        or after ``disable_free_noise()``, the numbers are exactly the plain ones."""
+        windows = ContextWindows(context_length, context_stride, weighting_scheme)
+        for m in self.modules():
+            if isinstance(m, TemporalTransformer):
+                m.windows = windows
+
+    def disable_free_noise(self):
+        for m in self.modules():
+            if isinstance(m, TemporalTransformer):
+                m.windows = None
 
     # ------------------------------------------------------------------------- memory/speed knobs
     def attention_modules(self):

@@ -29,10 +29,16 @@ class TransformerBlock(nn.Module):
         self.norm3 = nn.LayerNorm(dim)
         self.ff = FeedForward(dim)
 
-    def forward(self, x, context=None):
+    def attend(self, x, context=None):
+        """The two attention sublayers (with their residuals): what FreeNoise runs within windows."""
         x = x + self.attn1(self.norm1(x))
-        x = x + self.attn2(self.norm2(x), context)
+        return x + self.attn2(self.norm2(x), context)
+
+    def feed_forward(self, x):
         return x + self.ff(self.norm3(x))
+
+    def forward(self, x, context=None):
+        return self.feed_forward(self.attend(x, context))
 
 
 class SpatialTransformer(nn.Module):

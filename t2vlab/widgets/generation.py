@@ -41,13 +41,34 @@ class Settings:
     fp16: bool = False
     offload: bool = False
     vae_slicing: bool = False
+    free_noise: int = 0         # FreeNoise's context length; 0: off
+    free_init: int = 1          # FreeInit's passes; 1: off (plain sampling)
+    freeu: bool = False
+    prompt_at: str = ""         # prompt travel: lines "FRAME: text" (the prompt is frame 0's text)
 
     def summary(self) -> str:
         memory = [name for name, on in (("fp16", self.fp16), ("offload", self.offload),
                                          ("VAE slicing", self.vae_slicing)) if on]
+        extras = [name for name, on in ((f"FreeNoise {self.free_noise}", self.free_noise),
+                                        (f"FreeInit x{self.free_init}", self.free_init > 1), ("FreeU", self.freeu),
+                                        ("prompt travel", self.prompt_at.strip())) if on]
         neg = f", negative {self.negative_prompt!r}" if self.negative_prompt else ""
         return (f"{self.frames} frames {self.width}x{self.height}, {self.steps} {self.scheduler} steps, "
-                f"guidance {self.guidance:g}, seed {self.seed}{neg}" + (f", {' + '.join(memory)}" if memory else ""))
+                f"guidance {self.guidance:g}, seed {self.seed}{neg}" + (f", {' + '.join(memory)}" if memory else "")
+                + (f", {', '.join(extras)}" if extras else ""))
+
+    def keyframes(self) -> dict:
+        """The prompt-travel lines as {frame: text}, the prompt at frame 0 (ValueError naming a bad line)."""
+        frames = {0: self.prompt}
+        for n, line in enumerate(self.prompt_at.splitlines(), 1):
+            if not line.strip():
+                continue
+            frame, sep, text = line.partition(":")
+            if not sep or not frame.strip().isdigit() or not text.strip():
+                raise ValueError(f"prompt travel, line {n}: write 'FRAME: text' (e.g. '16: a blue square'), "
+                                 f"got {line!r}")
+            frames[int(frame)] = text.strip()
+        return frames
 
 
 @dataclasses.dataclass
@@ -65,20 +86,26 @@ class Trajectory:
 
 class StepRecorder:
     """A ``callback_on_step_end`` for the pipeline: keeps a CPU copy of the latents and of the
-    predicted x0 after every step (first video of the batch), and tells ``on_step(done, total)``."""
+    predicted x0 after every step (first video of the batch), and tells ``on_step(done, total)``.
+    With several sampling passes (FreeInit) the steps are counted over all of them and the trajectory
+    is the last pass's."""
 
     def __init__(self, total, on_step=None, keep=True):
         self.total, self.on_step, self.keep = total, on_step, keep
         self.trajectory = Trajectory()
+        self.done = 0
 
     def __call__(self, pipe, i, t, tensors):
+        self.done += 1
+        if i == 0:  # a new pass starts
+            self.trajectory = Trajectory()
         if self.keep:
             x0 = tensors.get("pred_original_sample")
             self.trajectory.timesteps.append(float(t))
             self.trajectory.latents.append(tensors["latents"][0].detach().float().cpu().clone())
             self.trajectory.predictions.append(None if x0 is None else x0[0].detach().float().cpu().clone())
         if self.on_step is not None:
-            self.on_step(i + 1, self.total)
+            self.on_step(self.done, self.total)
         return {}
 
 
@@ -119,6 +146,18 @@ def configure(pipe, settings) -> list[str]:
         pipe.enable_vae_slicing()
     else:
         pipe.disable_vae_slicing()
+    if settings.free_noise:
+        pipe.enable_free_noise(context_length=settings.free_noise, context_stride=max(1, settings.free_noise // 4))
+    else:
+        pipe.disable_free_noise()
+    if settings.free_init > 1:
+        pipe.enable_free_init(num_iters=settings.free_init)
+    else:
+        pipe.disable_free_init()
+    if settings.freeu:
+        pipe.enable_freeu()
+    else:
+        pipe.disable_freeu()
     return notes
 
 
@@ -136,8 +175,9 @@ def generate(pipe, settings, on_step=None, out_dir=None, record=True) -> Result:
     """Run the pipeline with ``settings``; write the mp4 into ``out_dir`` (a new temporary folder if
     None). ``on_step(done, total)`` is called after every denoising step."""
     check_settings(settings, pipe.vae.spatial_factor)
+    prompt = settings.keyframes() if settings.prompt_at.strip() else settings.prompt
     notes = configure(pipe, settings)
-    recorder = StepRecorder(settings.steps, on_step, keep=record)
+    recorder = StepRecorder(settings.steps * max(settings.free_init, 1), on_step, keep=record)
     generator = torch.Generator("cpu").manual_seed(int(settings.seed))
     start = time.perf_counter()
     saved = dict(pipe.progress_bar_config)
@@ -145,7 +185,7 @@ def generate(pipe, settings, on_step=None, out_dir=None, record=True) -> Result:
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            out = pipe(settings.prompt, negative_prompt=settings.negative_prompt or None, height=settings.height,
+            out = pipe(prompt, negative_prompt=settings.negative_prompt or None, height=settings.height,
                        width=settings.width, num_frames=settings.frames, num_inference_steps=settings.steps,
                        guidance_scale=settings.guidance, generator=generator, callback_on_step_end=recorder)
     finally:

@@ -66,6 +66,15 @@ class Studio:
         self.offload = w.Checkbox(value=s.offload, description="CPU offload" + gpu_only, disabled=not cuda,
                                   indent=False)
         self.vae_slicing = w.Checkbox(value=s.vae_slicing, description="VAE slicing", indent=False)
+        # long videos and training-free quality (t2vlab.free_noise, free_init, unet.freeu, prompt_travel)
+        self.free_noise = w.BoundedIntText(value=s.free_noise, min=0, max=1024, description="FreeNoise context",
+                                           style=label, layout=w.Layout(width="220px"),
+                                           tooltip="windows of this many frames (0: off); the model's clip length")
+        self.free_init = w.BoundedIntText(value=s.free_init, min=1, max=10, description="FreeInit passes",
+                                          style=label, layout=w.Layout(width="200px"), tooltip="1: off")
+        self.freeu = w.Checkbox(value=s.freeu, description="FreeU", indent=False)
+        self.prompt_at = w.Textarea(value=s.prompt_at, description="Prompt at frame", rows=2, layout=wide,
+                                    style=label, placeholder="prompt travel, one per line: '16: a blue square'")
         self.generate = w.Button(description="Generate", button_style="primary", icon="play")
         self.progress = w.IntProgress(value=0, min=0, max=s.steps, description="Denoising", style=label)
         self.status = w.HTML()
@@ -83,6 +92,8 @@ class Studio:
             w.HBox([self.frames, self.scheduler]),
             w.HBox([self.width, self.height, self.seed, self.dice]),
             memory,
+            w.HBox([self.free_noise, self.free_init, self.freeu]),
+            self.prompt_at,
             w.HBox([self.generate, self.progress]),
             self.status,
         ])
@@ -109,7 +120,8 @@ class Studio:
                              steps=self.steps.value, guidance=self.guidance.value, frames=self.frames.value,
                              height=self.height.value, width=self.width.value, seed=self.seed.value,
                              scheduler=self.scheduler.value, fp16=self.fp16.value, offload=self.offload.value,
-                             vae_slicing=self.vae_slicing.value)
+                             vae_slicing=self.vae_slicing.value, free_noise=self.free_noise.value,
+                             free_init=self.free_init.value, freeu=self.freeu.value, prompt_at=self.prompt_at.value)
 
     def on_result(self, fn):
         """Call ``fn(result)`` after every successful generation."""
@@ -134,7 +146,7 @@ class Studio:
         """Generate with the current settings; return the Result, or None after an error (shown in the UI)."""
         settings = self.settings()
         self.generate.disabled = True
-        self.progress.max, self.progress.value = settings.steps, 0
+        self.progress.max, self.progress.value = settings.steps * settings.free_init, 0
         self.progress.bar_style = ""
         self.status.value = f"<i>Generating: {html.escape(settings.summary())} ...</i>"
         self.last_error = None

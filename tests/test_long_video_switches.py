@@ -1,0 +1,66 @@
+"""The CLI's and the studio's switches for FreeNoise, FreeInit, FreeU and prompt travel (tiny checkpoint)."""
+
+from __future__ import annotations
+
+import pytest
+
+from t2vlab import TextToVideoPipeline
+from t2vlab.__main__ import main, parse_args, prompt_of
+from t2vlab.widgets import Studio
+from t2vlab.widgets.generation import Settings, configure
+
+TINY = ["--model", "tiny", "--steps", "2", "--frames", "6", "--size", "32"]
+
+
+def test_cli_parses_the_switches():
+    args = parse_args(["a red square", "--free-noise", "--free-init", "3", "--freeu",
+                       "--prompt-at", "16", "a blue square", "--prompt-at", "20", "a green square"])
+    assert args.free_noise is True and args.free_init == 3 and args.freeu
+    assert prompt_of(args) == {0: "a red square", 16: "a blue square", 20: "a green square"}
+    assert parse_args(["x", "--free-noise", "8"]).free_noise == 8
+    assert prompt_of(parse_args(["x"])) == "x"
+    with pytest.raises(SystemExit):
+        parse_args(["x", "--prompt-at", "first", "y"])
+
+
+def test_cli_generates_with_every_switch(tmp_path, capsys):
+    out = tmp_path / "long.gif"
+    assert main(["a red square", "--out", str(out), *TINY, "--free-noise", "4", "--free-init", "2", "--freeu",
+                 "--prompt-at", "3", "a blue square"]) == 0
+    assert out.stat().st_size > 0
+    said = capsys.readouterr().out
+    assert all(name in said for name in ("FreeNoise", "FreeInit", "FreeU", "prompt travel"))
+
+
+@pytest.mark.parametrize("extra, words", [(["--free-noise", "0"], "context_length"),
+                                          (["--free-init", "0"], "num_iters"),
+                                          (["--prompt-at", "99", "late"], "prompt: keyframe 99 is outside")])
+def test_cli_bad_values_are_a_message_not_a_traceback(tmp_path, capsys, extra, words):
+    assert main(["x", "--out", str(tmp_path / "v.gif"), *TINY, *extra]) == 2
+    assert words in capsys.readouterr().err
+
+
+def test_studio_switches_reach_the_pipeline_and_back_off(tmp_path):
+    pipe = TextToVideoPipeline.from_pretrained("tiny")
+    studio = Studio(pipe, Settings(prompt="a red square", steps=2, frames=6, height=32, width=32, scheduler="ddim"),
+                    out_dir=tmp_path)
+    studio.free_noise.value, studio.free_init.value, studio.freeu.value = 4, 2, True
+    studio.prompt_at.value = "3: a blue square"
+    result = studio.run()
+    assert result is not None, studio.status.value
+    assert pipe.free_noise.context_length == 4 and pipe.free_init.num_iters == 2 and pipe.unet.freeu_enabled
+    assert studio.progress.value == studio.progress.max == 4  # 2 steps x 2 FreeInit passes
+    assert len(result.trajectory) == 2  # the last pass
+    assert "FreeNoise 4" in result.settings.summary() and "prompt travel" in result.settings.summary()
+    configure(pipe, Settings(scheduler="ddim"))
+    assert pipe.free_noise is None and pipe.free_init is None and not pipe.unet.freeu_enabled
+
+
+def test_studio_names_a_bad_prompt_travel_line(tmp_path):
+    studio = Studio(TextToVideoPipeline.from_pretrained("tiny"),
+                    Settings(prompt="x", steps=1, frames=4, height=32, width=32, scheduler="ddim"), out_dir=tmp_path)
+    studio.prompt_at.value = "3: fine\nlater: wrong"
+    assert studio.run() is None
+    assert "prompt travel, line 2" in studio.status.value
+    studio.prompt_at.value = "9: too late"
+    assert studio.run() is None and "outside" in studio.status.value
