@@ -32,6 +32,9 @@ _PUBLIC = {
     "toy_checkpoint": "t2vlab.weights",
     "tiny_checkpoint": "t2vlab.weights",
     "recommended_settings": "t2vlab.weights",
+    "convert_original": "t2vlab.original",
+    "write_original": "t2vlab.original",
+    "make_tiny_original_checkpoint": "t2vlab.original",
 }
 
 __all__ = sorted(_PUBLIC)
