@@ -497,7 +497,9 @@ def write_original(path, models: dict, max_frames=16, overwrite=False, extra_vae
     The UNet as a plain state dict; the VAE inside a training-checkpoint-like dict (``{"state_dict":
     {"first_stage_model.*": ...}}`` plus ``extra_vae_state``); the text encoder as OpenCLIP's text
     tower with one more block than it uses (the "last" block the penultimate layer skips, written as
-    zeros). Atomic like every writer of the package.
+    zeros), with a text projection and a logit scale but no image tower. Atomic like every writer of the
+    package. ModelScope's own UNetSD hard-codes a 1024-wide text context in its up blocks; t2vlab reads
+    ``unet_context_dim`` and checks every tensor, so small models with a narrower context load here.
     """
     unet, vae, text = models["unet"], models["vae"], models["text_encoder"]
     cfg = unet.config
@@ -526,6 +528,8 @@ def write_original(path, models: dict, max_frames=16, overwrite=False, extra_vae
         last = text.config.num_hidden_layers
         for k in [k for k in clip if k.startswith("transformer.resblocks.0.")]:
             clip[k.replace(".0.", f".{last}.", 1)] = torch.zeros_like(clip[k])
+        width = text.config.hidden_size  # the rest of OpenCLIP's text side (its image tower is left out)
+        clip.update(text_projection=torch.zeros(width, width), logit_scale=torch.tensor(4.6052))
         torch.save(clip, tmp / FILES["text_encoder"])
     return Path(path)
 
