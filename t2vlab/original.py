@@ -490,12 +490,14 @@ def convert_original(folder, out, fp16=False, overwrite=False, progress=True) ->
 
 
 # =========================================================================== writing the original layout
-def write_original(path, models: dict, max_frames=16, overwrite=False, extra_vae_state=None) -> Path:
+def write_original(path, models: dict, max_frames=16, overwrite=False, extra_vae_state=None,
+                   extra_vae_checkpoint=None) -> Path:
     """Write our ``models`` ({"unet", "vae", "text_encoder"}) in the original layout: the inverse of
     loading, for tests, notebooks and benchmarks that need such a folder (real ones are gigabytes).
 
     The UNet as a plain state dict; the VAE inside a training-checkpoint-like dict (``{"state_dict":
-    {"first_stage_model.*": ...}}`` plus ``extra_vae_state``); the text encoder as OpenCLIP's text
+    {"first_stage_model.*": ...}}``, plus ``extra_vae_state`` inside the state dict and
+    ``extra_vae_checkpoint`` beside it, as a Lightning checkpoint holds more); the text encoder as OpenCLIP's text
     tower with one more block than it uses (the "last" block the penultimate layer skips, written as
     zeros), with a text projection and a logit scale but no image tower. Atomic like every writer of the
     package. ModelScope's own UNetSD hard-codes a 1024-wide text context in its up blocks; t2vlab reads
@@ -523,7 +525,8 @@ def write_original(path, models: dict, max_frames=16, overwrite=False, extra_vae
     with atomic_folder(path, overwrite) as tmp:
         (tmp / CONFIGURATION).write_text(json.dumps(configuration, indent=4) + "\n")
         torch.save(_original_state("unet", unet), tmp / FILES["unet"])
-        torch.save({"state_dict": {**_original_state("vae", vae), **(extra_vae_state or {})}}, tmp / FILES["vae"])
+        torch.save({"state_dict": {**_original_state("vae", vae), **(extra_vae_state or {})},
+                    **(extra_vae_checkpoint or {})}, tmp / FILES["vae"])
         clip = _original_state("text_encoder", text)
         last = text.config.num_hidden_layers
         for k in [k for k in clip if k.startswith("transformer.resblocks.0.")]:
