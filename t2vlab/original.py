@@ -74,7 +74,7 @@ class OriginalCheckpoint:
     files: dict          # component -> Path
     unet_config: dict    # UNetConfig keys
     max_frames: int
-    model_cfg: dict      # as published, for writing it back
+    model_cfg: dict      # as published
 
 
 def is_original(folder) -> bool:
@@ -121,9 +121,8 @@ def unet_config_from(cfg: dict, source) -> dict:
     """
     def get(key, kind):
         value = cfg.get(key)
-        ok = isinstance(value, kind) and not isinstance(value, bool) if kind is not bool else True
-        if value is None or not ok:
-            raise CheckpointError(f"{source}: model_cfg.{key}={value!r}: expected a {getattr(kind, '__name__', kind)}")
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise CheckpointError(f"{source}: model_cfg.{key}={value!r}: expected a {kind.__name__}")
         return value
 
     dim, mult = get("unet_dim", int), get("unet_dim_mult", list)
@@ -259,11 +258,12 @@ MODELS = {"unet": UNet3DConditionModel, "vae": AutoencoderKL, "text_encoder": CL
 
 def name_table(component: str, model) -> dict:
     """{our name: (original name, part)} for every tensor of ``model`` (part: see text_original_name)."""
-    table = {}
-    for ours in model.state_dict():
-        theirs = ORIGINAL_NAME[component](ours, model.config)
-        table[ours] = theirs if isinstance(theirs, tuple) else (theirs, None)
-    return table
+    return {ours: name_table_entry(component, model, ours) for ours in model.state_dict()}
+
+
+def name_table_entry(component, model, ours):
+    theirs = ORIGINAL_NAME[component](ours, model.config)
+    return theirs if isinstance(theirs, tuple) else (theirs, None)
 
 
 # =========================================================================== sizes read from tensors
@@ -378,11 +378,6 @@ def gather(component: str, model, tensors: dict, source, ignored=(), on_tensor=N
                               f"{'configuration.json' if component == 'unet' else 'its tensor shapes'}: "
                               + " | ".join(problems))
     return state
-
-
-def name_table_entry(component, model, ours):
-    theirs = ORIGINAL_NAME[component](ours, model.config)
-    return theirs if isinstance(theirs, tuple) else (theirs, None)
 
 
 def _same_up_to_unit_dims(a, b):

@@ -208,6 +208,8 @@ def read_pickle(path):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weight file not found: {path}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: the file is empty (an interrupted download?); download it again")
     for mmap in (True, False):  # legacy (pre-1.6) files cannot be memory-mapped
         try:
             return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
