@@ -33,6 +33,9 @@ _PUBLIC = {
     "tiny_checkpoint": "t2vlab.weights",
     "recommended_settings": "t2vlab.weights",
     "free_init_filter": "t2vlab.free_init",
+    "convert_original": "t2vlab.original",
+    "write_original": "t2vlab.original",
+    "make_tiny_original_checkpoint": "t2vlab.original",
 }
 
 __all__ = sorted(_PUBLIC)

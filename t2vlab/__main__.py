@@ -1,5 +1,9 @@
 """python -m t2vlab "a prompt" --out video.mp4 — generate one video from the command line.
 
+python -m t2vlab convert ORIGINAL_FOLDER OUT_FOLDER [--fp16] [--overwrite] — write a checkpoint in the
+original ModelScope layout (configuration.json + .pth/.bin files) once in the published layout
+(safetensors), which loads in seconds in t2vlab and in diffusers.
+
 Without --model: the real checkpoint (damo-vilab/text-to-video-ms-1.7b, fp16) when a CUDA GPU is
 present and the weights can be had (downloaded or in the Hub cache), else the embedded toy one: a
 tiny model of the same architecture that t2vlab trained on coloured shapes ("a red circle moving
@@ -25,6 +29,8 @@ import time
 
 import torch
 
+from .checkpoint import CheckpointError
+from .original import convert_original
 from .pipeline import TextToVideoPipeline
 from .schedulers import SCHEDULER_NAMES, from_name
 from .video import export_to_video
@@ -36,7 +42,8 @@ def parse_args(argv=None):
     ap.add_argument("prompt", help="what the video should show")
     ap.add_argument("--out", default="video.mp4", help="output file, .mp4 or .gif (default: video.mp4)")
     ap.add_argument("--model", default=None,
-                    help="checkpoint folder, Hub id, 'toy' or 'tiny' (default: the real one on a GPU, else toy)")
+                    help="checkpoint folder (published or original ModelScope layout), Hub id, 'toy' or 'tiny' "
+                         "(default: the real one on a GPU, else toy)")
     ap.add_argument("--negative", default=None, help="negative prompt")
     ap.add_argument("--steps", type=int, default=None, help="denoising steps (default: the checkpoint's, 25)")
     ap.add_argument("--frames", type=int, default=None, help="number of frames (default: the checkpoint's: 16, toy 8)")
@@ -94,7 +101,36 @@ def load(args):
     return TextToVideoPipeline.from_pretrained(args.model or "toy", torch_dtype=dtype, variant=variant)
 
 
+def parse_convert_args(argv):
+    ap = argparse.ArgumentParser(prog="python -m t2vlab convert", description=(
+        "Convert a checkpoint in the original ModelScope layout (configuration.json, text2video_pytorch_model.pth, "
+        "VQGAN_autoencoder.pth, open_clip_pytorch_model.bin) to the published layout (safetensors)."))
+    ap.add_argument("original", help="folder in the original layout")
+    ap.add_argument("out", help="folder to write (must not exist unless --overwrite)")
+    ap.add_argument("--fp16", action="store_true", help="write float16 weights (half the size)")
+    ap.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    return ap.parse_args(argv)
+
+
+def convert(argv):
+    args = parse_convert_args(argv)
+    t0 = time.perf_counter()
+    try:
+        out = convert_original(args.original, args.out, fp16=args.fp16, overwrite=args.overwrite,
+                               progress=not args.quiet)
+    except (FileExistsError, FileNotFoundError, CheckpointError) as e:
+        print(f"t2vlab convert: {e}", file=sys.stderr)
+        return 2
+    print(f"t2vlab: wrote {out} ({'float16' if args.fp16 else 'float32'}) in {time.perf_counter() - t0:.1f} s; "
+          f"load it with --model {out}")
+    return 0
+
+
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["convert"]:  # a prompt that is the word "convert": python -m t2vlab -- convert
+        return convert(argv[1:])
     args = parse_args(argv)
     if os.path.exists(args.out) and not args.overwrite:  # say so before minutes of generation, not after
         print(f"t2vlab: {args.out} exists; pass --overwrite to replace it", file=sys.stderr)

@@ -22,11 +22,14 @@ Loading a model (``ModelBase.from_pretrained``) is four plain steps:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import os
 import pickle
+import shutil
+import tempfile
 from pathlib import Path
 
 import safetensors.torch
@@ -236,6 +239,26 @@ def check_state_dict(model: nn.Module, state: dict, source, ignore_unexpected=()
                               f"(is the config.json from the same checkpoint?): " + " | ".join(problems))
 
 
+@contextlib.contextmanager
+def atomic_folder(path, overwrite=False):
+    """Write a folder whole or not at all: yields a temporary sibling folder to fill, renamed to ``path``
+    when the block ends without an exception (an exception or Ctrl-C removes it and leaves ``path`` as it
+    was). An existing ``path`` is an error unless ``overwrite``, checked before anything is written."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 # ----------------------------------------------------------------------------------- the base class
 class ModelBase(nn.Module):
     """from_config / from_pretrained / save_pretrained for every model of the package.
@@ -281,14 +304,22 @@ class ModelBase(nn.Module):
         config = config_from_dict(cls.config_class, folder / cls.config_filename(),
                                   source=str(folder / cls.config_filename()))
         weights = find_weights(folder, cls.weight_stems, variant)
-        model = cls._meta_model(config, source=str(folder / cls.config_filename()))
+        cls._meta_model(config, source=str(folder / cls.config_filename()))  # refuse absurd sizes before reading
         state = cls.convert_state_dict(load_weight_file(weights))
-        check_state_dict(model, state, weights, cls.ignore_unexpected)
+        return cls.from_state_dict(config, state, weights, torch_dtype=torch_dtype, device=device)
+
+    @classmethod
+    def from_state_dict(cls, config, state: dict, source, torch_dtype=None, device=None):
+        """Steps 2 and 4 of loading: build on ``meta``, check ``state``'s names and shapes (naming
+        ``source`` in any error), cast, and make its tensors the parameters. ``state`` is consumed."""
+        config = config_from_dict(cls.config_class, config, source=str(source))
+        model = cls._meta_model(config, source=str(source))
+        check_state_dict(model, state, source, cls.ignore_unexpected)
         dtype = torch_dtype or torch.float32
         for k in list(state):  # convert one tensor at a time: peak memory is the file plus one tensor
             state[k] = state[k].to(dtype)
         model.load_state_dict(state, strict=True, assign=True)
-        del state
+        state.clear()
         if device is not None:
             model.to(device)
         return model.eval()

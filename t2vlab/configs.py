@@ -39,5 +39,16 @@ SCHEDULER = {
     "rescale_betas_zero_snr": False,
 }
 
+# model_index.json: which library and class each component folder holds
+MODEL_INDEX = {
+    "_class_name": "TextToVideoSDPipeline",
+    "_diffusers_version": "0.42.1",
+    "scheduler": ["diffusers", "DDIMScheduler"],
+    "text_encoder": ["transformers", "CLIPTextModel"],
+    "tokenizer": ["transformers", "CLIPTokenizer"],
+    "unet": ["diffusers", "UNet3DConditionModel"],
+    "vae": ["diffusers", "AutoencoderKL"],
+}
+
 # parameter counts of the full-size models (measured with the reference implementation)
 PARAMETERS = {"unet": 1_411_233_860, "vae": 83_653_863, "text_encoder": 340_387_840}

@@ -17,6 +17,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
+from .original import is_original
 from .pipeline import TextToVideoPipeline
 from .weights import KNOWN_CHECKPOINTS, REAL_CHECKPOINT, embedded_name, recommended_settings
 
@@ -50,6 +51,8 @@ def describe_checkpoint(checkpoint: str) -> str:
     if embedded_name(checkpoint) or checkpoint in KNOWN_CHECKPOINTS:
         return recommended_settings(checkpoint).description
     if os.path.isdir(checkpoint):
+        if is_original(checkpoint):
+            return recommended_settings(checkpoint).description
         return f"a checkpoint folder on this machine ({checkpoint}), in the published layout."
     return f"{checkpoint!r}, a checkpoint on the Hugging Face Hub, downloaded on first use."
 

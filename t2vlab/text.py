@@ -20,7 +20,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import gzip
+import html
 import json
+import re
 import warnings
 from pathlib import Path
 
@@ -119,15 +121,31 @@ class Explanation:
         return "\n".join(lines)
 
 
+def open_clip_clean(text: str) -> str:
+    """OpenCLIP's text cleaning before BPE, as far as it changes well-formed text: HTML entities decoded
+    (twice, as OpenCLIP does: "&amp;amp;" -> "&"), curly quotes made straight (ftfy's ``uncurl_quotes``:
+    U+02BC, U+2018..U+201B -> "'", U+201C..U+201F -> '"'), whitespace runs -> one space, trimmed.
+    ftfy's repair of mis-decoded text (mojibake) is not reproduced."""
+    text = html.unescape(html.unescape(text))
+    text = re.sub("[\u02bc\u2018-\u201b]", "'", re.sub("[\u201c-\u201f]", '"', text))
+    return re.sub(r"\s+", " ", text).strip()
+
+
 class Tokenizer:
     """Prompts -> (B, 77) ids and attention mask: transformers' ``CLIPTokenizer``, called as the
     reference pipeline calls it (pad to max length, truncate), plus explanations for the notebooks.
+
+    ``Tokenizer.open_clip()`` tokenizes as OpenCLIP (and so the original ModelScope pipeline) does: the
+    same vocabulary and merges, padding with id 0, but a "!" in the prompt is text. (The published
+    folders name "!" (id 0) as the pad token, and transformers then cuts every "!" out of a prompt as
+    that special token: "wow!!!" -> "wow</w>", "!", "!", "!" where OpenCLIP has "wow</w>", "!!!</w>".)
     """
 
-    def __init__(self, clip_tokenizer, max_length=None):
+    def __init__(self, clip_tokenizer, max_length=None, pad_id=None, clean=None):
         self.tokenizer = clip_tokenizer
         length = max_length or clip_tokenizer.model_max_length
         self.max_length = length if 2 < length <= 4096 else MAX_LENGTH  # "unlimited" sentinel -> 77
+        self.pad_id, self.clean = pad_id, clean  # OpenCLIP's way: see open_clip()
 
     @classmethod
     def default(cls, max_length=MAX_LENGTH):
@@ -139,6 +157,16 @@ class Tokenizer:
         tok = CLIPTokenizer(vocab=dict(vocab), merges=list(merges), pad_token="!",
                             model_max_length=max_length)
         return cls(tok, max_length)
+
+    @classmethod
+    def open_clip(cls, max_length=MAX_LENGTH):
+        """CLIP's real vocabulary, tokenizing as OpenCLIP does (see the class docstring): the end token
+        stands in as transformers' pad token, and padding positions are then given id 0."""
+        from transformers import CLIPTokenizer  # imported here: transformers takes seconds to import
+
+        vocab, merges = clip_vocab_and_merges()
+        tok = CLIPTokenizer(vocab=dict(vocab), merges=list(merges), pad_token=EOS, model_max_length=max_length)
+        return cls(tok, max_length, pad_id=0, clean=open_clip_clean)
 
     @classmethod
     def from_pretrained(cls, path, subfolder="tokenizer"):
@@ -175,7 +203,7 @@ class Tokenizer:
 
     # -- the reference call
     def __call__(self, prompts) -> TokenizedPrompts:
-        prompts = self._as_list(prompts)
+        prompts = [self.clean(p) for p in self._as_list(prompts)] if self.clean else self._as_list(prompts)
         full = self.tokenizer(prompts, padding=False, truncation=False, verbose=False)["input_ids"]
         dropped = [self._dropped_text(ids) for ids in full]
         for prompt, cut in zip(prompts, dropped):
@@ -184,7 +212,9 @@ class Tokenizer:
                               f"{self.max_length} tokens; dropped: {cut!r}", stacklevel=2)
         out = self.tokenizer(prompts, padding="max_length", max_length=self.max_length, truncation=True,
                              return_tensors="pt")
-        return TokenizedPrompts(out["input_ids"], out["attention_mask"], dropped)
+        ids = out["input_ids"] if self.pad_id is None else out["input_ids"].masked_fill(
+            out["attention_mask"] == 0, self.pad_id)
+        return TokenizedPrompts(ids, out["attention_mask"], dropped)
 
     def _as_list(self, prompts):
         if isinstance(prompts, str):
@@ -206,18 +236,23 @@ class Tokenizer:
     @property
     def special_tokens(self) -> dict:
         tok = self.tokenizer
-        return {role: (str(t), tok.convert_tokens_to_ids(str(t)))
-                for role, t in (("start", tok.bos_token), ("end", tok.eos_token), ("pad", tok.pad_token),
-                                ("unknown", tok.unk_token))}
+        roles = {role: (str(t), tok.convert_tokens_to_ids(str(t)))
+                 for role, t in (("start", tok.bos_token), ("end", tok.eos_token), ("pad", tok.pad_token),
+                                 ("unknown", tok.unk_token))}
+        if self.pad_id is not None:
+            roles["pad"] = (tok.convert_ids_to_tokens(self.pad_id), self.pad_id)
+        return roles
 
     def tokenize(self, prompt: str) -> list[str]:
         """The BPE pieces of one prompt, without start/end tokens and without cutting."""
-        return self.tokenizer.tokenize(self._as_list(prompt)[0])
+        prompt = self._as_list(prompt)[0]
+        return self.tokenizer.tokenize(self.clean(prompt) if self.clean else prompt)
 
     def explain(self, prompt: str) -> Explanation:
         if not isinstance(prompt, str):
             raise TypeError(f"prompt: expected a string, got {type(prompt).__name__}")
-        full = self.tokenizer(prompt, padding=False, truncation=False, verbose=False)["input_ids"]
+        text = self.clean(prompt) if self.clean else prompt
+        full = self.tokenizer(text, padding=False, truncation=False, verbose=False)["input_ids"]
         kept = full if len(full) <= self.max_length else full[:self.max_length - 1] + full[-1:]
         tokens = self.tokenizer.convert_ids_to_tokens(kept)
         return Explanation(prompt, tokens, kept, [token_text(t) for t in tokens], self.max_length - len(kept),
@@ -232,7 +267,7 @@ class Tokenizer:
 
     def __repr__(self):
         return (f"Tokenizer(vocab_size={self.vocab_size}, max_length={self.max_length}, "
-                f"pad={self.tokenizer.pad_token!r})")
+                f"pad={self.special_tokens['pad'][0]!r}{', as OpenCLIP' if self.clean else ''})")
 
 
 # ------------------------------------------------------------------------------------ text encoder

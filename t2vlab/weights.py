@@ -5,7 +5,9 @@
 
 Names a user can pass:
 
-- a local folder in the published (diffusers) layout;
+- a local folder in the published (diffusers) layout, or in the original ModelScope layout
+  (``configuration.json`` + ``text2video_pytorch_model.pth`` + ``VQGAN_autoencoder.pth`` +
+  ``open_clip_pytorch_model.bin``), converted on the way in by ``t2vlab.original``;
 - a Hub id such as ``damo-vilab/text-to-video-ms-1.7b``: downloaded once (only the files needed: the
   requested variant's weights, safetensors when present), or read from the Hub cache offline;
 - an embedded checkpoint: ``"toy-trained"`` (alias ``"toy"``), the real architecture at a toy size
@@ -13,7 +15,9 @@ Names a user can pass:
   ``"tiny"``), the same size with random weights, written to the cache on first use.
 
 Each checkpoint carries the settings it is meant to run at (``recommended_settings``), so the CLI,
-the studio and the notebooks need no special cases.
+the studio and the notebooks need no special cases. ``KNOWN_CHECKPOINTS`` lists the family: the
+fine-tunes share ms-1.7b's UNet config (``sample_size`` 32, i.e. 256x256) but were trained at other
+sizes and lengths, which are their defaults here.
 
 The variant rule: ``variant="fp16"`` picks the ``*.fp16.*`` weight files. A checkpoint with only one
 set of weights (the embedded ones, most fine-tunes) has no variants: its weights are loaded and cast
@@ -27,17 +31,23 @@ import dataclasses
 import json
 import logging
 import os
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
 import torch
 
-from . import configs
-from .checkpoint import DIFFUSERS_WEIGHTS, TRANSFORMERS_WEIGHTS, CheckpointError, read_json, weight_candidates
+from . import configs, original
+from .checkpoint import (
+    DIFFUSERS_WEIGHTS,
+    TRANSFORMERS_WEIGHTS,
+    CheckpointError,
+    atomic_folder,
+    read_json,
+    weight_candidates,
+)
+from .original import write_pipeline_files
 from .schedulers import from_config as scheduler_from_config
-from .text import MAX_LENGTH, CLIPTextEncoder, Tokenizer
+from .text import CLIPTextEncoder, Tokenizer
 from .unet import UNet3DConditionModel
 from .vae import AutoencoderKL
 
@@ -48,15 +58,7 @@ COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 WEIGHT_STEMS = {"unet": DIFFUSERS_WEIGHTS, "vae": DIFFUSERS_WEIGHTS, "text_encoder": TRANSFORMERS_WEIGHTS}
 EXPECTED_CLASSES = {"_class_name": ("TextToVideoSDPipeline",), "unet": ("UNet3DConditionModel",),
                     "vae": ("AutoencoderKL",), "text_encoder": ("CLIPTextModel",)}
-MODEL_INDEX = {
-    "_class_name": "TextToVideoSDPipeline",
-    "_diffusers_version": "0.42.1",
-    "scheduler": ["diffusers", "DDIMScheduler"],
-    "text_encoder": ["transformers", "CLIPTextModel"],
-    "tokenizer": ["transformers", "CLIPTokenizer"],
-    "unet": ["diffusers", "UNet3DConditionModel"],
-    "vae": ["diffusers", "AutoencoderKL"],
-}
+MODEL_INDEX = configs.MODEL_INDEX
 
 
 # ------------------------------------------------------------------------ what each checkpoint is for
@@ -83,11 +85,41 @@ TINY = Recommended(64, 64, 8, 10, 9.0, "dpm++", "a panda playing a guitar", (
     "the embedded tiny checkpoint: the real architecture at a toy size with RANDOM weights. Everything runs in "
     "seconds on a CPU, shapes and code paths are the real ones, but it has learnt nothing, so its 'videos' are "
     "noise."))
+MS = ("ModelScope's text-to-video model (1.7 B parameters): real, trained weights, general purpose. It needs a "
+      "GPU and downloads about 3.6 GB (the float16 files) from the Hugging Face Hub on first use.")
+ORIGINAL = Recommended(256, 256, 16, 50, 9.0, "ddim", "a panda playing a guitar", (
+    "ModelScope's text-to-video model in its original layout (configuration.json, text2video_pytorch_model.pth, "
+    "VQGAN_autoencoder.pth, open_clip_pytorch_model.bin), converted on loading; run with the original "
+    "pipeline's DDIM, 50 steps, guidance 9. `python -m t2vlab convert` writes the published layout once."))
+# Hub id -> settings. Sizes and frame counts as the authors published them (model cards; the ids and sizes
+# as the Blender text2video/Pallaidium add-on and sd-webui-text2video list them); the fine-tunes keep
+# ms-1.7b's UNet config, so without this table they would run at 256x256.
 KNOWN_CHECKPOINTS = {
-    REAL_CHECKPOINT: Recommended(256, 256, 16, 25, 9.0, "dpm++", "Spiderman is surfing",
-                                 "ModelScope's text-to-video model (1.7 B parameters): real, trained weights. It "
-                                 "needs a GPU and downloads about 3.6 GB (the float16 files) from the Hugging Face "
-                                 "Hub on first use."),
+    REAL_CHECKPOINT: Recommended(256, 256, 16, 25, 9.0, "dpm++", "Spiderman is surfing", MS),
+    "damo-vilab/text-to-video-ms-1.7b-legacy": Recommended(256, 256, 16, 25, 9.0, "dpm++", "Spiderman is surfing", (
+        "ms-1.7b's older weights (the first release), in the published layout: 256x256, 16 frames.")),
+    "ali-vilab/modelscope-damo-text-to-video-synthesis": dataclasses.replace(ORIGINAL, description=(
+        "ModelScope's own release of ms-1.7b (the same weights), in the original layout; converted on loading, "
+        "run with the original pipeline's DDIM, 50 steps, guidance 9.")),
+    "cerspense/zeroscope_v2_576w": Recommended(320, 576, 24, 25, 9.0, "dpm++", "a clown fish swimming in a coral "
+                                               "reef, cinematic", (
+        "zeroscope v2 576w (cerspense): ms-1.7b fine-tuned on 576x320 clips of 24 frames, without the stock "
+        "footage watermark; widescreen, the usual first stage before zeroscope_v2_XL.")),
+    "cerspense/zeroscope_v2_XL": Recommended(576, 1024, 24, 25, 9.0, "dpm++", "a clown fish swimming in a coral "
+                                             "reef, cinematic", (
+        "zeroscope v2 XL (cerspense): ms-1.7b fine-tuned at 1024x576, 24 frames; meant for upscaling a "
+        "576w video (video-to-video at strength ~0.7) rather than text-to-video from noise. Needs ~15 GB.")),
+    "cerspense/zeroscope_v2_dark_30x448x256": Recommended(256, 448, 30, 25, 9.0, "dpm++", "a lighthouse at night "
+                                                          "in a storm", (
+        "zeroscope v2 dark (cerspense): fine-tuned at 448x256 with 30 frames on darker, moodier footage.")),
+    "camenduru/potat1": Recommended(576, 1024, 24, 25, 9.0, "dpm++", "a bear walking through a forest", (
+        "potat1 (camenduru): the first open 1024x576 fine-tune of ms-1.7b; high resolution, needs a large GPU.")),
+    "strangeman3107/animov-0.1.1": Recommended(384, 448, 16, 25, 9.0, "dpm++", "anime, a girl walking in the rain", (
+        "animov 0.1.1 (strangeman3107): fine-tuned on anime clips at 448x384; put 'anime' in the prompt. "
+        "Frame count not published: the base model's 16.")),
+    "strangeman3107/animov-512x": Recommended(512, 512, 16, 25, 9.0, "dpm++", "anime, a girl walking in the rain", (
+        "animov 512x (strangeman3107): the anime fine-tune at 512x512; put 'anime' in the prompt. Frame count "
+        "not published: the base model's 16.")),
 }
 EMBEDDED = {"toy-trained": TOY, "tiny-random": TINY}  # canonical names say what the weights are
 ALIASES = {"toy": "toy-trained", "tiny": "tiny-random"}
@@ -108,16 +140,36 @@ def embedded_name(name_or_path) -> str | None:
     return None
 
 
+def hub_id_of(name_or_path) -> str | None:
+    """The Hub id a name stands for: the name itself when it looks like one ("owner/name"), or, for a
+    folder inside the Hub cache (``.../models--OWNER--NAME/snapshots/<hash>``), the id it was downloaded as."""
+    name = os.fspath(name_or_path)
+    if name.count("/") == 1 and not name.startswith((".", "/", "~")) and not Path(name).is_dir():
+        return name
+    parts = Path(name).expanduser().parts
+    for i, part in enumerate(parts[:-2]):
+        if part.startswith("models--") and parts[i + 1] == "snapshots" and part.count("--") >= 2:
+            return part[len("models--"):].replace("--", "/", 1)
+    return None
+
+
 def recommended_settings(name_or_path, unet_config=None, spatial_factor=8) -> Recommended:
     """The settings for a checkpoint: its own when it is embedded or known (by Hub id, also when it
-    comes from the Hub cache), else the UNet's ``sample_size`` with the published model's frames and steps."""
+    comes from the Hub cache), the original pipeline's for a folder in the original layout, else the
+    UNet's ``sample_size`` with the published model's frames and steps (pass height/width yourself)."""
     name = embedded_name(name_or_path)
     if name is not None:
         return EMBEDDED[name]
-    known = KNOWN_CHECKPOINTS.get(str(name_or_path))
+    known = KNOWN_CHECKPOINTS.get(hub_id_of(name_or_path) or "")
     if known is not None:
         return known
     size = (unet_config.sample_size if unet_config is not None else 32) * spatial_factor
+    try:
+        if original.is_original(name_or_path):
+            frames = original.read_configuration(name_or_path).max_frames
+            return dataclasses.replace(ORIGINAL, height=size, width=size, num_frames=frames)
+    except (OSError, TypeError, ValueError):
+        pass
     return dataclasses.replace(KNOWN_CHECKPOINTS[REAL_CHECKPOINT], height=size, width=size, prompt="a panda "
                                "playing a guitar", description=f"{name_or_path}, a checkpoint in the published layout.")
 
@@ -153,29 +205,15 @@ def write_checkpoint(path, models, overwrite=False, variants=(None,), extra=None
     that is renamed into place at the end. An existing ``path`` is an error unless ``overwrite``.
     """
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+    with atomic_folder(path, overwrite) as tmp:
         dtypes = dict([FP32, FP16_VARIANT])
         for name, model in models.items():
             for variant, dtype in (v if isinstance(v, tuple) else (v, dtypes[v]) for v in variants):
                 model.to(dtype).save_pretrained(tmp / name, variant=variant)
         text_encoder = models.get("text_encoder")  # the tokenizer pads to as many positions as it has
-        length = MAX_LENGTH if text_encoder is None else min(MAX_LENGTH, text_encoder.config.max_position_embeddings)
-        Tokenizer.default(length).save_pretrained(tmp / "tokenizer")
-        (tmp / "scheduler").mkdir()
-        (tmp / "scheduler" / "scheduler_config.json").write_text(json.dumps(SCHEDULER_CONFIG, indent=2) + "\n")
-        (tmp / "model_index.json").write_text(json.dumps(MODEL_INDEX, indent=2) + "\n")
+        write_pipeline_files(tmp, None if text_encoder is None else text_encoder.config.max_position_embeddings)
         for name, data in (extra or {}).items():
             (tmp / name).write_text(json.dumps(data, indent=2) + "\n")
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
 
 
@@ -239,6 +277,8 @@ def hub_allow_patterns(repo_files, variant=None):
     """Which files of a Hub repository to download: the configs, the tokenizer and, for each model,
     the requested variant's weights, safetensors when the repository has them, else .bin."""
     files = set(repo_files)
+    if original.CONFIGURATION in files and "model_index.json" not in files:  # the original layout
+        return [original.CONFIGURATION] + sorted(f for f in files if "/" not in f and f.endswith((".pth", ".bin")))
     weight_files = [f for f in files if f.split("/")[0] in WEIGHT_STEMS]
     variant = choose_variant(weight_files, variant, "the repository")
     patterns = ["model_index.json", "scheduler/*.json", "tokenizer/*", "*/config.json"]
@@ -287,8 +327,14 @@ def resolve_checkpoint(name_or_path, variant=None, local_files_only=False) -> Pa
 def check_architecture(folder: Path):
     """Refuse a checkpoint that is not this architecture, naming what was found."""
     index = read_json(folder / "model_index.json") if (folder / "model_index.json").is_file() else None
+    if index is None and (folder / original.CONFIGURATION).is_file():
+        raise CheckpointError(f"{folder}: its configuration.json is not ModelScope's text-to-video one (no "
+                              "model.model_cfg / model.model_args), and there is no model_index.json")
     if index is None:
-        raise FileNotFoundError(f"{folder}: no model_index.json; not a pipeline checkpoint folder")
+        raise FileNotFoundError(f"{folder}: no model_index.json (published layout) and no configuration.json "
+                                "(original ModelScope layout); not a pipeline checkpoint folder")
+    if not isinstance(index, dict):
+        raise CheckpointError(f"{folder / 'model_index.json'}: expected a JSON object, got {type(index).__name__}")
     found = {"_class_name": index.get("_class_name")}
     for comp in ("unet", "vae", "text_encoder"):
         entry = index.get(comp)
@@ -305,8 +351,12 @@ def check_architecture(folder: Path):
 
 def load_components(folder, torch_dtype=None, variant=None) -> dict:
     """The five components of a checkpoint folder, every model built on the meta device and then
-    given its weights: {"unet", "vae", "text_encoder", "tokenizer", "scheduler"}."""
+    given its weights: {"unet", "vae", "text_encoder", "tokenizer", "scheduler"}. A folder in the
+    original ModelScope layout is converted on the way (``t2vlab.original``; it has no variants)."""
     folder = Path(folder)
+    if original.is_original(folder):
+        choose_variant([], variant, str(folder))  # one set of weights: cast, with a note
+        return original.load_original(folder, torch_dtype)
     check_architecture(folder)
     names = [f"{c}/{p.name}" for c in WEIGHT_STEMS for p in (folder / c).iterdir()]
     kw = dict(torch_dtype=torch_dtype, variant=choose_variant(names, variant, str(folder)))

@@ -17,9 +17,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "t2vlab"
 # lowest first; a module belongs to the first layer with a prefix of its name
 LAYERS = [
     ("facts and tensor helpers", ["t2vlab.configs", "t2vlab.frames", "t2vlab.noise"]),
-    ("building blocks and files", ["t2vlab.attention", "t2vlab.resnet", "t2vlab.checkpoint", "t2vlab.video"]),
+    ("building blocks and files", ["t2vlab.attention", "t2vlab.resnet", "t2vlab.checkpoint", "t2vlab.safe_pickle",
+                                   "t2vlab.video"]),
     ("models and schedulers", ["t2vlab.unet", "t2vlab.vae", "t2vlab.text", "t2vlab.schedulers"]),
-    ("where weights come from", ["t2vlab.weights"]),
+    ("where weights come from", ["t2vlab.weights", "t2vlab.original"]),
     ("the method", ["t2vlab.guards", "t2vlab.free_init", "t2vlab.free_noise", "t2vlab.prompt_travel",
                     "t2vlab.switches", "t2vlab.pipeline"]),
     ("what people run", ["t2vlab.notebook", "t2vlab.widgets", "t2vlab.toy", "t2vlab.__main__"]),
