@@ -5,7 +5,8 @@ seed page's examples run unchanged but for the import. Where the weights come fr
 ``t2vlab.weights``; the argument rules and error messages around a generation are ``t2vlab.guards``.
 
 The method is ``__call__``'s numbered steps; ``denoise`` is the loop every other pipeline of the
-package (video-to-video, long videos, fine-tuning previews) reuses.
+package (video-to-video, long videos, fine-tuning previews) reuses. ``image=`` starts the video from a
+still image (``t2vlab.image_to_video``: a step hook that anchors the first frame).
 """
 
 from __future__ import annotations
@@ -24,9 +25,12 @@ from .guards import (  # noqa: F401  (OutOfMemoryError: documented as t2vlab.pip
     check_callback_update,
     check_decoded,
     check_generation_args,
+    check_image_anchor,
     explain_out_of_memory,
 )
+from .image_to_video import anchor_first_frame
 from .noise import video_noise
+from .video import image_input
 from .weights import load_components, recommended_settings, resolve_checkpoint
 
 
@@ -56,6 +60,14 @@ class TextToVideoPipeline:
         folder = resolve_checkpoint(repo_id_or_path, variant, local_files_only)
         pipe = cls(**load_components(folder, torch_dtype, variant), name_or_path=repo_id_or_path)
         return pipe.to(device) if device is not None else pipe
+
+    @classmethod
+    def from_pipe(cls, pipe):
+        """This kind of pipeline on another pipeline's models, shared (not copied: no second load, no more
+        memory), with its offload and progress-bar settings: ``VideoToVideoPipeline.from_pipe(pipe)``."""
+        new = cls(pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.scheduler, pipe.name_or_path)
+        new.offload_device, new.progress_bar_config = pipe.offload_device, dict(pipe.progress_bar_config)
+        return new
 
     @property
     def recommended(self):
@@ -110,6 +122,7 @@ class TextToVideoPipeline:
             model.to("cpu")
 
     def enable_vae_slicing(self, frames_per_slice=1):
+        """Decode and encode ``frames_per_slice`` frames at a time: the VAE's peak memory stops growing with frames."""
         self.vae.enable_slicing(frames_per_slice)
 
     def disable_vae_slicing(self):
@@ -223,6 +236,12 @@ class TextToVideoPipeline:
 
         return [watch, callback]
 
+    def encode_video(self, frames, generator=None, sample=True):
+        """frames (B, F, H, W, 3) in [0, 1] (on any device) -> latents (B, C, F, H/8, W/8) scaled as the loop's,
+        on the execution device; a sample of the VAE's posterior drawn with ``generator``, or its mean."""
+        with self.running(self.vae) as vae, torch.no_grad():
+            return vae.encode_video(frames, generator, sample).to(self.device)
+
     def decode_latents(self, latents):
         """latents (B, C, F, h, w) -> frames (B, F, H, W, 3) float32 in [0, 1]."""
         with self.running(self.vae) as vae, torch.no_grad():
@@ -242,18 +261,31 @@ class TextToVideoPipeline:
     def __call__(self, prompt=None, height=None, width=None, num_frames=16, num_inference_steps=50,
                  guidance_scale=9.0, negative_prompt=None, eta=0.0, generator=None, latents=None,
                  prompt_embeds=None, negative_prompt_embeds=None, output_type="np", return_dict=True,
-                 callback_on_step_end=None, clip_skip=None, num_videos_per_prompt=1, noise_shared_ratio=0.0):
+                 callback_on_step_end=None, clip_skip=None, num_videos_per_prompt=1, noise_shared_ratio=0.0,
+                 image=None, image_strength=1.0):
         """Generate videos. Returns ``TextToVideoOutput`` (``.frames``), or a tuple without ``return_dict``.
+
+        ``image`` (a PIL image, an array or tensor (H, W, 3), or a path) starts every video from that image:
+        its first frame is anchored to it with weight ``image_strength`` (``t2vlab.image_to_video``; height and
+        width default to the image's).
 
         0. check every argument (``guards.check_generation_args``), before any work;
         1. encode the prompt and, for classifier-free guidance, the negative prompt -> context;
         2. choose the timesteps and draw the starting noise (B, 4, F, H/8, W/8);
+           with an image: encode it, and anchor the first frame (a step hook);
         3. denoise: for each t, eps = guided UNet(x, t, context); x = scheduler step (``denoise``);
         4. decode the latents through the VAE -> frames (B, F, H, W, 3) in [0, 1].
         """
+        pixels = None if image is None else torch.from_numpy(image_input(image))  # (H, W, 3) in [0, 1]
         size = self.unet.config.sample_size * self.vae.spatial_factor  # the size it was trained at
-        height, width = size if height is None else height, size if width is None else width
+        if pixels is not None:
+            size = pixels.shape[:2]
+        elif height is None or width is None:
+            size = (size, size)
+        height, width = size[0] if height is None else height, size[1] if width is None else width
         videos = check_generation_args(self, **locals())
+        if pixels is not None:
+            check_image_anchor(pixels.shape, height, width, image_strength)
         with explain_out_of_memory(self, videos, num_frames, height, width, num_inference_steps):
             device, guided = self.device, guidance_scale > 1.0
             cond, uncond = self.encode_prompt(prompt, device, num_videos_per_prompt, guided, negative_prompt,
@@ -263,9 +295,14 @@ class TextToVideoPipeline:
             self.scheduler.set_timesteps(num_inference_steps, device=device)
             x = self.prepare_latents(videos, num_frames, height, width, context.dtype, device, generator, latents,
                                      noise_shared_ratio)
+            hooks = self.step_hooks(len(self.scheduler.timesteps), guidance_scale, callback_on_step_end)
+            if pixels is not None:
+                image_latents = self.encode_video(pixels[None, None], sample=False).to(x.dtype)
+                anchor = anchor_first_frame(image_latents, x, self.scheduler.init_noise_sigma, self.scheduler,
+                                            self.scheduler.timesteps, image_strength)
+                x, hooks = anchor.start(x), [anchor, *hooks]
 
-            x = self.denoise(x, context, self.scheduler.timesteps, guidance_scale, eta, generator,
-                             callback_on_step_end)
+            x = self.denoise(x, context, self.scheduler.timesteps, guidance_scale, eta, generator, hooks=hooks)
 
             if output_type == "latent":
                 video = x
