@@ -20,7 +20,7 @@ LAYERS = [
     ("building blocks and files", ["t2vlab.attention", "t2vlab.resnet", "t2vlab.checkpoint", "t2vlab.video"]),
     ("models and schedulers", ["t2vlab.unet", "t2vlab.vae", "t2vlab.text", "t2vlab.schedulers"]),
     ("where weights come from", ["t2vlab.weights"]),
-    ("the method", ["t2vlab.guards", "t2vlab.pipeline"]),
+    ("the method", ["t2vlab.guards", "t2vlab.image_to_video", "t2vlab.pipeline", "t2vlab.video_to_video"]),
     ("what people run", ["t2vlab.notebook", "t2vlab.widgets", "t2vlab.toy", "t2vlab.__main__"]),
 ]
 LAZY_OK = {"transformers", "huggingface_hub", "matplotlib", "PIL", "imageio", "imageio_ffmpeg", "IPython"}
