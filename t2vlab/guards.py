@@ -50,7 +50,9 @@ def check_size(height, width, num_frames, factor):
     for name, v in (("height", height), ("width", width)):
         _positive_int(name, v)
         if v % factor:
-            raise ValueError(f"{name} must be divisible by {factor} (the VAE's downsampling), got {v}")
+            below, above = fitting_sizes(v, factor)
+            raise ValueError(f"{name} must be divisible by {factor} (the VAE's downsampling), got {v}; "
+                             f"{below} or {above} would work")
         if v > MAX_SIZE:
             raise ValueError(f"{name}={v} is beyond any sensible video size (at most {MAX_SIZE})")
     _positive_int("num_frames", num_frames)
@@ -196,8 +198,9 @@ def check_video_to_video_args(pipe, *, prompt, strength, num_inference_steps, gu
                          pipe.unet.config.cross_attention_dim)
 
 
-def check_image_anchor(image_shape, height, width, image_strength):
-    """Image-to-video: the image has the video's size; ``image_strength`` is in [0, 1]."""
+def check_image_anchor(image_shape, height, width, image_strength, factor):
+    """Image-to-video: the image has the video's size, a multiple of the VAE's factor; ``image_strength``
+    is in [0, 1]."""
     s = image_strength
     if isinstance(s, bool) or not isinstance(s, numbers.Real) or not math.isfinite(s) or not 0 <= s <= 1:
         raise ValueError(f"image_strength must be a number in [0, 1] (1: the first frame is the image), got {s!r:.80}")
@@ -205,6 +208,7 @@ def check_image_anchor(image_shape, height, width, image_strength):
     if (h, w) != (height, width):
         raise ValueError(f"image: {h}x{w} pixels (height x width) but the video is {height}x{width}; resize the "
                          f"image, or pass height={h}, width={w} (or leave them out: they default to the image's)")
+    check_frames_shape("image", 1, h, w, factor)
 
 
 def check_callback_update(update, x):

@@ -283,9 +283,9 @@ class TextToVideoPipeline:
         elif height is None or width is None:
             size = (size, size)
         height, width = size[0] if height is None else height, size[1] if width is None else width
-        videos = check_generation_args(self, **locals())
         if pixels is not None:
-            check_image_anchor(pixels.shape, height, width, image_strength)
+            check_image_anchor(pixels.shape, height, width, image_strength, self.vae.spatial_factor)
+        videos = check_generation_args(self, **locals())
         with explain_out_of_memory(self, videos, num_frames, height, width, num_inference_steps):
             device, guided = self.device, guidance_scale > 1.0
             cond, uncond = self.encode_prompt(prompt, device, num_videos_per_prompt, guided, negative_prompt,

@@ -113,7 +113,7 @@ class VideoToVideoPipeline(TextToVideoPipeline):
         prompts = check_video_to_video_args(self, **locals())
         source = self.read_video(video)
         if len(source) not in (1, prompts):
-            raise ValueError(f"video: {len(source)} videos for {prompts} prompts; pass one video, or one per prompt")
+            raise ValueError(f"video: {len(source)} videos for {prompts} prompt(s); pass one video, or one per prompt")
         check_video_count(prompts, generator, f"{prompts} prompt(s)")
         encoded, factor = is_latents(source, self.vae.config.latent_channels), self.vae.spatial_factor
         if encoded:
