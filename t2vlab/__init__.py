@@ -22,6 +22,7 @@ _PUBLIC = {
     "LMSDiscreteScheduler": "t2vlab.schedulers",
     "TextToVideoPipeline": "t2vlab.pipeline",
     "TextToVideoOutput": "t2vlab.pipeline",
+    "VideoToVideoPipeline": "t2vlab.video_to_video",
     "OutOfMemoryError": "t2vlab.guards",
     "CheckpointError": "t2vlab.checkpoint",
     "capture_attention": "t2vlab.unet",

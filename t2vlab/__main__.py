@@ -18,11 +18,20 @@ the positional prompt is frame 0's text):
 
     python -m t2vlab "a red square moving right" --prompt-at 16 "a blue square moving right" \
         --frames 24 --free-noise
+
+    python -m t2vlab "prompt" --video IN.mp4 --strength 0.6            restyle a clip (video-to-video)
+    python -m t2vlab "prompt" --image first.png                        start from a still image
+    python -m t2vlab "prompt" --model A --upscale-with B [--upscale-size WxH] [--upscale-strength 0.6]
+
+The last is the "hi-res fix": generate with A, resize the frames, re-denoise them with B. A is
+released (moved off the GPU and dropped) before B is loaded, so the two UNets are never on the GPU
+together; with --offload each model is on the GPU only while it runs anyway.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 import time
@@ -30,11 +39,24 @@ import time
 import torch
 
 from .checkpoint import CheckpointError
+from .guards import check_strength
 from .original import convert_original
 from .pipeline import TextToVideoPipeline
 from .schedulers import SCHEDULER_NAMES, from_name
 from .video import export_to_video
+from .video_to_video import VideoToVideoPipeline, resize_video
 from .weights import REAL_CHECKPOINT
+
+
+def size_arg(text):
+    """'WxH' (width first, as video tools write it) -> (width, height)."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 1024x576, got {text!r}") from None
+    if w < 1 or h < 1:
+        raise argparse.ArgumentTypeError(f"expected positive sizes, got {text!r}")
+    return w, h
 
 
 def parse_args(argv=None):
@@ -55,14 +77,36 @@ def parse_args(argv=None):
     ap.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     ap.add_argument("--fp16", action="store_true", help="half precision (GPU)")
     ap.add_argument("--offload", action="store_true", help="keep models on the CPU until each runs (GPU)")
-    ap.add_argument("--vae-slicing", action="store_true", help="decode one frame at a time")
+    ap.add_argument("--vae-slicing", action="store_true", help="encode and decode one frame at a time")
     ap.add_argument("--free-noise", nargs="?", type=int, const=True, default=None, metavar="CONTEXT",
                     help="FreeNoise for long videos: windows of CONTEXT frames (default: the model's clip length)")
     ap.add_argument("--free-init", type=int, default=None, metavar="N", help="FreeInit: N sampling passes")
     ap.add_argument("--freeu", action="store_true", help="FreeU (s1 0.9, s2 0.2, b1 1.2, b2 1.4)")
     ap.add_argument("--prompt-at", nargs=2, action="append", default=[], metavar=("FRAME", "TEXT"),
                     help="prompt travel: from FRAME on, travel towards TEXT (repeatable)")
+    ap.add_argument("--video", default=None, help="restyle this video file (video-to-video) instead of generating")
+    ap.add_argument("--strength", type=float, default=0.6,
+                    help="with --video: how much of the noise schedule to rerun, in (0, 1] (default 0.6)")
+    ap.add_argument("--image", default=None, help="start the video from this image (image-to-video)")
+    ap.add_argument("--image-strength", type=float, default=1.0,
+                    help="with --image: how firmly the first frame is held to the image, in [0, 1] (default 1)")
+    ap.add_argument("--upscale-with", default=None, metavar="MODEL",
+                    help="then resize the frames and re-denoise them with this checkpoint (the hi-res fix)")
+    ap.add_argument("--upscale-size", type=size_arg, default=None, metavar="WxH",
+                    help="frame size for --upscale-with (default: the upscaler's size, keeping the aspect ratio)")
+    ap.add_argument("--upscale-strength", type=float, default=0.6, help="strength of the upscale pass (default 0.6)")
     args = ap.parse_args(argv)
+    steps = args.steps or 25
+    for flag, value in (("--strength", args.strength), ("--upscale-strength", args.upscale_strength)):
+        try:
+            check_strength(value, steps, flag)
+        except ValueError as e:
+            ap.error(str(e))
+    if args.video is not None and args.image is not None:
+        ap.error("--video and --image: pass one (restyle a clip, or start from an image)")
+    for flag, path in (("--video", args.video), ("--image", args.image)):
+        if path is not None and not os.path.isfile(path):
+            ap.error(f"{flag}: no such file {path!r}")
     try:
         args.keyframes = {int(frame): text for frame, text in args.prompt_at}
     except ValueError:
@@ -87,18 +131,18 @@ def switch_on(pipe, args):
         pipe.enable_freeu()
 
 
-def load(args):
+def load(args, model=None, cls=TextToVideoPipeline):
     """The pipeline the arguments ask for: the real model in fp16 on a GPU unless --model names another;
     a checkpoint without an fp16 variant (toy, tiny) is cast (see t2vlab.weights)."""
     gpu = torch.cuda.is_available()
-    dtype = torch.float16 if gpu and (args.fp16 or args.model is None) else torch.float32
+    dtype = torch.float16 if gpu and (args.fp16 or model is None) else torch.float32
     variant = "fp16" if dtype == torch.float16 else None
-    if args.model is None and gpu:
+    if model is None and gpu:
         try:
-            return TextToVideoPipeline.from_pretrained(REAL_CHECKPOINT, torch_dtype=dtype, variant=variant)
+            return cls.from_pretrained(REAL_CHECKPOINT, torch_dtype=dtype, variant=variant)
         except (OSError, ValueError) as e:
             print(f"t2vlab: the real checkpoint is not available ({e}); using the embedded toy one", file=sys.stderr)
-    return TextToVideoPipeline.from_pretrained(args.model or "toy", torch_dtype=dtype, variant=variant)
+    return cls.from_pretrained(model or "toy", torch_dtype=dtype, variant=variant)
 
 
 def parse_convert_args(argv):
@@ -127,15 +171,8 @@ def convert(argv):
     return 0
 
 
-def main(argv=None):
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["convert"]:  # a prompt that is the word "convert": python -m t2vlab -- convert
-        return convert(argv[1:])
-    args = parse_args(argv)
-    if os.path.exists(args.out) and not args.overwrite:  # say so before minutes of generation, not after
-        print(f"t2vlab: {args.out} exists; pass --overwrite to replace it", file=sys.stderr)
-        return 2
-    pipe = load(args)
+def prepare(pipe, args):
+    """Sampler, placement (GPU, or offload) and VAE slicing as the arguments ask; returns (steps, sampler)."""
     rec = pipe.recommended
     print(f"t2vlab: model {pipe.name_or_path}: {rec.description}")
     steps, scheduler = args.steps or rec.num_inference_steps, args.scheduler or rec.scheduler
@@ -146,20 +183,71 @@ def main(argv=None):
         pipe.to("cuda")
     if args.vae_slicing:
         pipe.enable_vae_slicing()
+    return steps, scheduler
+
+
+def release(pipe):
+    """Take a pipeline's models off the GPU and drop what the caller lets go of."""
+    pipe.to("cpu")
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def upscale_size(frames, upscaler, size=None):
+    """(height, width) of the upscale pass: ``size`` (width, height) if given, else the upscaler's trained
+    size along the longer side, keeping the frames' aspect ratio, in multiples of its VAE's factor."""
+    if size is not None:
+        return size[1], size[0]
+    h, w = frames.shape[2:4]
+    rec, f = upscaler.recommended, upscaler.vae.spatial_factor
+    scale = max(rec.height, rec.width) / max(h, w)
+    return max(round(h * scale / f), 1) * f, max(round(w * scale / f), 1) * f
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["convert"]:  # a prompt that is the word "convert": python -m t2vlab -- convert
+        return convert(argv[1:])
+    args = parse_args(argv)
+    if os.path.exists(args.out) and not args.overwrite:  # say so before minutes of generation, not after
+        print(f"t2vlab: {args.out} exists; pass --overwrite to replace it", file=sys.stderr)
+        return 2
+    generator = torch.Generator().manual_seed(args.seed)
+    pipe = load(args, args.model, VideoToVideoPipeline if args.video else TextToVideoPipeline)
+    rec = pipe.recommended
+    steps, scheduler = prepare(pipe, args)
+    guidance = rec.guidance_scale if args.guidance is None else args.guidance
     t0 = time.perf_counter()
     try:
         switch_on(pipe, args)
-        frames = pipe(prompt_of(args), negative_prompt=args.negative, num_inference_steps=steps,
-                      num_frames=args.frames or rec.num_frames, height=args.size or rec.height,
-                      width=args.size or rec.width, guidance_scale=rec.guidance_scale if args.guidance is None else
-                      args.guidance, generator=torch.Generator().manual_seed(args.seed)).frames
-    except ValueError as e:  # a bad value (frames, --free-noise 0, --prompt-at 99 ...): say which, no traceback
+        on = [name for name, used in (("FreeNoise", pipe.free_noise), ("FreeInit", pipe.free_init),
+                                      ("FreeU", pipe.unet.freeu_enabled), ("prompt travel", args.keyframes)) if used]
+        if args.video:
+            frames = pipe(args.prompt, video=args.video, strength=args.strength, negative_prompt=args.negative,
+                          num_inference_steps=steps, guidance_scale=guidance, generator=generator).frames
+        else:
+            size = {} if args.image and not args.size else {"height": args.size or rec.height,
+                                                             "width": args.size or rec.width}
+            frames = pipe(prompt_of(args), negative_prompt=args.negative, num_inference_steps=steps,
+                          num_frames=args.frames or rec.num_frames, guidance_scale=guidance, generator=generator,
+                          image=args.image, image_strength=args.image_strength, **size).frames
+        if args.upscale_with:
+            release(pipe)
+            del pipe  # the first model leaves before the second arrives: never two UNets on the GPU
+            big = load(args, args.upscale_with, VideoToVideoPipeline)
+            big_steps, scheduler = prepare(big, args)
+            height, width = upscale_size(frames, big, args.upscale_size)
+            big_guidance = big.recommended.guidance_scale if args.guidance is None else args.guidance
+            print(f"t2vlab: upscaling to {width}x{height} with {args.upscale_with}, strength {args.upscale_strength}")
+            frames = big(args.prompt, video=resize_video(frames, height, width), strength=args.upscale_strength,
+                         negative_prompt=args.negative, num_inference_steps=big_steps, guidance_scale=big_guidance,
+                         generator=generator).frames
+    except (ValueError, FileNotFoundError) as e:  # bad input, named by the pipeline before any model ran
         print(f"t2vlab: {e}", file=sys.stderr)
         return 2
     path = export_to_video(frames[0], args.out, fps=args.fps, overwrite=args.overwrite)
     f, h, w = frames.shape[1:4]
-    on = [name for name, used in (("FreeNoise", pipe.free_noise), ("FreeInit", pipe.free_init),
-                                  ("FreeU", pipe.unet.freeu_enabled), ("prompt travel", args.keyframes)) if used]
     print(f"t2vlab: wrote {path}: {f} frames of {w}x{h}, {steps} {scheduler} steps, "
           f"seed {args.seed}{', ' + ', '.join(on) if on else ''}, in {time.perf_counter() - t0:.1f} s")
     return 0

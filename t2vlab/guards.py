@@ -9,7 +9,10 @@ None of this is the method; the pipeline calls it before and around its steps:
                              are NaN/inf (on a GPU it reads its flags every few steps, since a read
                              makes the CPU wait for the GPU);
 - ``check_decoded``          the same for the decoded frames;
-- ``check_callback_update``  what a ``callback_on_step_end`` may hand back.
+- ``check_callback_update``  what a ``callback_on_step_end`` may hand back;
+- ``check_video_to_video_args``, ``check_strength``, ``check_frames_shape``, ``check_video_latents``,
+  ``check_image_anchor``  the same for video-to-video and image-to-video (the pixels themselves are
+                             read and checked by ``t2vlab.video.video_input`` / ``image_input``).
 """
 
 from __future__ import annotations
@@ -47,7 +50,9 @@ def check_size(height, width, num_frames, factor):
     for name, v in (("height", height), ("width", width)):
         _positive_int(name, v)
         if v % factor:
-            raise ValueError(f"{name} must be divisible by {factor} (the VAE's downsampling), got {v}")
+            below, above = fitting_sizes(v, factor)
+            raise ValueError(f"{name} must be divisible by {factor} (the VAE's downsampling), got {v}; "
+                             f"{below} or {above} would work")
         if v > MAX_SIZE:
             raise ValueError(f"{name}={v} is beyond any sensible video size (at most {MAX_SIZE})")
     _positive_int("num_frames", num_frames)
@@ -128,26 +133,108 @@ def check_prompts(prompt, negative_prompt, prompt_embeds, negative_prompt_embeds
     return batch
 
 
-def check_generation_args(pipe, *, prompt, height, width, num_frames, num_inference_steps, guidance_scale,
-                          negative_prompt, eta, generator, latents, prompt_embeds, negative_prompt_embeds,
-                          output_type, callback_on_step_end, num_videos_per_prompt, noise_shared_ratio, **_) -> int:
-    """Check every argument of ``pipe(...)`` (ValueError naming it); return the number of videos."""
-    check_size(height, width, num_frames, pipe.vae.spatial_factor)
-    check_sampling(num_inference_steps, guidance_scale, eta, noise_shared_ratio, generator, latents)
-    _positive_int("num_videos_per_prompt", num_videos_per_prompt)
+def check_output(output_type, callback_on_step_end):
     if not isinstance(output_type, str) or output_type not in OUTPUT_TYPES:  # `in` on an array compares elementwise
         raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r:.80}")
     if callback_on_step_end is not None and not callable(callback_on_step_end):
         raise ValueError(f"callback_on_step_end must be callable, got {type(callback_on_step_end).__name__}")
+
+
+def check_video_count(videos, generator, what):
+    if videos > MAX_VIDEOS:
+        raise ValueError(f"{what} is more than {MAX_VIDEOS} videos in one call; split it")
+    if isinstance(generator, list) and len(generator) != videos:
+        raise ValueError(f"generator: a list of {len(generator)} generators for {videos} videos; pass one per video")
+
+
+def check_generation_args(pipe, *, prompt, height, width, num_frames, num_inference_steps, guidance_scale,
+                          negative_prompt, eta, generator, latents, prompt_embeds, negative_prompt_embeds,
+                          output_type, callback_on_step_end, num_videos_per_prompt, noise_shared_ratio, image=None,
+                          **_) -> int:
+    """Check every argument of ``pipe(...)`` (ValueError naming it); return the number of videos."""
+    if image is not None and getattr(pipe, "free_init", None) is not None:
+        raise ValueError("image: the first-frame anchor and FreeInit's re-noised passes do not combine; "
+                         "call pipe.disable_free_init() to start from an image")
+    check_size(height, width, num_frames, pipe.vae.spatial_factor)
+    check_sampling(num_inference_steps, guidance_scale, eta, noise_shared_ratio, generator, latents)
+    _positive_int("num_videos_per_prompt", num_videos_per_prompt)
+    check_output(output_type, callback_on_step_end)
     batch = check_prompts(prompt, negative_prompt, prompt_embeds, negative_prompt_embeds,
                           pipe.unet.config.cross_attention_dim, num_frames)
     videos = batch * num_videos_per_prompt
-    if videos > MAX_VIDEOS:
-        raise ValueError(f"{batch} prompt(s) x num_videos_per_prompt={num_videos_per_prompt} is more than "
-                         f"{MAX_VIDEOS} videos in one call; split it")
-    if isinstance(generator, list) and len(generator) != videos:
-        raise ValueError(f"generator: a list of {len(generator)} generators for {videos} videos; pass one per video")
+    check_video_count(videos, generator, f"{batch} prompt(s) x num_videos_per_prompt={num_videos_per_prompt}")
     return videos
+
+
+# ------------------------------------------------------------------- video-to-video and image-to-video
+def check_strength(strength, num_inference_steps, name="strength"):
+    """SDEdit's strength: a number in (0, 1] that leaves at least one of the ``num_inference_steps`` steps."""
+    if isinstance(strength, bool) or not isinstance(strength, numbers.Real) or not math.isfinite(strength) \
+            or not 0 < strength <= 1:
+        raise ValueError(f"{name} must be a number in (0, 1] (the fraction of the noise schedule to run: 1 "
+                         f"starts from pure noise), got {strength!r:.80}")
+    _positive_int("num_inference_steps", num_inference_steps)
+    if int(num_inference_steps * strength) < 1:
+        raise ValueError(f"{name}={strength} with num_inference_steps={num_inference_steps} leaves no denoising "
+                         f"step (int({num_inference_steps} x {strength}) = 0); raise {name} or "
+                         f"num_inference_steps to at least {math.ceil(1 / strength)}")
+
+
+def fitting_sizes(size, factor):
+    """The multiples of ``factor`` nearest to ``size``: below (crop) and above (pad or resize)."""
+    below = max(size // factor * factor, factor)
+    return below, (size + factor - 1) // factor * factor
+
+
+def check_frames_shape(name, frames, height, width, factor):
+    """A video's frame count and frame size (pixels), before any model runs."""
+    if frames > MAX_FRAMES:
+        raise ValueError(f"{name}: {frames} frames is more than MAX_FRAMES={MAX_FRAMES}; cut the video "
+                         f"(e.g. {name}[:{MAX_FRAMES}]) or use fewer frames")
+    if max(height, width) > MAX_SIZE:
+        raise ValueError(f"{name}: frames of {height}x{width} pixels are beyond any sensible size "
+                         f"(at most {MAX_SIZE} a side); resize them")
+    if height % factor or width % factor:
+        (h0, h1), (w0, w1) = fitting_sizes(height, factor), fitting_sizes(width, factor)
+        raise ValueError(f"{name}: frames of {height}x{width} pixels (height x width); both must be multiples "
+                         f"of {factor} (the VAE's downsampling): crop to {h0}x{w0} or resize to {h1}x{w1}")
+
+
+def check_video_latents(name, latents, channels):
+    if not latents.is_floating_point() or latents.ndim != 5 or latents.shape[1] != channels:
+        raise ValueError(f"{name}: latents must be a float tensor (videos, {channels}, frames, h, w), got "
+                         f"{tuple(latents.shape)} {latents.dtype}")
+    if latents.shape[0] == 0 or latents.shape[2] == 0:
+        raise ValueError(f"{name}: the video is empty (latents of shape {tuple(latents.shape)})")
+    if latents.shape[2] > MAX_FRAMES:
+        raise ValueError(f"{name}: {latents.shape[2]} frames is more than MAX_FRAMES={MAX_FRAMES}")
+    if not torch.isfinite(latents).all():
+        raise ValueError(f"{name}: the latents contain NaN or infinite values")
+
+
+def check_video_to_video_args(pipe, *, prompt, strength, num_inference_steps, guidance_scale, negative_prompt, eta,
+                              generator, latents, prompt_embeds, negative_prompt_embeds, output_type,
+                              callback_on_step_end, **_) -> int:
+    """Check the arguments of a video-to-video call other than the video (ValueError naming each);
+    return the number of prompts."""
+    check_strength(strength, num_inference_steps)
+    check_sampling(num_inference_steps, guidance_scale, eta, 0.0, generator, latents)
+    check_output(output_type, callback_on_step_end)
+    return check_prompts(prompt, negative_prompt, prompt_embeds, negative_prompt_embeds,
+                         pipe.unet.config.cross_attention_dim)
+
+
+def check_image_anchor(image_shape, height, width, image_strength, factor):
+    """Image-to-video: the image has the video's size, a multiple of the VAE's factor; ``image_strength``
+    is in [0, 1]."""
+    s = image_strength
+    if isinstance(s, bool) or not isinstance(s, numbers.Real) or not math.isfinite(s) or not 0 <= s <= 1:
+        raise ValueError(f"image_strength must be a number in [0, 1] (1: the first frame is the image), got {s!r:.80}")
+    h, w = image_shape[:2]
+    if (h, w) != (height, width):
+        raise ValueError(f"image: {h}x{w} pixels (height x width) but the video is {height}x{width}; resize the "
+                         f"image, or pass height={h}, width={w} (or leave them out: they default to the image's)")
+    check_frames_shape("image", 1, h, w, factor)
 
 
 def check_callback_update(update, x):

@@ -5,7 +5,8 @@ seed page's examples run unchanged but for the import. Where the weights come fr
 ``t2vlab.weights``; the argument rules and error messages around a generation are ``t2vlab.guards``.
 
 The method is ``__call__``'s numbered steps; ``denoise`` is the loop every other pipeline of the
-package (video-to-video, long videos, fine-tuning previews) reuses.
+package (video-to-video, long videos, fine-tuning previews) reuses. ``image=`` starts the video from a
+still image (``t2vlab.image_to_video``: a step hook that anchors the first frame).
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from .guards import (  # noqa: F401  (OutOfMemoryError: documented as t2vlab.pip
     check_generation_args,
     explain_out_of_memory,
 )
+from .image_to_video import anchored, image_and_size
 from .noise import video_noise
-from .prompt_travel import encode_prompt_travel
+from .prompt_travel import encode_text
 from .switches import TrainingFreeSwitches
 from .weights import load_components, recommended_settings, resolve_checkpoint
 
@@ -61,6 +63,14 @@ class TextToVideoPipeline(TrainingFreeSwitches):
         folder = resolve_checkpoint(repo_id_or_path, variant, local_files_only)
         pipe = cls(**load_components(folder, torch_dtype, variant), name_or_path=repo_id_or_path)
         return pipe.to(device) if device is not None else pipe
+
+    @classmethod
+    def from_pipe(cls, pipe):
+        """This kind of pipeline on another pipeline's models, shared (not copied: no second load, no more
+        memory), with its offload and progress-bar settings: ``VideoToVideoPipeline.from_pipe(pipe)``."""
+        new = cls(pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.scheduler, pipe.name_or_path)
+        new.offload_device, new.progress_bar_config = pipe.offload_device, dict(pipe.progress_bar_config)
+        return new
 
     @property
     def recommended(self):
@@ -113,24 +123,6 @@ class TextToVideoPipeline(TrainingFreeSwitches):
             yield model
         finally:
             model.to("cpu")
-
-    def enable_vae_slicing(self, frames_per_slice=1):
-        self.vae.enable_slicing(frames_per_slice)
-
-    def disable_vae_slicing(self):
-        self.vae.disable_slicing()
-
-    def enable_vae_tiling(self, tile_size=None, overlap=None):
-        self.vae.enable_tiling(tile_size, overlap)
-
-    def disable_vae_tiling(self):
-        self.vae.disable_tiling()
-
-    def enable_attention_slicing(self, slice_size="auto"):
-        self.unet.enable_attention_slicing(slice_size)
-
-    def disable_attention_slicing(self):
-        self.unet.disable_attention_slicing()
 
     def set_progress_bar_config(self, **kwargs):
         """Options for the tqdm bar, e.g. ``disable=True``."""
@@ -230,6 +222,12 @@ class TextToVideoPipeline(TrainingFreeSwitches):
 
         return [watch, callback]
 
+    def encode_video(self, frames, generator=None, sample=True):
+        """frames (B, F, H, W, 3) in [0, 1] (on any device) -> latents (B, C, F, H/8, W/8) scaled as the loop's,
+        on the execution device; a sample of the VAE's posterior drawn with ``generator``, or its mean."""
+        with self.running(self.vae) as vae, torch.no_grad():
+            return vae.encode_video(frames, generator, sample).to(self.device)
+
     def decode_latents(self, latents):
         """latents (B, C, F, h, w) -> frames (B, F, H, W, 3) float32 in [0, 1]."""
         with self.running(self.vae) as vae, torch.no_grad():
@@ -249,38 +247,39 @@ class TextToVideoPipeline(TrainingFreeSwitches):
     def __call__(self, prompt=None, height=None, width=None, num_frames=16, num_inference_steps=50,
                  guidance_scale=9.0, negative_prompt=None, eta=0.0, generator=None, latents=None,
                  prompt_embeds=None, negative_prompt_embeds=None, output_type="np", return_dict=True,
-                 callback_on_step_end=None, clip_skip=None, num_videos_per_prompt=1, noise_shared_ratio=0.0):
+                 callback_on_step_end=None, clip_skip=None, num_videos_per_prompt=1, noise_shared_ratio=0.0,
+                 image=None, image_strength=1.0):
         """Generate videos. Returns ``TextToVideoOutput`` (``.frames``), or a tuple without ``return_dict``.
+
+        ``image`` (a PIL image, an array or tensor (H, W, 3), or a path) starts every video from that image:
+        its first frame is anchored to it with weight ``image_strength`` (``t2vlab.image_to_video``; height and
+        width default to the image's).
 
         0. check every argument (``guards.check_generation_args``), before any work;
         1. encode the prompt and, for classifier-free guidance, the negative prompt -> context (with a
            dict {frame: text}, one text per frame: ``t2vlab.prompt_travel``);
         2. choose the timesteps and draw the starting noise (B, 4, F, H/8, W/8);
+           with an image: encode it, and anchor the first frame (a step hook);
         3. denoise: for each t, eps = guided UNet(x, t, context); x = scheduler step (``denoise``; with
            FreeInit, several passes of it);
         4. decode the latents through the VAE -> frames (B, F, H, W, 3) in [0, 1].
         """
-        size = self.unet.config.sample_size * self.vae.spatial_factor  # the size it was trained at
-        height, width = size if height is None else height, size if width is None else width
+        pixels, height, width = image_and_size(self, image, height, width, image_strength)  # (H, W, 3) or None
         videos = check_generation_args(self, **locals())
         with explain_out_of_memory(self, videos, num_frames, height, width, num_inference_steps):
             device, guided = self.device, guidance_scale > 1.0
-            if isinstance(prompt, dict) or isinstance(negative_prompt, dict):  # prompt travel: a text per frame
-                cond, uncond = encode_prompt_travel(self, prompt, negative_prompt, num_frames, device,
-                                                    num_videos_per_prompt, guided, clip_skip,
-                                                    self.prompt_interpolation_callback)
-            else:
-                cond, uncond = self.encode_prompt(prompt, device, num_videos_per_prompt, guided, negative_prompt,
-                                                  prompt_embeds, negative_prompt_embeds, clip_skip)
+            cond, uncond = encode_text(self, prompt, negative_prompt, num_frames, device, num_videos_per_prompt,
+                                       guided, prompt_embeds, negative_prompt_embeds, clip_skip)
             context = torch.cat([uncond, cond]) if guided else cond
 
             self.scheduler.set_timesteps(num_inference_steps, device=device)
             x = self.prepare_latents(videos, num_frames, height, width, context.dtype, device, generator, latents,
                                      noise_shared_ratio)
+            hooks = self.step_hooks(len(self.scheduler.timesteps), guidance_scale, callback_on_step_end)
+            x, hooks = anchored(self, pixels, x, image_strength, hooks)  # with an image, its first frame follows it
 
             if self.free_init is None:
-                x = self.denoise(x, context, self.scheduler.timesteps, guidance_scale, eta, generator,
-                                 callback_on_step_end)
+                x = self.denoise(x, context, self.scheduler.timesteps, guidance_scale, eta, generator, hooks=hooks)
             else:  # FreeInit: several passes of denoise, each from the last one's low frequencies
                 x = self.free_init.sample(self, x, context, num_inference_steps, guidance_scale, eta, generator,
                                           callback_on_step_end)

@@ -66,3 +66,14 @@ def encode_prompt_travel(pipe, prompt, negative_prompt, num_frames, device, num_
         return frames[None].repeat(num_videos_per_prompt, 1, 1, 1)
 
     return per_frame(prompt), per_frame(negative_prompt) if do_classifier_free_guidance else None
+
+
+def encode_text(pipe, prompt, negative_prompt, num_frames, device, num_videos_per_prompt, guided, prompt_embeds=None,
+                negative_prompt_embeds=None, clip_skip=None):
+    """The pipeline's (cond, uncond): per frame when either prompt is a dict {frame: text} (prompt travel),
+    else ``pipe.encode_prompt``'s one embedding per video."""
+    if isinstance(prompt, dict) or isinstance(negative_prompt, dict):
+        return encode_prompt_travel(pipe, prompt, negative_prompt, num_frames, device, num_videos_per_prompt,
+                                    guided, clip_skip, pipe.prompt_interpolation_callback)
+    return pipe.encode_prompt(prompt, device, num_videos_per_prompt, guided, negative_prompt, prompt_embeds,
+                              negative_prompt_embeds, clip_skip)

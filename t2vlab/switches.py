@@ -6,6 +6,8 @@ Each technique lives in its own module; these methods only turn it on and off, w
 - ``enable_free_init`` / ``disable_free_init``    FreeInit, several sampling passes (``t2vlab.free_init``)
 - ``enable_free_noise`` / ``disable_free_noise``  FreeNoise for long videos (``t2vlab.free_noise``)
 - ``prompt_interpolation_callback``              prompt travel's rule between keyframes (``t2vlab.prompt_travel``)
+- ``enable_vae_slicing``, ``enable_vae_tiling``, ``enable_attention_slicing`` (and ``disable_*``): the
+  memory knobs, passed on to the VAE and the UNet
 
 Switched off (the default), every number is the plain pipeline's.
 """
@@ -17,7 +19,7 @@ from .free_noise import FreeNoise
 
 
 class TrainingFreeSwitches:
-    """Mixed into ``TextToVideoPipeline`` (which provides ``unet`` and ``recommended``)."""
+    """Mixed into ``TextToVideoPipeline`` (which provides ``unet``, ``vae`` and ``recommended``)."""
 
     free_init = None  # FreeInit settings while enable_free_init is on
     free_noise = None  # FreeNoise settings while enable_free_noise is on
@@ -58,3 +60,23 @@ class TrainingFreeSwitches:
     def disable_free_noise(self):
         self.free_noise = None
         self.unet.disable_free_noise()
+
+    # ---------------------------------------------------------------------------- memory knobs
+    def enable_vae_slicing(self, frames_per_slice=1):
+        """Decode and encode ``frames_per_slice`` frames at a time: the VAE's peak memory stops growing with frames."""
+        self.vae.enable_slicing(frames_per_slice)
+
+    def disable_vae_slicing(self):
+        self.vae.disable_slicing()
+
+    def enable_vae_tiling(self, tile_size=None, overlap=None):
+        self.vae.enable_tiling(tile_size, overlap)
+
+    def disable_vae_tiling(self):
+        self.vae.disable_tiling()
+
+    def enable_attention_slicing(self, slice_size="auto"):
+        self.unet.enable_attention_slicing(slice_size)
+
+    def disable_attention_slicing(self):
+        self.unet.disable_attention_slicing()

@@ -11,7 +11,8 @@ q(z|x) = N(mean, exp(logvar)), not a point. The diffusion model works on latents
 
 A video is decoded frame by frame (frames folded into the batch). Two ways to bound memory:
 
-- slicing: decode ``frames_per_slice`` frames at a time, so peak memory stops growing with frames;
+- slicing: decode (and encode, ``encode_video``) ``frames_per_slice`` frames at a time, so peak memory
+  stops growing with frames;
 - tiling: decode overlapping spatial tiles of a frame and blend them with linear ramps in the
   overlap, for frames larger than a tile. Because the decoder's GroupNorm statistics and the mid
   block's attention see one tile, not the whole frame, tiled output differs (slightly) from untiled.
@@ -37,7 +38,8 @@ from torch.func import functional_call
 
 from .attention import Attention
 from .checkpoint import CheckpointError, ModelBase, check_positive_ints
-from .frames import frames_to_batch
+from .frames import batch_to_frames, frames_to_batch
+from .noise import draw_noise
 from .resnet import Downsample2D, ResnetBlock2D, Upsample2D
 
 EPS = 1e-6  # GroupNorm epsilon everywhere in the VAE
@@ -288,6 +290,34 @@ class AutoencoderKL(ModelBase):
             m = self.encoder(chunk)
             moments.append(m if self.quant_conv is None else self.quant_conv(m))
         return DiagonalGaussian(torch.cat(moments))
+
+    def encode_video(self, frames, generator=None, sample=True):
+        """frames (B, F, H, W, 3) in [0, 1] -> latents (B, latent, F, H/f, W/f) times scaling_factor: the
+        latents the denoising loop works on (the inverse of ``decode_video``).
+
+        Frames are folded into the batch (frame index fastest) and each slice (``enable_slicing``) is
+        moved to the model's device, mapped to [-1, 1] and encoded as it comes, so peak memory does not
+        grow with the number of frames. ``sample``: z ~ q(z|x) = mean + std * eps, with eps drawn in one
+        piece for all B*F frames (``draw_noise``: the reference's numbers for the same generator, sliced
+        or not); otherwise the mean (no draw).
+        """
+        if not isinstance(frames, torch.Tensor) or frames.ndim != 5 or frames.shape[-1] != self.config.in_channels:
+            shape = tuple(frames.shape) if isinstance(frames, torch.Tensor) else type(frames).__name__
+            raise ValueError(f"frames: expected a tensor (B, F, H, W, {self.config.in_channels}), got {shape}")
+        b, f = frames.shape[:2]
+        flat = frames.flatten(0, 1)  # (B*F, H, W, 3)
+        step = self.frames_per_slice if self.use_slicing else max(len(flat), 1)
+        moments = []
+        for chunk in flat.split(step):
+            x = chunk.to(self.device).permute(0, 3, 1, 2).float().mul(2).sub(1).to(self.dtype).contiguous()
+            m = self.encoder(x)
+            moments.append(m if self.quant_conv is None else self.quant_conv(m))
+        posterior = DiagonalGaussian(torch.cat(moments))
+        z = posterior.mean
+        if sample:
+            eps = draw_noise((b, f, *z.shape[1:]), generator, z.device, z.dtype).flatten(0, 1)
+            z = z + posterior.std * eps
+        return batch_to_frames(z * self.config.scaling_factor, f)
 
     # ------------------------------------------------------------------------------ decode
     def decode(self, latents):

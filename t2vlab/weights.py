@@ -56,8 +56,9 @@ logger = logging.getLogger("t2vlab")
 REAL_CHECKPOINT = "damo-vilab/text-to-video-ms-1.7b"
 COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 WEIGHT_STEMS = {"unet": DIFFUSERS_WEIGHTS, "vae": DIFFUSERS_WEIGHTS, "text_encoder": TRANSFORMERS_WEIGHTS}
-EXPECTED_CLASSES = {"_class_name": ("TextToVideoSDPipeline",), "unet": ("UNet3DConditionModel",),
-                    "vae": ("AutoencoderKL",), "text_encoder": ("CLIPTextModel",)}
+# a checkpoint saved by diffusers' video-to-video pipeline holds the same five components
+EXPECTED_CLASSES = {"_class_name": ("TextToVideoSDPipeline", "VideoToVideoSDPipeline"),
+                    "unet": ("UNet3DConditionModel",), "vae": ("AutoencoderKL",), "text_encoder": ("CLIPTextModel",)}
 MODEL_INDEX = configs.MODEL_INDEX
 
 

@@ -1,0 +1,150 @@
+"""VideoToVideoPipeline: restyle a video with a new prompt (SDEdit), on the text-to-video denoising loop.
+
+SDEdit (Meng et al., 2022) in one line: encode the video, run the forward process part of the way,
+then the reverse process from there with the new prompt. ``strength`` s in (0, 1] says how far:
+
+    n = int(num_inference_steps * s)          the last n timesteps of the schedule are run
+    t_start = timesteps[num_inference_steps - n]
+    x_start = sqrt(abar_t_start) z0 + sqrt(1 - abar_t_start) eps      (scheduler.add_noise)
+
+Small s keeps the video's layout and motion (little noise: only details are redrawn); s = 1 starts
+from (almost) pure noise and keeps only what survives at t = T - 1. The argument names, defaults and
+random draws are those of diffusers' ``VideoToVideoSDPipeline``: one generator gives the same frames
+(the posterior sample of the VAE first, then the noise, both over the frames folded into the batch).
+Unlike the reference, the VAE encodes frame slices when ``enable_vae_slicing()`` is on.
+
+The "hi-res fix" is the same call on a bigger model: generate small with one checkpoint, resize the
+frames (``resize_video``) and re-denoise them at strength 0.6-0.85 with a larger one (zeroscope_v2_576w
+then zeroscope_v2_XL); ``python -m t2vlab "prompt" --model A --upscale-with B`` does both.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .guards import (
+    check_decoded,
+    check_frames_shape,
+    check_video_count,
+    check_video_latents,
+    check_video_to_video_args,
+    explain_out_of_memory,
+)
+from .noise import draw_noise
+from .pipeline import TextToVideoOutput, TextToVideoPipeline
+from .video import video_input
+
+
+def is_latents(video, channels=4) -> bool:
+    """A tensor (videos, C, frames, h, w) of C = 4 latents (what ``output_type="latent"`` returns), not pixels
+    (videos, frames, H, W, 3). A pixel video of 4 frames has 3 channels last, which latents never have here."""
+    return torch.is_tensor(video) and video.ndim == 5 and video.shape[1] == channels and video.shape[-1] != 3
+
+
+def resize_video(video, height, width):
+    """Any accepted video (see ``t2vlab.video.video_input``) -> float32 tensor (videos, frames, height, width, 3)
+    in [0, 1], each frame resized bicubically (antialiased when shrinking): the step between the two passes
+    of the hi-res fix."""
+    for name, v in (("height", height), ("width", width)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    pixels = torch.from_numpy(video_input(video))
+    out = torch.empty((*pixels.shape[:2], height, width, 3))
+    for b, f in ((b, f) for b in range(pixels.shape[0]) for f in range(pixels.shape[1])):
+        frame = pixels[b, f].permute(2, 0, 1)[None]
+        frame = F.interpolate(frame, size=(height, width), mode="bicubic", antialias=True, align_corners=False)
+        out[b, f] = frame[0].permute(1, 2, 0).clamp(0, 1)
+    return out
+
+
+class VideoToVideoPipeline(TextToVideoPipeline):
+    """``pipe(prompt, video, strength=0.6)``: the video redrawn to follow the prompt (see the module).
+
+    Loads like the text-to-video pipeline (``from_pretrained``), or shares an existing pipeline's models:
+    ``VideoToVideoPipeline.from_pipe(pipe)``. Everything but ``__call__`` is the text-to-video pipeline's.
+    """
+
+    def read_video(self, video):
+        """``video`` as a tensor: pixels (V, F, H, W, 3) in [0, 1] (on the CPU; moved slice by slice when
+        encoded), or latents (V, 4, F, h, w) as given. Checked before any model runs."""
+        if is_latents(video, self.vae.config.latent_channels):
+            check_video_latents("video", video, self.vae.config.latent_channels)
+            return video
+        if video is None:
+            raise ValueError("video is missing: pass the video to restyle (frames, an array, a tensor or a path)")
+        pixels = torch.from_numpy(video_input(video, "video"))
+        check_frames_shape("video", pixels.shape[1], pixels.shape[2], pixels.shape[3], self.vae.spatial_factor)
+        return pixels
+
+    def get_timesteps(self, num_inference_steps, strength):
+        """The tail of the schedule that SDEdit runs: its last int(num_inference_steps * strength) steps
+        (``set_timesteps`` first)."""
+        n = min(int(num_inference_steps * strength), num_inference_steps)
+        return self.scheduler.timesteps[(num_inference_steps - n) * self.scheduler.order:]
+
+    def noise_video(self, z0, timestep, generator, noise=None):
+        """x_t = q(x_t | z0): the forward process from the video's latents (B, C, F, h, w) to ``timestep``.
+        The noise is drawn over the frames folded into the batch (B*F, C, h, w), as the reference does."""
+        if noise is None:
+            b, c, f, h, w = z0.shape
+            noise = draw_noise((b, f, c, h, w), generator, z0.device, z0.dtype).transpose(1, 2)
+        return self.scheduler.add_noise(z0, noise.to(z0.device, z0.dtype), timestep)
+
+    def __call__(self, prompt=None, video=None, strength=0.6, num_inference_steps=50, guidance_scale=15.0,
+                 negative_prompt=None, eta=0.0, generator=None, latents=None, prompt_embeds=None,
+                 negative_prompt_embeds=None, output_type="np", return_dict=True, callback_on_step_end=None,
+                 clip_skip=None):
+        """Restyle ``video`` to follow ``prompt``. Returns ``TextToVideoOutput`` (``.frames``, as text-to-video).
+
+        ``video``: a list of frames (arrays or PIL images), an array or tensor (F, H, W, 3) (uint8, or float
+        in [0, 1]), a batch (V, F, H, W, 3) such as a pipeline's ``.frames``, a path to a video file, or
+        latents (V, 4, F, h, w) (encoding skipped). One video serves every prompt; or pass one per prompt.
+        ``latents``: the noise added to the encoded video (V, 4, F, h, w), in place of a draw.
+
+        0. check every argument and read the video, before any model runs;
+        1. encode the prompt and, for classifier-free guidance, the negative prompt -> context;
+        2. timesteps: the last int(num_inference_steps * strength) of the schedule;
+        3. encode the video -> z0 (a sample of the VAE's posterior: the first draw), and noise it to the
+           first of those timesteps (the second draw);
+        4. denoise from there (``denoise``, the loop of text-to-video);
+        5. decode the latents through the VAE -> frames (B, F, H, W, 3) in [0, 1].
+        """
+        prompts = check_video_to_video_args(self, **locals())
+        source = self.read_video(video)
+        if len(source) not in (1, prompts):
+            raise ValueError(f"video: {len(source)} videos for {prompts} prompt(s); pass one video, or one per prompt")
+        check_video_count(prompts, generator, f"{prompts} prompt(s)")
+        encoded, factor = is_latents(source, self.vae.config.latent_channels), self.vae.spatial_factor
+        if encoded:
+            frames, height, width = source.shape[2], source.shape[3] * factor, source.shape[4] * factor
+        else:
+            frames, height, width = source.shape[1:4]
+        shape = (prompts, self.vae.config.latent_channels, frames, height // factor, width // factor)
+        if latents is not None and tuple(latents.shape) != shape:
+            raise ValueError(f"latents: the noise for this video must have shape {shape}, got {tuple(latents.shape)}")
+        with explain_out_of_memory(self, prompts, frames, height, width, num_inference_steps):
+            device, guided = self.device, guidance_scale > 1.0
+            cond, uncond = self.encode_prompt(prompt, device, 1, guided, negative_prompt, prompt_embeds,
+                                              negative_prompt_embeds, clip_skip)
+            context = torch.cat([uncond, cond]) if guided else cond
+
+            self.scheduler.set_timesteps(num_inference_steps, device=device)
+            timesteps = self.get_timesteps(num_inference_steps, strength)
+
+            source = source.expand(prompts, *source.shape[1:])  # one video for every prompt
+            if encoded:
+                z0 = source.to(device=device, dtype=context.dtype)
+            else:
+                z0 = self.encode_video(source, generator).to(context.dtype)
+            x = self.noise_video(z0, timesteps[:1], generator, latents)
+
+            x = self.denoise(x, context, timesteps, guidance_scale, eta, generator, callback_on_step_end)
+
+            if output_type == "latent":
+                out = x
+            else:
+                pixels = self.decode_latents(x)
+                check_decoded(pixels, x, guidance_scale)
+                out = self.postprocess(pixels, output_type)
+        return TextToVideoOutput(frames=out) if return_dict else (out,)
