@@ -1,6 +1,6 @@
-"""Peak CPU memory of decoding a video with the full-width VAE, with and without slicing.
+"""Peak CPU memory of decoding (or encoding) a video with the full-width VAE, with and without slicing.
 
-    python benchmarks/vae_memory.py [--size 64] [--frames 16 64]
+    python benchmarks/vae_memory.py [--size 64] [--frames 16 64] [--encode]
 
 Builds the published VAE config (83.7 M parameters, random weights: memory does not depend on
 the values) at a small frame size, and measures the extra peak resident memory of one decode of
@@ -11,6 +11,17 @@ F frames (benchmarks/common.py: peak_memory):
              ``enable_slicing()`` / ``disable_slicing()``.
 
 The "output" column is the size of the decoded float32 frames, which any decoder must hold.
+
+With ``--encode``, one encode of F frames to latents, including the posterior's sample (what
+video-to-video does first):
+
+- ours:      ``vae.encode_video(frames, generator)``, frames (1, F, H, W, 3) in [0, 1], each slice moved,
+             mapped to [-1, 1] and encoded as it comes;
+- diffusers: ``vae.encode(folded_frames).latent_dist.sample(generator)``, folded frames (F, 3, H, W) in
+             [-1, 1] (what VideoToVideoSDPipeline.prepare_latents calls), with ``enable_slicing()`` /
+             ``disable_slicing()`` (the reference pipeline leaves it off).
+
+The "input" column is then the size of the float32 frames, which the caller holds already.
 """
 
 from __future__ import annotations
@@ -35,6 +46,7 @@ def main():
     ap.add_argument("--frames", type=int, nargs="+", default=[16, 64])
     ap.add_argument("--config", type=Path, default=None, help="a vae config.json (default: the published one)")
     ap.add_argument("--no-diffusers", action="store_true")
+    ap.add_argument("--encode", action="store_true", help="measure encoding instead of decoding")
     args = ap.parse_args()
     torch.set_num_threads(1)  # a shared 2-core machine: keep runs comparable
     cfg = json.loads(args.config.read_text()) if args.config else configs.VAE
@@ -44,6 +56,8 @@ def main():
         import diffusers
         ref = diffusers.AutoencoderKL.from_config(cfg).eval()
         ref.load_state_dict(ours.state_dict())
+    if args.encode:
+        return encode_table(args, ours, ref)
     h = args.size // ours.spatial_factor
     rows = []
     for frames in args.frames:
@@ -59,6 +73,35 @@ def main():
     headers = ["frames", "slicing", "output MiB", "ours peak MiB", "diffusers peak MiB"][:5 if ref else 4]
     title = f"VAE decode, full-width config, {args.size}x{args.size} frames, CPU float32, 1 thread"
     print_table(headers, rows, title=title)
+
+
+def encode_table(args, ours, ref):
+    rows = []
+    for frames in args.frames:
+        video = torch.rand(1, frames, args.size, args.size, 3, generator=torch.Generator().manual_seed(0))
+        folded = (video[0].permute(0, 3, 1, 2) * 2 - 1).contiguous()
+        for sliced in (False, True):
+            row = [frames, "yes" if sliced else "no", mib(video.numel() * 4),
+                   mib(peak_memory(partial(encode_ours, ours, video, sliced)))]
+            if ref is not None:
+                row.append(mib(peak_memory(partial(encode_diffusers, ref, folded, sliced))))
+            rows.append(row)
+    headers = ["frames", "slicing", "input MiB", "ours peak MiB", "diffusers peak MiB"][:5 if ref else 4]
+    title = (f"VAE encode (with the posterior sample), full-width config, {args.size}x{args.size} frames, "
+             "CPU float32, 1 thread")
+    print_table(headers, rows, title=title)
+
+
+def encode_ours(vae, video, sliced):
+    vae.enable_slicing(1) if sliced else vae.disable_slicing()
+    with torch.no_grad():
+        vae.encode_video(video, torch.Generator().manual_seed(0))
+
+
+def encode_diffusers(vae, folded, sliced):
+    vae.enable_slicing() if sliced else vae.disable_slicing()
+    with torch.no_grad():
+        vae.encode(folded).latent_dist.sample(torch.Generator().manual_seed(0))
 
 
 def decode_ours(vae, latents, sliced):
