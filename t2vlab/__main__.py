@@ -97,7 +97,10 @@ def parse_args(argv=None):
     ap.add_argument("--upscale-strength", type=float, default=0.6, help="strength of the upscale pass (default 0.6)")
     args = ap.parse_args(argv)
     steps = args.steps or 25
-    for flag, value in (("--strength", args.strength), ("--upscale-strength", args.upscale_strength)):
+    for flag, value, used in (("--strength", args.strength, args.video), ("--upscale-strength",
+                                                                           args.upscale_strength, args.upscale_with)):
+        if not used:  # a strength matters only with --video / --upscale-with
+            continue
         try:
             check_strength(value, steps, flag)
         except ValueError as e:

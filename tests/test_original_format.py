@@ -143,15 +143,19 @@ def test_convert_interrupted_midway_leaves_no_output_folder(tiny, tmp_path, monk
 def test_convert_holds_one_component_at_a_time(tiny, tmp_path, monkeypatch):
     real, alive = ModelBase.save_pretrained, []
 
-    def counting(self, *args, **kwargs):
+    def models_alive():
         gc.collect()
-        alive.append(sum(isinstance(o, (UNet3DConditionModel, AutoencoderKL, CLIPTextEncoder)) and
-                         o.device.type != "meta" for o in gc.get_objects()))
+        return sum(isinstance(o, (UNet3DConditionModel, AutoencoderKL, CLIPTextEncoder)) and
+                   o.device.type != "meta" for o in gc.get_objects())
+
+    def counting(self, *args, **kwargs):
+        alive.append(models_alive() - before)
         return real(self, *args, **kwargs)
 
+    before = models_alive()  # models other tests left alive (widgets keep pipelines) are not the convert's
     monkeypatch.setattr(ModelBase, "save_pretrained", counting)
     convert_original(tiny, tmp_path / "out", progress=False)
-    assert alive == [1, 1, 1]  # when each component is written, it is the only model in memory
+    assert alive == [1, 1, 1]  # when each component is written, it is the only model the convert holds
 
 
 # --------------------------------------------------------------------------------- pickles that run code

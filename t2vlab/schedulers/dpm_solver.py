@@ -62,6 +62,9 @@ class DPMSolverMultistepScheduler(Scheduler):
             if c["beta_schedule"] != "squaredcos_cap_v2":
                 timesteps = timesteps.round()
         else:
+            if len(np.unique(timesteps)) < len(timesteps):  # too many steps for so few training steps
+                raise ValueError(f"num_inference_steps={n} gives repeated timesteps with num_train_timesteps={T} "
+                                 f"and {c['timestep_spacing']!r} spacing; use fewer steps")
             sigmas = train[timesteps.astype(np.int64)]
         last = train[0].item() if c["final_sigmas_type"] == "sigma_min" else 0.0
         self.sigmas = torch.from_numpy(np.concatenate([sigmas, [last]]).astype(np.float32))
