@@ -174,7 +174,8 @@ def main(argv=None):
         return 2
     path = export_to_video(frames[0], args.out, fps=args.fps, overwrite=args.overwrite)
     f, h, w = frames.shape[1:4]
-    print(f"t2vlab: wrote {path}: {f} frames of {w}x{h}, {steps} {scheduler} steps, "
+    how = f" at strength {args.strength} (the last {int(steps * args.strength)})" if args.video else ""
+    print(f"t2vlab: wrote {path}: {f} frames of {w}x{h}, {steps} {scheduler} steps{how}, "
           f"seed {args.seed}, in {time.perf_counter() - t0:.1f} s")
     return 0
 
