@@ -97,12 +97,10 @@ def parse_args(argv=None):
     ap.add_argument("--upscale-strength", type=float, default=0.6, help="strength of the upscale pass (default 0.6)")
     args = ap.parse_args(argv)
     steps = args.steps or 25
-    for flag, value, used in (("--strength", args.strength, args.video), ("--upscale-strength",
-                                                                           args.upscale_strength, args.upscale_with)):
-        if not used:  # a strength matters only with --video / --upscale-with
-            continue
-        try:
-            check_strength(value, steps, flag)
+    for flag, value, used in (("--strength", args.strength, args.video),
+                              ("--upscale-strength", args.upscale_strength, args.upscale_with)):
+        try:  # always in (0, 1]; whether it leaves a step matters only with --video / --upscale-with
+            check_strength(value, steps if used else None, flag)
         except ValueError as e:
             ap.error(str(e))
     if args.video is not None and args.image is not None:
@@ -251,7 +249,8 @@ def main(argv=None):
         return 2
     path = export_to_video(frames[0], args.out, fps=args.fps, overwrite=args.overwrite)
     f, h, w = frames.shape[1:4]
-    print(f"t2vlab: wrote {path}: {f} frames of {w}x{h}, {steps} {scheduler} steps, "
+    how = f" at strength {args.strength} (the last {int(steps * args.strength)})" if args.video else ""
+    print(f"t2vlab: wrote {path}: {f} frames of {w}x{h}, {steps} {scheduler} steps{how}, "
           f"seed {args.seed}{', ' + ', '.join(on) if on else ''}, in {time.perf_counter() - t0:.1f} s")
     return 0
 

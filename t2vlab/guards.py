@@ -168,11 +168,14 @@ def check_generation_args(pipe, *, prompt, height, width, num_frames, num_infere
 
 # ------------------------------------------------------------------- video-to-video and image-to-video
 def check_strength(strength, num_inference_steps, name="strength"):
-    """SDEdit's strength: a number in (0, 1] that leaves at least one of the ``num_inference_steps`` steps."""
+    """SDEdit's strength: a number in (0, 1] that leaves at least one of the ``num_inference_steps`` steps
+    (``num_inference_steps=None``: the range alone)."""
     if isinstance(strength, bool) or not isinstance(strength, numbers.Real) or not math.isfinite(strength) \
             or not 0 < strength <= 1:
         raise ValueError(f"{name} must be a number in (0, 1] (the fraction of the noise schedule to run: 1 "
                          f"starts from pure noise), got {strength!r:.80}")
+    if num_inference_steps is None:
+        return
     _positive_int("num_inference_steps", num_inference_steps)
     if int(num_inference_steps * strength) < 1:
         raise ValueError(f"{name}={strength} with num_inference_steps={num_inference_steps} leaves no denoising "

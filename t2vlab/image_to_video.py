@@ -23,6 +23,10 @@ w is ``image_strength``, the trade-off:
   more coherent with itself and with the prompt, and its first frame is only a blend of the image
   and what the model wanted (at the end literally w * image latents + (1 - w) * generated ones).
 - 0: no anchor (plain text-to-video).
+
+How closely the other frames follow the first is up to the model's temporal layers, not the anchor.
+On the toy model they follow it only a little: frame 1's shape lands 12.1 pixels from the image's on
+average, against 13.7 without the image (it moves about 4.5 pixels a frame; notebook 11).
 """
 
 from __future__ import annotations

@@ -295,5 +295,5 @@ class TextToVideoPipeline(TrainingFreeSwitches):
     def __repr__(self):
         parts = [f"  {k}: {type(v).__name__} ({v.num_parameters():,} parameters, {v.dtype}, {v.device})"
                  for k, v in self.models.items()]
-        return "\n".join([f"TextToVideoPipeline({self.name_or_path})", *parts,
+        return "\n".join([f"{type(self).__name__}({self.name_or_path})", *parts,
                           f"  scheduler: {type(self.scheduler).__name__}"])
