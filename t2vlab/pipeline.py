@@ -37,7 +37,6 @@ from .weights import load_components, recommended_settings, resolve_checkpoint
 @dataclass
 class TextToVideoOutput:
     """``frames``: one video per prompt (x num_videos_per_prompt), each (F, H, W, 3).
-
     np: float32 array (B, F, H, W, 3) in [0, 1]; pt: the same as a tensor; pil: a list (per video)
     of lists of PIL images; latent: the final latents (B, 4, F, h, w).
     """
@@ -98,8 +97,7 @@ class TextToVideoPipeline(TrainingFreeSwitches):
             raise RuntimeError("device='cuda' was asked for, but PyTorch sees no CUDA GPU here")
         for model in self.models.values():
             model.to(device=device, dtype=dtype)
-        if device is not None:
-            self.offload_device = None
+        self.offload_device = None if device is not None else self.offload_device  # moved: offload ends
         return self
 
     def enable_model_cpu_offload(self, device="cuda"):
@@ -284,13 +282,16 @@ class TextToVideoPipeline(TrainingFreeSwitches):
                 x = self.free_init.sample(self, x, context, num_inference_steps, guidance_scale, eta, generator,
                                           callback_on_step_end)
 
-            if output_type == "latent":
-                video = x
-            else:
-                frames = self.decode_latents(x)
-                check_decoded(frames, x, guidance_scale)
-                video = self.postprocess(frames, output_type)
+            video = self.finish(x, output_type, guidance_scale)
         return TextToVideoOutput(frames=video) if return_dict else (video,)
+
+    def finish(self, x, output_type="np", guidance_scale=None):
+        """Step 4: the denoised latents as ``output_type`` ("latent": as they are), decoded frames checked finite."""
+        if output_type == "latent":
+            return x
+        frames = self.decode_latents(x)
+        check_decoded(frames, x, guidance_scale)
+        return self.postprocess(frames, output_type)
 
     def __repr__(self):
         parts = [f"  {k}: {type(v).__name__} ({v.num_parameters():,} parameters, {v.dtype}, {v.device})"

@@ -24,7 +24,6 @@ import torch
 import torch.nn.functional as F
 
 from .guards import (
-    check_decoded,
     check_frames_shape,
     check_video_count,
     check_video_latents,
@@ -141,10 +140,5 @@ class VideoToVideoPipeline(TextToVideoPipeline):
 
             x = self.denoise(x, context, timesteps, guidance_scale, eta, generator, callback_on_step_end)
 
-            if output_type == "latent":
-                out = x
-            else:
-                pixels = self.decode_latents(x)
-                check_decoded(pixels, x, guidance_scale)
-                out = self.postprocess(pixels, output_type)
+            out = self.finish(x, output_type, guidance_scale)
         return TextToVideoOutput(frames=out) if return_dict else (out,)

@@ -155,3 +155,20 @@ def test_unimplemented_options_are_refused(cls_name, key, value):
 def test_dpmsolver_with_zero_final_sigma_is_refused_like_diffusers():
     with pytest.raises(ValueError, match="final_sigmas_type"):
         ours.DPMSolverMultistepScheduler.from_config(CKPT, algorithm_type="dpmsolver")
+
+
+@pytest.mark.parametrize("name", ["dpm++", "euler", "euler-a", "lms", "pndm"])
+def test_a_second_pass_without_set_timesteps_says_what_to_do(name):
+    """Stateful samplers keep a step counter (and past outputs): a second pass over the same schedule
+    would index past its end (an IndexError) or silently reuse stale history. It must say to reset."""
+    s = ours.from_name(name)
+    s.set_timesteps(4)
+    x = torch.randn(SHAPE)
+    for t in s.timesteps:
+        x = s.step(torch.randn(SHAPE), t, x).prev_sample
+    with pytest.raises(ValueError, match=r"set_timesteps\(num_inference_steps\) again"):
+        s.step(torch.randn(SHAPE), s.timesteps[0], x)
+    s.set_timesteps(4)  # after a reset the same pass runs again
+    for t in s.timesteps:
+        x = s.step(torch.randn(SHAPE), t, x).prev_sample
+    assert torch.isfinite(x).all()

@@ -175,6 +175,10 @@ class Scheduler(ConfigMixin):
         if self.timesteps is None:
             raise ValueError(f"{type(self).__name__}.step() called before set_timesteps(); "
                              "call set_timesteps(num_inference_steps) first")
+        if self.steps_taken() >= len(self.timesteps):
+            raise ValueError(f"{type(self).__name__} has taken all {len(self.timesteps)} steps of its schedule; call "
+                             "set_timesteps(num_inference_steps) again before another pass (it keeps a step counter "
+                             "and, for multistep samplers, the last model outputs)")
         check_step_args(model_output, timestep, sample, eta, generator)
         prev, x0 = self._step(model_output, timestep, sample, eta=eta, generator=generator, **kwargs)
         return SchedulerOutput(prev, x0) if return_dict else (prev, x0)
@@ -185,6 +189,10 @@ class Scheduler(ConfigMixin):
     @property
     def step_index(self):
         return self._step_index
+
+    def steps_taken(self) -> int:
+        """How far a stateful sampler is into its schedule (0 for those that look each timestep up afresh)."""
+        return self._step_index or 0
 
     def index_for_timestep(self, timestep, schedule=None) -> int:
         """Position of ``timestep`` in the schedule (the 2nd match if it occurs twice, as diffusers)."""

@@ -52,6 +52,9 @@ class PNDMScheduler(Scheduler):
         denom = a_t * (1 - a_prev) ** 0.5 + (a_t * (1 - a_t) * a_prev) ** 0.5
         return (a_prev / a_t) ** 0.5 * sample - (a_prev - a_t) * eps / denom
 
+    def steps_taken(self) -> int:
+        return self.counter
+
     def _step(self, model_output, timestep, sample, **_):
         a_t = self.alphas_cumprod[timestep]
         x0, _ = vp_x0_eps(self._cfg["prediction_type"], model_output, sample, a_t**0.5, (1 - a_t) ** 0.5)
