@@ -119,17 +119,26 @@ def read_clip(path, frames, size, stride=1) -> torch.Tensor:
 
 
 @torch.no_grad()
-def encode_data(pipe, clips, args):
-    """{"latents": (N, 4, F, h, w), "text": (N, L, D), "empty": (1, L, D)}: every usable clip encoded once."""
-    latents, captions = [], []
+def encode_data(pipe, clips, args, chunk=16):
+    """{"latents": (N, 4, F, h, w), "text": (N, L, D), "empty": (1, L, D)}: every usable clip encoded once,
+    ``chunk`` clips per VAE call."""
+    latents, captions, pixels = [], [], []
+
+    def encode():
+        if pixels:
+            latents.append(pipe.encode_video(torch.stack(pixels), sample=False).float().cpu())
+            pixels.clear()
+
     for clip in tqdm(clips, desc="encoding clips", disable=args.quiet):
         try:
-            pixels = read_clip(clip.path, args.frames, args.size, args.stride)
+            pixels.append(read_clip(clip.path, args.frames, args.size, args.stride))
         except DataError as e:
             bad(args.on_bad_clip, str(e))
             continue
-        latents.append(pipe.encode_video(pixels[None], sample=False).float().cpu())
         captions.append(clip.caption)
+        if len(pixels) == chunk:
+            encode()
+    encode()
     if not latents:
         raise DataError(f"--data {args.data}: none of the {len(clips)} clips could be used")
     text, _ = pipe.encode_prompt(captions, pipe.device, do_classifier_free_guidance=False)
