@@ -4,6 +4,9 @@ python -m t2vlab convert ORIGINAL_FOLDER OUT_FOLDER [--fp16] [--overwrite] — w
 original ModelScope layout (configuration.json + .pth/.bin files) once in the published layout
 (safetensors), which loads in seconds in t2vlab and in diffusers.
 
+python -m t2vlab finetune --data CLIPS --out DIR [...] — train a LoRA on your own captioned clips
+(``t2vlab.finetune``; ``python -m t2vlab finetune --help``).
+
 Without --model: the real checkpoint (damo-vilab/text-to-video-ms-1.7b, fp16) when a CUDA GPU is
 present and the weights can be had (downloaded or in the Hub cache), else the embedded toy one: a
 tiny model of the same architecture that t2vlab trained on coloured shapes ("a red circle moving
@@ -39,6 +42,7 @@ import time
 import torch
 
 from .checkpoint import CheckpointError
+from .finetune import main as finetune_main
 from .guards import check_strength
 from .original import convert_original
 from .pipeline import TextToVideoPipeline
@@ -210,6 +214,8 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["convert"]:  # a prompt that is the word "convert": python -m t2vlab -- convert
         return convert(argv[1:])
+    if argv[:1] == ["finetune"]:  # LoRA fine-tuning on your clips (t2vlab.finetune)
+        return finetune_main(argv[1:])
     args = parse_args(argv)
     if os.path.exists(args.out) and not args.overwrite:  # say so before minutes of generation, not after
         print(f"t2vlab: {args.out} exists; pass --overwrite to replace it", file=sys.stderr)

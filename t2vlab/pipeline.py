@@ -28,6 +28,7 @@ from .guards import (  # noqa: F401  (OutOfMemoryError: documented as t2vlab.pip
     explain_out_of_memory,
 )
 from .image_to_video import anchored, image_and_size
+from .lora_loading import LoraLoaderMixin
 from .noise import video_noise
 from .prompt_travel import encode_text
 from .switches import TrainingFreeSwitches
@@ -44,7 +45,7 @@ class TextToVideoOutput:
     frames: object
 
 
-class TextToVideoPipeline(TrainingFreeSwitches):
+class TextToVideoPipeline(TrainingFreeSwitches, LoraLoaderMixin):
     """Text to video. The switches of FreeU, FreeInit and FreeNoise (``enable_freeu``, ``enable_free_init``,
     ``enable_free_noise`` and their ``disable_*``) come from ``TrainingFreeSwitches`` (``t2vlab.switches``)."""
 

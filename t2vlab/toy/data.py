@@ -8,7 +8,8 @@ and docs/toy-model.md: without it, the world looks the same played backwards, an
 could not learn the sign of the motion from the caption). Clips are drawn on the fly (no
 downloads) and are a pure function of the seed. Six of the 48 combinations are held out of
 training, so the evaluator can ask whether the model composes words it has only seen in other
-combinations.
+combinations. A fifth colour, purple (``NEW_COLOURS``), is drawn only for teaching the trained model
+a new word with a LoRA (``PURPLE_COMBOS``; ``PURPLE_HELD_OUT`` stay out of the LoRA's data).
 
     clips, labels = make_clips(16, seed=0)     # (16, 8, 64, 64, 3) floats in [0, 1], label rows
     captions(labels)                           # ["a red circle moving left", ...]
@@ -22,6 +23,10 @@ import torch
 
 COLOURS = {"red": (0.90, 0.12, 0.10), "green": (0.12, 0.80, 0.20),
            "blue": (0.15, 0.25, 0.95), "yellow": (0.95, 0.85, 0.10)}
+# a colour the shipped model never saw, taught afterwards by a LoRA (notebooks/14_lora_finetuning.ipynb);
+# its index comes after the four, so every clip of the original world is drawn exactly as before
+NEW_COLOURS = {"purple": (0.70, 0.15, 0.85)}
+PALETTE = {**COLOURS, **NEW_COLOURS}  # every colour the world draws and the evaluator reads
 SHAPES = ("circle", "square", "triangle")
 DIRECTIONS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}  # image y grows downwards
 FRAMES, SIZE = 8, 64
@@ -33,6 +38,9 @@ HELD_OUT = (("red", "circle", "left"), ("green", "square", "up"), ("blue", "tria
             ("yellow", "circle", "down"), ("red", "triangle", "down"), ("blue", "square", "left"))
 ALL_COMBOS = tuple(itertools.product(COLOURS, SHAPES, DIRECTIONS))
 TRAIN_COMBOS = tuple(c for c in ALL_COMBOS if c not in HELD_OUT)
+PURPLE_COMBOS = tuple(itertools.product(NEW_COLOURS, SHAPES, DIRECTIONS))
+# purple combinations the LoRA's data leaves out: one per shape, one per direction but "down" and "up"
+PURPLE_HELD_OUT = (("purple", "circle", "up"), ("purple", "square", "right"), ("purple", "triangle", "left"))
 
 
 def caption(colour, shape, direction) -> str:
@@ -52,7 +60,7 @@ def sample_labels(n, seed=0, combos=TRAIN_COMBOS):
     u = torch.rand(n, 6, generator=g)
     chosen = [combos[i] for i in idx.tolist()]
     return {
-        "colour": torch.tensor([list(COLOURS).index(c[0]) for c in chosen]),
+        "colour": torch.tensor([list(PALETTE).index(c[0]) for c in chosen]),
         "shape": torch.tensor([SHAPES.index(c[1]) for c in chosen]),
         "direction": torch.tensor([list(DIRECTIONS).index(c[2]) for c in chosen]),
         "start": 16 + 6 * (u[:, 0] - 0.5),        # along the motion, measured from the edge it leaves
@@ -65,7 +73,7 @@ def sample_labels(n, seed=0, combos=TRAIN_COMBOS):
 
 
 def captions(labels) -> list[str]:
-    return [caption(list(COLOURS)[c], SHAPES[s], list(DIRECTIONS)[d])
+    return [caption(list(PALETTE)[c], SHAPES[s], list(DIRECTIONS)[d])
             for c, s, d in zip(labels["colour"].tolist(), labels["shape"].tolist(), labels["direction"].tolist())]
 
 
@@ -109,7 +117,7 @@ def render(labels, frames=FRAMES, size=SIZE, device=None, trail=TRAIL):
         for k in range(1, GHOSTS + 1):
             ghost = shape_masks(labels, c - step * (trail * k / GHOSTS), size)
             alpha = torch.maximum(alpha, ghost * (TRAIL_START * (1 - k / (GHOSTS + 1))))
-    colour = torch.tensor(list(COLOURS.values()), device=device)[labels["colour"]]
+    colour = torch.tensor(list(PALETTE.values()), device=device)[labels["colour"]]
     colour = (colour + labels["tint"][:, None]).clamp(0, 1)[:, None, None, None, :]  # (n, 1, 1, 1, 3)
     background = labels["background"][:, None, None, None, None]
     return background + alpha[..., None] * (colour - background)

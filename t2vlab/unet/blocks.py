@@ -113,7 +113,7 @@ class UpBlock3D(Level):
 
     def forward(self, x, skips, temb, context, num_frames, upsample_size=None):
         for i in range(len(self.resnets)):
-            skip = skips.pop()
+            skip = skips[-1 - i]  # last kept, first used (read, not popped: a checkpointed level runs twice)
             if self.freeu is not None:
                 x, skip = apply_freeu(x, skip, self.freeu)
             x = torch.cat([x, skip], dim=1)

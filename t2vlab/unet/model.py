@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from ..attention import Attention, FeedForward
 from ..checkpoint import CheckpointError, ModelBase, check_positive_ints, check_small_positive
@@ -148,9 +149,9 @@ class UNet3DConditionModel(ModelBase):
 
         skips = [x]
         for block in self.down_blocks:
-            x, kept = block(x, temb, context, f)
+            x, kept = self.run_level(block, x, temb, context, f)
             skips += kept
-        x = self.mid_block(x, temb, context, f)
+        x = self.run_level(self.mid_block, x, temb, context, f)
         for block in self.up_blocks:
             n = len(block.resnets)
             level_skips, skips = skips[-n:], skips[:-n]
@@ -158,12 +159,30 @@ class UNet3DConditionModel(ModelBase):
             size = None
             if block.upsamplers is not None and tuple(skips[-1].shape[-2:]) != (2 * x.shape[-2], 2 * x.shape[-1]):
                 size = skips[-1].shape[-2:]
-            x = block(x, level_skips, temb, context, f, upsample_size=size)
+            x = self.run_level(block, x, level_skips, temb, context, f, upsample_size=size)
 
         x = self.conv_norm_out(x)  # rebinding x frees each activation as the next one exists
         x = F.silu(x)
         x = self.conv_out(x)
         return batch_to_frames(x, f)
+
+    # ------------------------------------------------------------------------ gradient checkpointing
+    gradient_checkpointing = False
+
+    def enable_gradient_checkpointing(self):
+        """While gradients are recorded, keep only each level's inputs and recompute its activations in the
+        backward pass: training memory falls to about one level's activations, for about one more forward."""
+        self.gradient_checkpointing = True
+
+    def disable_gradient_checkpointing(self):
+        self.gradient_checkpointing = False
+
+    def run_level(self, block, *args, **kwargs):
+        """One level (down, mid or up block), checkpointed when that is on and gradients are recorded
+        (dropout draws the same numbers again: the random state is saved and restored)."""
+        if self.gradient_checkpointing and torch.is_grad_enabled():
+            return checkpoint(block, *args, use_reentrant=False, **kwargs)
+        return block(*args, **kwargs)
 
     # ---------------------------------------------------------------------------------------- FreeU
     def enable_freeu(self, s1, s2, b1, b2):

@@ -1,0 +1,381 @@
+"""Fine-tune the UNet on your own clips with LoRA: ``python -m t2vlab finetune --data FOLDER --out DIR``.
+
+    python -m t2vlab finetune --data clips/ --out my-lora [--model ID_OR_PATH] [--lora-rank 16]
+        [--train spatial|temporal|both] [--frames 16] [--size 256] [--steps 500] [--lr 1e-4] [--resume]
+    accelerate launch --num_processes 2 -m t2vlab finetune ...     # data parallel, no code change
+
+The data: a folder of clips (.mp4, .gif, or a folder of frames), each with a caption in a same-named .txt
+(``cat.mp4`` + ``cat.txt``). Each clip is read once: ``--frames`` frames ``--stride`` apart from its start,
+centre-cropped to a square and resized to ``--size``; then the VAE's latents and the text encoder's
+embeddings are cached (``DIR/cache.safetensors``) and the two encoders are dropped from the GPU.
+
+One step is the diffusion loss every text-to-video model is trained with, on the LoRA's parameters only:
+
+    x0 = cached latents, eps ~ N(0, I), t ~ U{0..T-1}
+    x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps
+    loss = || unet_with_lora(x_t, t, text) - eps ||^2
+
+Everything random in a step (which clips, eps, t, which captions are dropped for guidance) is drawn from a
+generator seeded by (``--seed``, step) for the whole global batch, and each process takes its share of
+it: so ``--resume`` continues exactly as an uninterrupted run, and N processes with ``--batch-size`` B
+compute the same step as one process with N*B. (For the same reason the UNet's own dropout is off.)
+
+Out: ``DIR/pytorch_lora_weights.safetensors`` (diffusers' LoRA format: ``pipe.load_lora_weights(DIR)``),
+``DIR/log.jsonl`` and ``DIR/loss.png``, ``DIR/samples/step-N.gif``, and ``DIR/checkpoints/step-N/`` (the
+LoRA and the optimizer, each checkpoint written whole or not at all; the two newest are kept).
+``accelerate`` is the engine: mixed precision (``--mixed-precision fp16|bf16``, fp16 with loss scaling),
+gradient accumulation, and data-parallel processes under ``accelerate launch``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import safetensors.torch
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+
+from .checkpoint import atomic_folder
+from .lora import LORA_WEIGHT_NAME, TRAIN_CHOICES, adapter_config, add_lora, lora_state_dict, lora_targets, \
+    save_lora_file
+from .pipeline import TextToVideoPipeline
+from .schedulers import DDPMScheduler
+from .video import export_to_video, image_input, video_input
+
+VIDEO_SUFFIXES = (".mp4", ".gif", ".webm", ".mov", ".avi", ".mkv")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+ADAPTER = "finetune"
+
+
+class DataError(ValueError):
+    """A data folder or clip that cannot be trained on, naming the file."""
+
+
+# ------------------------------------------------------------------------------------------- the data
+@dataclass
+class Clip:
+    path: Path
+    caption: str
+
+
+def find_clips(folder, on_bad="stop") -> list[Clip]:
+    """Every clip in ``folder`` with its caption; a clip without a .txt is an error (``on_bad="stop"``) or
+    skipped with a warning naming it (``"skip"``)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"--data {folder}: not a folder")
+    clips = []
+    for path in sorted(folder.iterdir()):
+        is_frames = path.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.iterdir())
+        if not (is_frames or path.suffix.lower() in VIDEO_SUFFIXES) or path.name.startswith("."):
+            continue
+        txt = path.with_suffix(".txt") if path.is_file() else path.parent / (path.name + ".txt")
+        if not txt.is_file():
+            bad(on_bad, f"{path}: no caption (expected {txt.name} beside it)")
+            continue
+        clips.append(Clip(path, txt.read_text(encoding="utf-8").strip()))
+    if not clips:
+        raise DataError(f"--data {folder}: no captioned clips (expected .mp4/.gif files or folders of frames, "
+                        "each with a same-named .txt caption)")
+    return clips
+
+
+def bad(on_bad, message):
+    if on_bad == "stop":
+        raise DataError(message + " (pass --on-bad-clip skip to leave such clips out)")
+    warnings.warn(f"skipped {message}", stacklevel=3)
+
+
+def read_clip(path, frames, size, stride=1) -> torch.Tensor:
+    """``frames`` frames ``stride`` apart from the start, centre-cropped square and resized: (F, size, size, 3)."""
+    path = Path(path)
+    try:
+        if path.is_dir():
+            files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            video = np.stack([image_input(p, str(p)) for p in files])
+        else:
+            video = video_input(path, str(path))[0]
+    except (ValueError, OSError) as e:
+        raise DataError(f"{path}: unreadable clip ({e})") from None
+    need = (frames - 1) * stride + 1
+    if len(video) < need:
+        raise DataError(f"{path}: too short: {len(video)} frames, {frames} frames {stride} apart need {need}")
+    x = torch.from_numpy(video[:need:stride]).permute(0, 3, 1, 2)  # (F, 3, H, W)
+    h, w = x.shape[-2:]
+    s = min(h, w)
+    x = x[..., (h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
+    x = F.interpolate(x, size=(size, size), mode="bicubic", antialias=True, align_corners=False)
+    return x.clamp(0, 1).permute(0, 2, 3, 1)
+
+
+@torch.no_grad()
+def encode_data(pipe, clips, args, chunk=16):
+    """{"latents": (N, 4, F, h, w), "text": (N, L, D), "empty": (1, L, D)}: every usable clip encoded once,
+    ``chunk`` clips per VAE call."""
+    latents, captions, pixels = [], [], []
+
+    def encode():
+        if pixels:
+            latents.append(pipe.encode_video(torch.stack(pixels), sample=False).float().cpu())
+            pixels.clear()
+
+    for clip in tqdm(clips, desc="encoding clips", disable=args.quiet):
+        try:
+            pixels.append(read_clip(clip.path, args.frames, args.size, args.stride))
+        except DataError as e:
+            bad(args.on_bad_clip, str(e))
+            continue
+        captions.append(clip.caption)
+        if len(pixels) == chunk:
+            encode()
+    encode()
+    if not latents:
+        raise DataError(f"--data {args.data}: none of the {len(clips)} clips could be used")
+    text, _ = pipe.encode_prompt(captions, pipe.device, do_classifier_free_guidance=False)
+    empty, _ = pipe.encode_prompt([""], pipe.device, do_classifier_free_guidance=False)
+    return {"latents": torch.cat(latents), "text": text.float().cpu(), "empty": empty.float().cpu()}
+
+
+def cached_data(pipe, accelerator, args, out):
+    """The encoded data, computed by the main process once and read by every process from the cache file
+    (reused on --resume; made again when the data settings changed)."""
+    cache, key = out / "cache.safetensors", json.dumps(
+        {k: str(getattr(args, k)) for k in ("data", "model", "frames", "size", "stride")}, sort_keys=True)
+    if accelerator.is_main_process:
+        meta = None
+        if cache.is_file():
+            with safetensors.safe_open(str(cache), "pt") as f:
+                meta = f.metadata()
+        if not meta or meta.get("settings") != key:
+            data = encode_data(pipe, find_clips(args.data, args.on_bad_clip), args)
+            tmp = cache.with_name(cache.name + ".partial")
+            safetensors.torch.save_file(data, str(tmp), metadata={"settings": key})
+            tmp.replace(cache)
+    accelerator.wait_for_everyone()
+    return safetensors.torch.load_file(str(cache))
+
+
+# --------------------------------------------------------------------------------------- one step
+def step_draws(step, seed, n_clips, global_batch, latent_shape, num_timesteps, caption_dropout):
+    """What step ``step`` draws, for the whole global batch: clip indices, noise, timesteps, dropped captions."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    return {"index": torch.randint(n_clips, (global_batch,), generator=g),
+            "noise": torch.randn(global_batch, *latent_shape, generator=g),
+            "t": torch.randint(num_timesteps, (global_batch,), generator=g),
+            "drop": torch.rand(global_batch, generator=g) < caption_dropout}
+
+
+def diffusion_loss(unet, scheduler, data, draws):
+    """|| unet(x_t, t, text) - eps ||^2 on the clips ``draws`` picked."""
+    x0 = data["latents"][draws["index"]]
+    text = torch.where(draws["drop"][:, None, None], data["empty"], data["text"][draws["index"]])
+    x_t = scheduler.add_noise(x0, draws["noise"], draws["t"])
+    return F.mse_loss(unet(x_t, draws["t"], text).float(), draws["noise"])
+
+
+# ------------------------------------------------------------------------------------ checkpoints
+def save_checkpoint(out, step, unet, optimizer, losses, keep=2):
+    """DIR/checkpoints/step-N/ written whole or not at all; then the oldest beyond ``keep`` are removed."""
+    folder = out / "checkpoints" / f"step-{step:07d}"
+    with atomic_folder(folder, overwrite=True) as tmp:
+        safetensors.torch.save_file({k: v.contiguous() for k, v in lora_state_dict(unet, ADAPTER).items()},
+                                    str(tmp / "lora.safetensors"))
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        (tmp / "state.json").write_text(json.dumps({"step": step, "losses": losses}))
+    for old in checkpoints(out)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def checkpoints(out) -> list[Path]:
+    """Complete checkpoints, oldest first (an interrupted write leaves only a hidden temporary folder)."""
+    return sorted(p for p in (out / "checkpoints").glob("step-*") if (p / "state.json").is_file())
+
+
+def load_checkpoint(folder, unet, optimizer):
+    tensors = safetensors.torch.load_file(str(folder / "lora.safetensors"))
+    own = lora_state_dict(unet, ADAPTER)
+    with torch.no_grad():
+        for k, v in tensors.items():
+            own[k].copy_(v)
+    optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
+    state = json.loads((folder / "state.json").read_text())
+    return state["step"], state["losses"]
+
+
+def plot_losses(losses, path):
+    import matplotlib  # imported here: only the loss curve needs it
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # (same reason)
+
+    fig, ax = plt.subplots(figsize=(5, 3))
+    steps, values = zip(*losses)
+    ax.plot(steps, values, lw=0.8)
+    ax.set(xlabel="step", ylabel="loss", yscale="log", title="fine-tuning loss")
+    fig.tight_layout()
+    fig.savefig(path.with_name(path.name + ".partial.png"))
+    plt.close(fig)
+    path.with_name(path.name + ".partial.png").replace(path)
+
+
+# ------------------------------------------------------------------------------------- the trainer
+def finetune(args):
+    out = Path(args.out)
+    accelerator = Accelerator(mixed_precision=args.mixed_precision,
+                              gradient_accumulation_steps=args.gradient_accumulation, cpu=args.cpu)
+    main = accelerator.is_main_process
+    if main and not args.resume and checkpoints(out):
+        raise DataError(f"--out {out} holds checkpoints already: pass --resume to continue, or another --out")
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()
+    pipe = TextToVideoPipeline.from_pretrained(args.model)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.to(accelerator.device)
+    data = cached_data(pipe, accelerator, args, out)
+    pipe.text_encoder.to("cpu"), pipe.vae.to("cpu")  # the encoders leave the GPU; only the UNet trains
+
+    unet = pipe.unet
+    unet.requires_grad_(False)
+    unet.eval()  # the UNet's dropout off: each step is a pure function of (seed, step)
+    with torch.random.fork_rng(devices=[]):  # A's first values from --seed (B starts at zero)
+        torch.manual_seed(args.seed)
+        params = add_lora(unet, lora_targets(unet, args.train, args.feed_forward), args.lora_rank,
+                          args.lora_alpha, ADAPTER)
+    if args.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+    if args.optimizer == "adamw":
+        optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
+    else:
+        optimizer = torch.optim.SGD(params, lr=args.lr, weight_decay=args.weight_decay)
+    step, losses = 0, []
+    if args.resume:
+        found = checkpoints(out)
+        if not found:
+            raise DataError(f"--resume: no checkpoint in {out / 'checkpoints'}")
+        step, losses = load_checkpoint(found[-1], unet, optimizer)
+    model, optimizer = accelerator.prepare(unet, optimizer)
+    scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    world, rank, batch = accelerator.num_processes, accelerator.process_index, args.batch_size
+    data = {k: v.to(accelerator.device) for k, v in data.items()}
+
+    bar = tqdm(total=args.steps, initial=step, desc="fine-tuning", disable=not main or args.quiet)
+    while step < args.steps:
+        loss_sum = 0.0
+        for micro in range(args.gradient_accumulation):  # one optimizer step = accumulation x global batch
+            draws = step_draws(step * args.gradient_accumulation + micro, args.seed, len(data["latents"]),
+                               world * batch, data["latents"].shape[1:], scheduler.config.num_train_timesteps,
+                               args.caption_dropout)
+            mine = {k: v[rank * batch:(rank + 1) * batch].to(accelerator.device) for k, v in draws.items()}
+            with accelerator.accumulate(model), accelerator.autocast():
+                loss = diffusion_loss(model, scheduler, data, mine)
+                accelerator.backward(loss)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            loss_sum += accelerator.reduce(loss.detach(), "mean").item() / args.gradient_accumulation
+        step += 1
+        losses.append([step, loss_sum])
+        bar.update()
+        bar.set_postfix(loss=f"{loss_sum:.4f}")
+        if main:
+            with open(out / "log.jsonl", "a") as f:
+                f.write(json.dumps({"step": step, "loss": loss_sum}) + "\n")
+            if args.checkpoint_every and (step % args.checkpoint_every == 0 or step == args.steps):
+                save_checkpoint(out, step, unet, optimizer, losses)
+            if args.sample_every and step % args.sample_every == 0:
+                sample(pipe, args, out / "samples" / f"step-{step:07d}.gif")
+                plot_losses(losses, out / "loss.png")
+        accelerator.wait_for_everyone()
+    bar.close()
+    if main:
+        save_lora_file(out / LORA_WEIGHT_NAME, lora_state_dict(unet, ADAPTER), adapter_config(unet, ADAPTER))
+        if losses:
+            plot_losses(losses, out / "loss.png")
+        print(f"LoRA written to {out / LORA_WEIGHT_NAME} ({step} steps, processes: {world}, "
+              f"global batch {world * batch * args.gradient_accumulation})")
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return out / LORA_WEIGHT_NAME
+
+
+@torch.no_grad()
+def sample(pipe, args, path):
+    """A video of the first caption (or --sample-prompt) with the LoRA as it is now."""
+    prompt = args.sample_prompt or find_clips(args.data, "skip")[0].caption
+    settings = pipe.recommended
+    frames = pipe(prompt, num_frames=args.frames, height=args.size, width=args.size,
+                  num_inference_steps=settings.num_inference_steps,
+                  generator=torch.Generator().manual_seed(args.seed)).frames[0]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    export_to_video(frames, str(path), overwrite=True)
+
+
+# ------------------------------------------------------------------------------------------- the CLI
+def positive(text):
+    v = int(text)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return v
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m t2vlab finetune", description=__doc__.splitlines()[0])
+    ap.add_argument("--data", required=True, help="folder of clips (.mp4/.gif/frame folders) with same-named .txt")
+    ap.add_argument("--out", required=True, help="output folder: the LoRA, log, loss curve, samples, checkpoints")
+    ap.add_argument("--model", default="toy", help="checkpoint to fine-tune (folder, Hub id, 'toy', 'tiny')")
+    ap.add_argument("--lora-rank", type=positive, default=16)
+    ap.add_argument("--lora-alpha", type=float, default=None, help="default: the rank (scale 1)")
+    ap.add_argument("--train", choices=TRAIN_CHOICES, default="both", help="which attention layers get LoRA")
+    ap.add_argument("--feed-forward", action="store_true", help="also the transformers' feed-forwards")
+    ap.add_argument("--frames", type=positive, default=16)
+    ap.add_argument("--stride", type=positive, default=1, help="take every STRIDE-th frame of each clip")
+    ap.add_argument("--size", type=positive, default=256, help="height and width in pixels")
+    ap.add_argument("--steps", type=positive, default=500, help="optimizer steps in all (also after --resume)")
+    ap.add_argument("--batch-size", type=positive, default=1, help="clips per process per step")
+    ap.add_argument("--gradient-accumulation", type=positive, default=1)
+    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--weight-decay", type=float, default=0.0)
+    ap.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw",
+                    help="sgd: the update is the gradient itself (handy to compare runs to float precision)")
+    ap.add_argument("--caption-dropout", type=float, default=0.0, help="share of captions replaced by ''")
+    ap.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default="no")
+    ap.add_argument("--gradient-checkpointing", action="store_true", help="less memory, about 1.4x the time")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints (0: none)")
+    ap.add_argument("--sample-every", type=int, default=0, help="steps between sample videos (0: none)")
+    ap.add_argument("--sample-prompt", default=None)
+    ap.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    ap.add_argument("--on-bad-clip", choices=("stop", "skip"), default="stop",
+                    help="a clip without caption, unreadable or too short: stop (default) or skip it with a warning")
+    ap.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is there")
+    ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = ap.parse_args(argv)
+    if not 0 <= args.caption_dropout <= 1:
+        ap.error(f"--caption-dropout must be in [0, 1], got {args.caption_dropout}")
+    if not (args.lr > 0 and math.isfinite(args.lr)):
+        ap.error(f"--lr must be a positive number, got {args.lr}")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        finetune(args)
+    except (DataError, FileNotFoundError) as e:
+        print(f"t2vlab finetune: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

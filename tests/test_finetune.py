@@ -1,0 +1,154 @@
+"""The fine-tuning trainer (t2vlab.finetune, ``python -m t2vlab finetune``) on the tiny checkpoint: it trains,
+an interrupted run resumed equals an uninterrupted one, checkpoints survive a crash while writing, bad data
+is named, and under ``accelerate launch`` with two CPU processes it equals a one-process run.
+
+Tolerances: in one process on the CPU every step is the same float32 arithmetic in the same order, so an
+interrupted + resumed run must give the uninterrupted LoRA exactly. Two processes average their gradients
+(DDP, gloo all-reduce) where one process averages the loss over the whole batch: the same sum grouped
+differently, so 1e-5 relative (float32 rounding through a few Adam steps).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from t2vlab import TextToVideoPipeline, export_to_video
+from t2vlab import finetune as ft
+from t2vlab.toy import data as toy
+from tests.helpers import rel_err
+
+ARGS = ["--model", "tiny", "--frames", "4", "--size", "32", "--lora-rank", "4", "--lr", "1e-2", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    """Four captioned toy clips of 8 frames: a folder of frames, .gif and .mp4 files."""
+    folder = tmp_path_factory.mktemp("clips")
+    videos, labels = toy.make_clips(4, seed=0)
+    for i, (video, caption) in enumerate(zip(videos.numpy(), toy.captions(labels))):
+        if i == 0:
+            (folder / "c0").mkdir()
+            for j, frame in enumerate(video):
+                Image.fromarray((frame * 255).round().astype(np.uint8)).save(folder / "c0" / f"{j:02d}.png")
+        else:
+            export_to_video(video, str(folder / f"c{i}.{'mp4' if i == 2 else 'gif'}"))
+        (folder / f"c{i}.txt").write_text(caption)
+    return folder
+
+
+def run(data, out, *extra):
+    return ft.main(["--data", str(data), "--out", str(out), *ARGS, *extra])
+
+
+def lora(out):
+    return load_file(str(Path(out) / "pytorch_lora_weights.safetensors"))
+
+
+def test_trains_writes_a_loadable_lora_log_and_checkpoints(clips, tmp_path):
+    assert run(clips, tmp_path / "a", "--steps", "4", "--checkpoint-every", "2") == 0
+    out = tmp_path / "a"
+    assert [p.name for p in ft.checkpoints(out)] == ["step-0000002", "step-0000004"]
+    assert len((out / "log.jsonl").read_text().splitlines()) == 4 and (out / "loss.png").is_file()
+    weights = lora(out)
+    assert any(k.endswith("lora_B.weight") and v.abs().max() > 0 for k, v in weights.items())  # it learned
+    pipe = TextToVideoPipeline.from_pretrained("tiny")
+    pipe.load_lora_weights(out)
+    assert set(pipe.get_list_adapters()["unet"]) == {"default_0"}
+
+
+def test_resume_after_an_interruption_equals_the_uninterrupted_run(clips, tmp_path, monkeypatch):
+    assert run(clips, tmp_path / "whole", "--steps", "5", "--checkpoint-every", "2") == 0
+    draws = ft.step_draws
+
+    def crash_at_step_3(step, *a):
+        if step == 3:
+            raise KeyboardInterrupt  # Ctrl-C in the middle of step 3: checkpoint 2 is the last one
+        return draws(step, *a)
+
+    monkeypatch.setattr(ft, "step_draws", crash_at_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        run(clips, tmp_path / "cut", "--steps", "5", "--checkpoint-every", "2")
+    monkeypatch.setattr(ft, "step_draws", draws)
+    assert run(clips, tmp_path / "cut", "--steps", "5", "--checkpoint-every", "2") == 2  # needs --resume
+    assert run(clips, tmp_path / "cut", "--steps", "5", "--checkpoint-every", "2", "--resume") == 0
+    whole, resumed = lora(tmp_path / "whole"), lora(tmp_path / "cut")
+    assert set(whole) == set(resumed)
+    for k in whole:
+        assert torch.equal(whole[k], resumed[k]), k
+
+
+def test_a_crash_while_writing_a_checkpoint_keeps_the_last_one(clips, tmp_path, monkeypatch):
+    save = torch.save
+
+    def fail_second(obj, path, *a, **kw):
+        if "step-0000004" in str(Path(path).parent.name) or ".step-0000004" in str(path):
+            raise OSError("disk full")
+        return save(obj, path, *a, **kw)
+
+    monkeypatch.setattr(ft.torch, "save", fail_second)
+    with pytest.raises(OSError, match="disk full"):
+        run(clips, tmp_path / "o", "--steps", "4", "--checkpoint-every", "2")
+    assert [p.name for p in ft.checkpoints(tmp_path / "o")] == ["step-0000002"]
+    assert not list((tmp_path / "o" / "checkpoints").iterdir())[1:]  # no half-written folder left
+    monkeypatch.setattr(ft.torch, "save", save)
+    assert run(clips, tmp_path / "o", "--steps", "4", "--checkpoint-every", "2", "--resume") == 0
+
+
+def test_bad_data_is_named(clips, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert run(tmp_path / "empty", tmp_path / "o1", "--steps", "1") == 2
+    assert "no captioned clips" in capsys.readouterr().err
+
+    data = tmp_path / "data"
+    shutil.copytree(clips, data)
+    (data / "c3.txt").unlink()
+    assert run(data, tmp_path / "o2", "--steps", "1") == 2
+    assert "c3.gif: no caption" in capsys.readouterr().err
+    with pytest.warns(UserWarning, match="skipped .*c3.gif: no caption"):
+        assert run(data, tmp_path / "o3", "--steps", "1", "--on-bad-clip", "skip", "--checkpoint-every", "0") == 0
+
+    shutil.copy(clips / "c3.txt", data / "c3.txt")
+    (data / "c1.gif").write_bytes(b"not a gif")
+    assert run(data, tmp_path / "o4", "--steps", "1") == 2
+    assert "c1.gif: unreadable clip" in capsys.readouterr().err
+    assert run(data, tmp_path / "o5", "--steps", "1", "--frames", "9", "--on-bad-clip", "stop") == 2
+    assert "too short: 8 frames" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(shutil.which("accelerate") is None and not (Path(sys.executable).parent / "accelerate").exists(),
+                    reason="the accelerate command is not installed")
+def test_two_processes_under_accelerate_launch_equal_one_with_the_same_global_batch(clips, tmp_path):
+    # SGD: Adam divides each gradient by its own size, which blows float rounding of near-zero gradients up to
+    # a whole step; with SGD the LoRA is the gradients summed, and equal gradients give an equal LoRA
+    common = ["--data", str(clips), *ARGS, "--steps", "3", "--checkpoint-every", "0", "--cpu", "--optimizer", "sgd",
+              "--lr", "3"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.getcwd()}
+    # accelerate's own "--cpu --num_processes 2" starts the processes through mpirun, which this machine lacks;
+    # "--multi_gpu" starts them as torchrun does, and the trainer's --cpu makes them CPU processes (gloo)
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517"]
+    assert "--cpu" in common
+    two = subprocess.run([*launcher, "-m", "t2vlab", "finetune", *common, "--batch-size", "1",
+                          "--out", str(tmp_path / "two")], env=env, capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert run(clips, tmp_path / "one", *common[len(ARGS) + 2:], "--batch-size", "2") == 0
+    a, b = lora(tmp_path / "two"), lora(tmp_path / "one")
+    assert set(a) == set(b)
+    assert max(rel_err(a[k], b[k]) for k in a) <= 1e-5
+    assert max(a[k].abs().max() for k in a if "lora_B" in k) > 1e-3  # the B (zero at first) moved: it trained
+    losses = [[json.loads(line)["loss"] for line in (tmp_path / d / "log.jsonl").read_text().splitlines()]
+              for d in ("two", "one")]
+    assert np.allclose(*losses, rtol=1e-5, atol=0)
+    assert two.stdout.count("LoRA written to") == 1  # written once, by the main process
+    assert "processes: 2" in two.stdout  # really two (a one-process run with batch 1 would differ above too)
