@@ -3,6 +3,7 @@
 import os
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -77,3 +78,14 @@ def test_peak_memory_sees_an_allocation():
     peak = nbh.peak_memory(lambda: kept.append(torch.ones(8, 2**20)))  # 32 MiB
     assert peak is not None, "peak_memory measured nothing on Linux"
     assert 28 * 2**20 <= peak <= 64 * 2**20, f"{peak / 2**20:.1f} MiB for a 32 MiB tensor"
+
+
+def test_film_strip_puts_the_frames_side_by_side_with_gaps():
+    video = torch.rand(3, 5, 4, 3)                        # (F, H, W, 3)
+    strip = nbh.film_strip(video, gap=2, fill=1.0)
+    assert strip.shape == (5, 3 * 4 + 2 * 2, 3)
+    for f in range(3):                                    # frame f starts at f * (W + gap)
+        assert np.array_equal(strip[:, f * 6:f * 6 + 4], video[f].numpy())
+    assert (strip[:, 4:6] == 1.0).all() and (strip[:, 10:12] == 1.0).all()
+    maps = np.random.rand(2, 5, 4)                        # (F, H, W), e.g. attention maps
+    assert np.isnan(nbh.film_strip(maps, fill=float("nan"))[:, 4:6]).all()
