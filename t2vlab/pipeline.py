@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from .compiled import CompiledPath
 from .frames import batch_to_frames, frames_to_batch
 from .guards import (  # noqa: F401  (OutOfMemoryError: documented as t2vlab.pipeline.OutOfMemoryError)
     FiniteWatch,
@@ -45,9 +46,9 @@ class TextToVideoOutput:
     frames: object
 
 
-class TextToVideoPipeline(TrainingFreeSwitches):
-    """Text to video. The switches of FreeU, FreeInit and FreeNoise (``enable_freeu``, ``enable_free_init``,
-    ``enable_free_noise`` and their ``disable_*``) come from ``TrainingFreeSwitches`` (``t2vlab.switches``)."""
+class TextToVideoPipeline(TrainingFreeSwitches, CompiledPath):
+    """Text to video. The switches of FreeU, FreeInit, FreeNoise and DeepCache (``enable_*``/``disable_*``) come
+    from ``TrainingFreeSwitches`` (``t2vlab.switches``); ``compile``/``warm_up`` from ``t2vlab.compiled``."""
 
     def __init__(self, unet, vae, text_encoder, tokenizer, scheduler, name_or_path=""):
         self.unet, self.vae, self.text_encoder = unet, vae, text_encoder
