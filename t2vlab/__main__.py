@@ -1,5 +1,8 @@
 """python -m t2vlab "a prompt" --out video.mp4 — generate one video from the command line.
 
+python -m t2vlab batch PROMPTS --out DIR [--model ...] [options] — one video per line of a prompts file
+(text or JSON lines), resumable, shared between processes under ``accelerate launch`` (``t2vlab.batch``).
+
 python -m t2vlab convert ORIGINAL_FOLDER OUT_FOLDER [--fp16] [--overwrite] — write a checkpoint in the
 original ModelScope layout (configuration.json + .pth/.bin files) once in the published layout
 (safetensors), which loads in seconds in t2vlab and in diffusers.
@@ -38,6 +41,7 @@ import time
 
 import torch
 
+from .batch import batch
 from .checkpoint import CheckpointError
 from .compiled import COMPILE_MODES
 from .guards import check_strength
@@ -230,6 +234,8 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["convert"]:  # a prompt that is the word "convert": python -m t2vlab -- convert
         return convert(argv[1:])
+    if argv[:1] == ["batch"]:  # (a prompt that is the word "batch": python -m t2vlab -- batch)
+        return batch(argv[1:], load, prepare)
     args = parse_args(argv)
     if os.path.exists(args.out) and not args.overwrite:  # say so before minutes of generation, not after
         print(f"t2vlab: {args.out} exists; pass --overwrite to replace it", file=sys.stderr)
