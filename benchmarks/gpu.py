@@ -1,6 +1,7 @@
 """Every GPU check in one call: fp16 parity, speed beside diffusers, and the seed page's 64-frame run.
 
-    python benchmarks/gpu.py [--sections 1,2,3] [--json results.json] [--tiny]
+    python benchmarks/gpu.py [--sections 1,2,3] [--json results.json] [--docs docs/benchmarks.md] [--mode MODE]
+                             [--peak-tflops T] [--tiny]
 
 Weights: random, full size (the published configs), built on the GPU: each model on meta, then
 ``to_empty(device)``, every weight and bias N(0, 0.02) from a seeded generator, GroupNorm/LayerNorm
@@ -10,8 +11,12 @@ weights 1 and biases 0. diffusers' modules are built on meta and given the very 
 1. parity: fp16 output vs fp32 output (relative L2 error) of our UNet (256x256 -> 32x32 latents,
    16 frames, batch 2 as under guidance), VAE decode of one frame (fp16 math: force_upcast off),
    text encoder. Healthy: <= 1e-2.
-2. speed, fp16, 256x256x16: one UNet call (batch 2), and end to end (text encode + 25 / 50
-   DPM-Solver++ steps + VAE decode), ours beside diffusers, with peak GPU memory.
+2. speed, fp16, 256x256x16, four variants interleaved (5 runs each): t2vlab eager, t2vlab compiled
+   (``pipe.compile``: UNet + VAE decoder), diffusers eager, diffusers with torch.compile on its UNet. One
+   UNet call (batch 2) in ms and as a multiple of the FLOP floor (FLOPs counted by torch.utils.flop_counter,
+   over the device's dense fp16 peak), end to end (text encode + 25 / 50 DPM-Solver++ steps + VAE decode),
+   peak GPU memory, the first (compiling) call's time, and each compiled UNet against its eager one
+   (relative L2, fp16: healthy <= 1e-2). ``--docs docs/benchmarks.md`` writes the table there.
 3. the seed page's long video: 64 frames 256x256, fp16, model CPU offload + VAE slicing,
    25 DPM-Solver++ steps (the page uses 50 DDIM; the memory peak does not depend on the step count).
    diffusers' offload needs accelerate; without it diffusers runs without offload (said in the table).
@@ -26,6 +31,7 @@ import argparse
 import gc
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -49,7 +55,7 @@ def settings(tiny):
         return dict(cfg={"unet": TINY_UNET, "vae": TINY_VAE, "text": TINY_TEXT}, size=64, frames=4, steps=(2, 3),
                     long_frames=8, long_steps=2, repeats=2, warmup=1)
     return dict(cfg=full_configs(), size=256, frames=16, steps=(25, 50), long_frames=64, long_steps=25,
-                repeats=10, warmup=3)
+                repeats=5, warmup=3)
 
 
 def try_diffusers():
@@ -186,7 +192,125 @@ def add_ratios(rows, cols):
     return [r + [f"{r[c] / rows[0][c]:.2f}" if rows[0][c] else "-" for c in cols] for r in rows]
 
 
-def section_speed(models, s, dtype, res, diffusers, transformers, tmp):
+# ---------------------------------------------------------------------------- FLOPs and the compiled variants
+PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0, "A10": 125.0}  # dense fp16
+
+
+def peak_tflops(device_name, given=None):
+    """The device's dense float16 tensor-core peak (vendor data sheets), or ``given``; None if unknown."""
+    if given:
+        return given
+    return next((v for k, v in PEAK_TFLOPS.items() if k in device_name), None)
+
+
+def count_flops(unet, fn):
+    """FLOPs of ``fn()`` (a call of ``unet``) as torch.utils.flop_counter counts them: matmuls, convolutions
+    (2 per multiply-add; elementwise work, norms and softmax are not counted, so the floor is a lower bound).
+    Attention runs with the "math" backend while counting: the counter has no rule for the CPU's fused
+    attention kernel and would leave attention out; written out, its two matmuls are counted on any device."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    unet.set_attention_backend("math")
+    try:
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            fn()
+    finally:
+        unet.set_attention_backend("sdpa")
+    return counter.get_total_flops()
+
+
+def unet_flops_by_formula(unet, sample, context):
+    """The same count from the layer shapes alone (hooks on every Linear, Conv and Attention module), so
+    the counter's total can be checked: Linear 2*rows*in*out; Conv 2*out_elements*in/groups*kernel;
+    attention 2*2*batch*heads*N*M*d (Q K^T, then P V)."""
+    total = [0]
+
+    def linear(m, args, out):
+        total[0] += 2 * args[0].numel() // args[0].shape[-1] * m.in_features * m.out_features
+
+    def conv(m, args, out):
+        total[0] += 2 * out.numel() * (m.in_channels // m.groups) * int(torch.tensor(m.kernel_size).prod())
+
+    def attention(m, args, kwargs, out):
+        x = args[0]
+        ctx = kwargs.get("context", args[1] if len(args) > 1 else None)
+        m_tokens = x.shape[1] if ctx is None else ctx.shape[1]
+        total[0] += 4 * x.shape[0] * m.heads * x.shape[1] * m_tokens * m.dim_head
+
+    def temporal_conv(m, args, out):  # its four (3, 1, 1) convolutions run as conv2d, not through Conv3d.forward
+        total[0] += 4 * 2 * out.numel() * out.shape[1] * 3
+
+    from t2vlab.attention import Attention
+    from t2vlab.unet.temporal import TemporalConvLayer
+
+    handles = []
+    for m in unet.modules():
+        if isinstance(m, TemporalConvLayer):
+            handles.append(m.register_forward_hook(temporal_conv))
+        elif isinstance(m, torch.nn.Conv3d):
+            continue
+        elif isinstance(m, torch.nn.Linear):
+            handles.append(m.register_forward_hook(linear))
+        elif isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d)):
+            handles.append(m.register_forward_hook(conv))
+        elif isinstance(m, Attention):
+            handles.append(m.register_forward_hook(attention, with_kwargs=True))
+    try:
+        with torch.no_grad():
+            unet(sample, torch.tensor(500, device=sample.device), context)
+    finally:
+        for h in handles:
+            h.remove()
+    return total[0]
+
+
+class Variant:
+    """One of the four contenders: a pipeline, eager or compiled, switchable in place (the compiled programs
+    are kept while the eager forward runs, so switching back does not recompile)."""
+
+    def __init__(self, name, pipe, compiled):
+        self.name, self.pipe, self.compiled, self.programs = name, pipe, compiled, {}
+
+    def modules(self):
+        return [self.pipe.unet] + ([self.pipe.vae.decoder] if self.name.startswith("t2vlab") else [])
+
+    def activate(self):
+        for m in self.modules():
+            if self.compiled:
+                m._compiled_call_impl = self.programs[id(m)]
+            else:
+                m._compiled_call_impl = None
+
+
+def compile_variants(pipes, mode, backend, s, dtype):
+    """[Variant] for t2vlab and diffusers, eager and compiled; each compiled one warmed up on the benchmark's
+    shapes (its first-call time recorded)."""
+    variants, first_call = [], {}
+    for name, pipe in pipes.items():
+        variants.append(Variant(f"{name} eager", pipe, False))
+        compiled = Variant(f"{name} compiled", pipe, True)
+        t0 = time.perf_counter()
+        if name == "t2vlab":
+            pipe.compile(mode=mode, backend=backend)
+            first_call[compiled.name] = pipe.warm_up(s["size"], s["size"], s["frames"])
+        else:  # diffusers' documented recipe: torch.compile on its UNet (the VAE stays eager)
+            options = {"mode": mode} if backend == "inductor" else {}
+            pipe.unet.compile(backend=backend, fullgraph=True, **options)
+            generate(pipe, s, 2)
+            first_call[compiled.name] = {"unet+2 steps": time.perf_counter() - t0}
+        compiled.programs = {id(m): m._compiled_call_impl for m in compiled.modules()}
+        variants.append(compiled)
+    for v in variants:  # eager by default
+        if not v.compiled:
+            v.activate()
+    return variants, first_call
+
+
+# ------------------------------------------------------------------------------------------ 2. speed
+def section_speed(models, s, dtype, res, diffusers, transformers, tmp, mode="reduce-overhead", backend="inductor",
+                  peak=None):
+    """Four variants, interleaved (run r of every variant before run r+1 of any): one UNet call (batch 2),
+    its multiple of the FLOP floor, and end to end at both step counts; compiled vs eager parity."""
     dev = models.device
     cuda = torch.device(dev).type == "cuda"
     pipes = pipelines(models, diffusers, transformers, tmp)
@@ -194,36 +318,104 @@ def section_speed(models, s, dtype, res, diffusers, transformers, tmp):
     g = torch.Generator(device=dev).manual_seed(0)
     x = torch.randn(2, 4, s["frames"], lat, lat, device=dev, generator=g, dtype=dtype)
     ctx = torch.randn(2, 77, models.cfg["unet"].get("cross_attention_dim", 1024), device=dev, generator=g, dtype=dtype)
-    t = torch.tensor([500, 500], device=dev)
-    step_rows, e2e_rows, out = [], [], {"unet_step": [], "end_to_end": []}
-    for name, pipe in pipes.items():
-        unet = pipe.unet
+    t = torch.tensor(500, device=dev)
+    flops = count_flops(models.ours["unet"], lambda: models.ours["unet"](x, t, ctx))
+    tflops = peak_tflops(res["meta"]["device"], peak)
+    floor_ms = flops / (tflops * 1e12) * 1000 if tflops else None
+    variants, first_call = compile_variants(pipes, mode, backend, s, dtype)
 
-        def call(unet=unet):
-            with torch.no_grad():
-                return unet(x, t, ctx)
-        sec = (cuda_time if cuda else time_call)(call, repeats=s["repeats"], warmup=s["warmup"])
-        _, mem = measure(call, dev)
-        step_rows.append([name, sec * 1000, mib(mem)])
-        out["unet_step"].append({"impl": name, "ms": sec * 1000, "peak_extra_bytes": mem})
-    for name, pipe in pipes.items():
-        generate(pipe, s, 2)  # warmup
-        row = [name]
-        for steps in s["steps"]:
-            sec, mem = measure(lambda pipe=pipe, steps=steps: generate(pipe, s, steps), dev)
-            row += [sec, mib(mem)]
-            out["end_to_end"].append({"impl": name, "steps": steps, "s": sec, "peak_extra_bytes": mem})
-        e2e_rows.append(row)
-    head = f"{s['size']}x{s['size']}, {s['frames']} frames, {dtype}, {dev}"
-    print_table(["implementation", "ms / UNet call", "extra peak MiB", "time ratio"],
-                add_ratios(step_rows, [1]), f"2. one denoising step (UNet, batch 2), {head}")
+    def unet_call(v):
+        with torch.no_grad():
+            out = v.pipe.unet(x, t, ctx)
+        return getattr(out, "sample", out)  # diffusers returns an output object
+
+    eager_out = {}
+    for v in variants:  # parity of each compiled UNet with its own eager one (same weights)
+        v.activate()
+        out = unet_call(v).float().clone()
+        key = v.name.split()[0]
+        if not v.compiled:
+            eager_out[key] = out
+        else:
+            first_call[v.name]["rel_err_vs_eager"] = rel_err(out, eager_out[key])
+    timings = {(v.name, k): [] for v in variants for k in ["unet", *s["steps"]]}
+    for r in range(s["repeats"]):
+        for v in variants:
+            v.activate()
+            for _ in range(s["warmup"] if r == 0 else 0):
+                unet_call(v)
+            timings[(v.name, "unet")].append(measure(lambda v=v: unet_call(v), dev)[0])
+    for steps in s["steps"]:
+        for v in variants:
+            v.activate()
+            generate(v.pipe, s, 2)  # warm
+        for _ in range(s["repeats"]):
+            for v in variants:
+                v.activate()
+                timings[(v.name, steps)].append(measure(lambda v=v, n=steps: generate(v.pipe, s, n), dev)[0])
+    peaks = {}
+    for v in variants:
+        v.activate()
+        peaks[v.name] = measure(lambda v=v: generate(v.pipe, s, s["steps"][0]), dev)[1]
+    for v in variants:  # leave every model eager (section 3 and later code expect plain modules)
+        for m in v.modules():
+            m._compiled_call_impl = None
+    pipes["t2vlab"].compiled = None
+
+    med = {k: statistics.median(v) for k, v in timings.items()}
+    base = variants[0].name  # diffusers eager when diffusers is present
+    rows, out = [], []
     a, b = s["steps"]
-    print_table(["implementation", f"s, {a} steps", "extra peak MiB", f"s, {b} steps", "extra peak MiB",
-                 f"time ratio {a}", f"time ratio {b}"],
-                add_ratios(e2e_rows, [1, 3]),
-                f"2. end to end, DPM-Solver++ (text encode + steps + VAE decode), {head}; both decode in fp16")
-    res["speed"] = out
+    for v in variants:
+        ms = med[(v.name, "unet")] * 1000
+        extra = first_call.get(v.name, {})
+        rows.append([v.name, f"{ms:.1f}", f"{ms / floor_ms:.1f}x" if floor_ms else "-",
+                     f"{med[(v.name, a)]:.2f}", f"{med[(v.name, b)]:.2f}",
+                     f"{med[(v.name, a)] / med[(base, a)]:.2f}", f"{med[(v.name, b)] / med[(base, b)]:.2f}",
+                     mib(peaks[v.name]), f"{extra['rel_err_vs_eager']:.1e}" if "rel_err_vs_eager" in extra else "-",
+                     f"{sum(v for k, v in extra.items() if k != 'rel_err_vs_eager'):.0f}" if extra else "-"])
+        out.append({"variant": v.name, "unet_ms": ms, "unet_ms_runs": [r * 1000 for r in timings[(v.name, "unet")]],
+                    "floor_multiple": ms / floor_ms if floor_ms else None,
+                    "end_to_end_s": {str(n): med[(v.name, n)] for n in s["steps"]},
+                    "end_to_end_runs": {str(n): timings[(v.name, n)] for n in s["steps"]},
+                    "peak_extra_bytes": peaks[v.name], "first_call": extra})
+    head = (f"{s['size']}x{s['size']}, {s['frames']} frames, {dtype}, {res['meta']['device']}, compile mode {mode!r} "
+            f"({backend}); UNet: {flops / 1e9:.4g} GFLOP per call (counted), floor at {tflops} TFLOP/s = "
+            + (f"{floor_ms:.1f} ms" if floor_ms else "unknown (pass --peak-tflops)")
+            + f"; medians of {s['repeats']} interleaved runs; ratios against {base}")
+    headers = ["variant", "ms / UNet call", "x FLOP floor", f"s, {a} steps", f"s, {b} steps", f"ratio {a}",
+               f"ratio {b}", f"extra peak MiB ({a} steps)", "rel. L2 vs eager UNet", "first call s"]
+    print_table(headers, rows, f"2. speed: {head}")
+    res["speed"] = {"flops_per_unet_call": flops, "peak_tflops": tflops, "floor_ms": floor_ms, "mode": mode,
+                    "backend": backend, "variants": out, "table": {"title": head, "headers": headers, "rows": rows}}
     return pipes
+
+
+def write_docs(res, path):
+    """Replace the block between the GPU markers of ``path`` (docs/benchmarks.md) with this run's tables."""
+    begin, end = "<!-- benchmarks/gpu.py: begin -->", "<!-- benchmarks/gpu.py: end -->"
+    lines = [begin, "", f"`{' '.join(res['meta']['argv'])}` on {res['meta']['device']}, torch {res['meta']['torch']}"
+             f", diffusers {res['meta'].get('diffusers', '-')}.", ""]
+    if "speed" in res:
+        table = res["speed"]["table"]
+        lines += [table["title"] + ":", "", "| " + " | ".join(table["headers"]) + " |",
+                  "|" + "|".join("---" for _ in table["headers"]) + "|"]
+        lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in table["rows"]]
+        lines.append("")
+    if "long_video" in res:
+        frames = res["long_video"][0]["frames_shape"][1]
+        lines += [f"Long video ({frames} frames, offload + VAE slicing): " + "; ".join(
+            f"{r['impl']}: peak allocated {mib(r['peak_allocated_bytes']) if r['peak_allocated_bytes'] else 'n/a'} MiB,"
+            f" {r['s']:.1f} s" for r in res["long_video"]) + ".", ""]
+    lines.append(end)
+    text = path.read_text(encoding="utf-8")
+    if begin in text and end in text:
+        text = text[:text.index(begin)] + "\n".join(lines) + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip("\n") + "\n\n## GPU table (written by benchmarks/gpu.py)\n\n" + "\n".join(lines) + "\n"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
 
 
 # ------------------------------------------------------------------------------------ 3. long video
@@ -272,7 +464,12 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sections", default="1,2,3", help="comma-separated subset of 1,2,3")
     ap.add_argument("--json", type=Path, default=None, help="write all results here")
-    ap.add_argument("--tiny", action="store_true", help="tiny config, few frames and steps, any device")
+    ap.add_argument("--tiny", action="store_true", help="tiny config, few frames and steps, any device (a dry run: "
+                                                         "compiles with the aot_eager backend)")
+    ap.add_argument("--mode", default="reduce-overhead", help="torch.compile mode of both compiled variants")
+    ap.add_argument("--backend", default=None, help="torch.compile backend (default inductor; aot_eager with --tiny)")
+    ap.add_argument("--peak-tflops", type=float, default=None, help="the device's dense fp16 peak, for the FLOP floor")
+    ap.add_argument("--docs", type=Path, default=None, help="write the tables into this file (docs/benchmarks.md)")
     args = ap.parse_args()
     sections = {int(x) for x in args.sections.split(",")}
     t_start = time.perf_counter()
@@ -309,7 +506,9 @@ def main():
                 if next(iter(models.ours["unet"].parameters())).dtype != dtype:
                     models.half(dtype)
                 if n == 2:
-                    pipes = section_speed(models, s, dtype, res, diffusers, transformers, tmp)
+                    backend = args.backend or ("aot_eager" if args.tiny else "inductor")
+                    pipes = section_speed(models, s, dtype, res, diffusers, transformers, tmp, args.mode, backend,
+                                          args.peak_tflops)
                 elif n == 3:
                     section_long(models, s, dtype, res, diffusers, transformers, tmp, pipes)
             elapsed[str(n)] = time.perf_counter() - t0
@@ -319,6 +518,9 @@ def main():
     if args.json:
         args.json.write_text(json.dumps(res, indent=2, default=str) + "\n")
         print(f"results written to {os.fspath(args.json)}")
+    if args.docs:
+        write_docs(res, args.docs)
+        print(f"tables written into {os.fspath(args.docs)}")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,8 @@
 """python -m t2vlab "a prompt" --out video.mp4 — generate one video from the command line.
 
+python -m t2vlab batch PROMPTS --out DIR [--model ...] [options] — one video per line of a prompts file
+(text or JSON lines), resumable, shared between processes under ``accelerate launch`` (``t2vlab.batch``).
+
 python -m t2vlab convert ORIGINAL_FOLDER OUT_FOLDER [--fp16] [--overwrite] — write a checkpoint in the
 original ModelScope layout (configuration.json + .pth/.bin files) once in the published layout
 (safetensors), which loads in seconds in t2vlab and in diffusers.
@@ -41,7 +44,9 @@ import time
 
 import torch
 
+from .batch import batch
 from .checkpoint import CheckpointError
+from .compiled import COMPILE_MODES
 from .finetune import main as finetune_main
 from .guards import check_strength
 from .original import convert_original
@@ -82,6 +87,11 @@ def parse_args(argv=None):
     ap.add_argument("--fp16", action="store_true", help="half precision (GPU)")
     ap.add_argument("--offload", action="store_true", help="keep models on the CPU until each runs (GPU)")
     ap.add_argument("--vae-slicing", action="store_true", help="encode and decode one frame at a time")
+    ap.add_argument("--compile", nargs="?", const="default", default=None, choices=COMPILE_MODES, metavar="MODE",
+                    help="torch.compile the UNet and the VAE decoder (MODE: default, reduce-overhead (CUDA graphs), "
+                         "max-autotune); the first call compiles, and its time is printed")
+    ap.add_argument("--deepcache", nargs="?", type=int, const=3, default=None, metavar="INTERVAL",
+                    help="DeepCache: run the deep levels of the UNet every INTERVAL steps only (default 3)")
     ap.add_argument("--free-noise", nargs="?", type=int, const=True, default=None, metavar="CONTEXT",
                     help="FreeNoise for long videos: windows of CONTEXT frames (default: the model's clip length)")
     ap.add_argument("--free-init", type=int, default=None, metavar="N", help="FreeInit: N sampling passes")
@@ -134,6 +144,20 @@ def switch_on(pipe, args):
         pipe.enable_free_init(num_iters=args.free_init)
     if args.freeu:
         pipe.enable_freeu()
+    if args.deepcache is not None:
+        pipe.enable_deepcache(cache_interval=args.deepcache)
+
+
+def compile_and_warm_up(pipe, args, height, width, frames, guidance):
+    """With --compile: compile, then one call at the generation's shapes (when known here), its time printed."""
+    if args.compile is None:
+        return
+    pipe.compile(mode=args.compile)
+    if height is None:  # the shapes come from a video or image file: the loop's first call compiles
+        return
+    seconds = pipe.warm_up(height, width, frames, guidance_scale=guidance)
+    print(f"t2vlab: compiled ({args.compile}); first UNet call {seconds['unet']:.1f} s, "
+          f"first decode {seconds['vae']:.1f} s")
 
 
 def load(args, model=None, cls=TextToVideoPipeline):
@@ -216,6 +240,8 @@ def main(argv=None):
         return convert(argv[1:])
     if argv[:1] == ["finetune"]:  # LoRA fine-tuning on your clips (t2vlab.finetune)
         return finetune_main(argv[1:])
+    if argv[:1] == ["batch"]:  # (a prompt that is the word "batch": python -m t2vlab -- batch)
+        return batch(argv[1:], load, prepare)
     args = parse_args(argv)
     if os.path.exists(args.out) and not args.overwrite:  # say so before minutes of generation, not after
         print(f"t2vlab: {args.out} exists; pass --overwrite to replace it", file=sys.stderr)
@@ -229,7 +255,11 @@ def main(argv=None):
     try:
         switch_on(pipe, args)
         on = [name for name, used in (("FreeNoise", pipe.free_noise), ("FreeInit", pipe.free_init),
-                                      ("FreeU", pipe.unet.freeu_enabled), ("prompt travel", args.keyframes)) if used]
+                                      ("FreeU", pipe.unet.freeu_enabled), ("prompt travel", args.keyframes),
+                                      ("DeepCache", pipe.unet.deepcache), ("compiled", args.compile)) if used]
+        known = not (args.video or args.image)  # else the size comes from the file
+        compile_and_warm_up(pipe, args, (args.size or rec.height) if known else None, args.size or rec.width,
+                            args.frames or rec.num_frames, guidance)
         if args.video:
             frames = pipe(args.prompt, video=args.video, strength=args.strength, negative_prompt=args.negative,
                           num_inference_steps=steps, guidance_scale=guidance, generator=generator).frames

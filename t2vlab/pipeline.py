@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from .compiled import CompiledPath
 from .frames import batch_to_frames, frames_to_batch
 from .guards import (  # noqa: F401  (OutOfMemoryError: documented as t2vlab.pipeline.OutOfMemoryError)
     FiniteWatch,
@@ -45,9 +46,9 @@ class TextToVideoOutput:
     frames: object
 
 
-class TextToVideoPipeline(TrainingFreeSwitches, LoraLoaderMixin):
-    """Text to video. The switches of FreeU, FreeInit and FreeNoise (``enable_freeu``, ``enable_free_init``,
-    ``enable_free_noise`` and their ``disable_*``) come from ``TrainingFreeSwitches`` (``t2vlab.switches``)."""
+class TextToVideoPipeline(TrainingFreeSwitches, CompiledPath, LoraLoaderMixin):
+    """Text to video. Mixed in: the ``enable_*``/``disable_*`` switches of FreeU, FreeInit, FreeNoise and DeepCache
+    (``t2vlab.switches``), ``compile`` (``t2vlab.compiled``), the LoRA methods (``t2vlab.lora_loading``)."""
 
     def __init__(self, unet, vae, text_encoder, tokenizer, scheduler, name_or_path=""):
         self.unet, self.vae, self.text_encoder = unet, vae, text_encoder
@@ -250,15 +251,13 @@ class TextToVideoPipeline(TrainingFreeSwitches, LoraLoaderMixin):
                  image=None, image_strength=1.0):
         """Generate videos. Returns ``TextToVideoOutput`` (``.frames``), or a tuple without ``return_dict``.
 
-        ``image`` (a PIL image, an array or tensor (H, W, 3), or a path) starts every video from that image:
-        its first frame is anchored to it with weight ``image_strength`` (``t2vlab.image_to_video``; height and
-        width default to the image's).
+        ``image`` (a PIL image, an array or tensor (H, W, 3), or a path) starts every video from that image: its first
+        frame is anchored to it with weight ``image_strength`` (``t2vlab.image_to_video``; height, width: the image's).
 
         0. check every argument (``guards.check_generation_args``), before any work;
         1. encode the prompt and, for classifier-free guidance, the negative prompt -> context (with a
            dict {frame: text}, one text per frame: ``t2vlab.prompt_travel``);
-        2. choose the timesteps and draw the starting noise (B, 4, F, H/8, W/8);
-           with an image: encode it, and anchor the first frame (a step hook);
+        2. choose the timesteps, draw the starting noise (B, 4, F, H/8, W/8); with an image, anchor frame 0 (a hook);
         3. denoise: for each t, eps = guided UNet(x, t, context); x = scheduler step (``denoise``; with
            FreeInit, several passes of it);
         4. decode the latents through the VAE -> frames (B, F, H, W, 3) in [0, 1].

@@ -5,6 +5,7 @@ Each technique lives in its own module; these methods only turn it on and off, w
 - ``enable_freeu`` / ``disable_freeu``            FreeU on the UNet (``t2vlab.unet.freeu``)
 - ``enable_free_init`` / ``disable_free_init``    FreeInit, several sampling passes (``t2vlab.free_init``)
 - ``enable_free_noise`` / ``disable_free_noise``  FreeNoise for long videos (``t2vlab.free_noise``)
+- ``enable_deepcache`` / ``disable_deepcache``    DeepCache, deep features reused across steps (``t2vlab.unet.deepcache``)
 - ``prompt_interpolation_callback``              prompt travel's rule between keyframes (``t2vlab.prompt_travel``)
 - ``enable_vae_slicing``, ``enable_vae_tiling``, ``enable_attention_slicing`` (and ``disable_*``): the
   memory knobs, passed on to the VAE and the UNet
@@ -60,6 +61,18 @@ class TrainingFreeSwitches:
     def disable_free_noise(self):
         self.free_noise = None
         self.unet.disable_free_noise()
+
+    def enable_deepcache(self, cache_interval=3, cache_branch=0):
+        """DeepCache (``t2vlab.unet.deepcache``): the whole UNet every ``cache_interval`` steps, in between only
+        its outer levels 0..``cache_branch`` on the deep features kept from the last full step. Faster, and
+        not the same video: ``docs/benchmarks.md`` measures what it costs. ``cache_interval=1``: the plain numbers."""
+        if getattr(self, "compiled", None):
+            raise ValueError("enable_deepcache: the pipeline is compiled; DeepCache's step rule runs in Python "
+                             "between calls, so call pipe.uncompile() first (or enable DeepCache instead of compiling)")
+        self.unet.enable_deepcache(cache_interval, cache_branch)
+
+    def disable_deepcache(self):
+        self.unet.disable_deepcache()
 
     # ---------------------------------------------------------------------------- memory knobs
     def enable_vae_slicing(self, frames_per_slice=1):

@@ -22,10 +22,10 @@ LAYERS = [
     ("models and schedulers", ["t2vlab.unet", "t2vlab.vae", "t2vlab.text", "t2vlab.schedulers"]),
     ("where weights come from", ["t2vlab.weights", "t2vlab.original"]),
     ("the method", ["t2vlab.guards", "t2vlab.free_init", "t2vlab.free_noise", "t2vlab.prompt_travel",
-                    "t2vlab.switches", "t2vlab.image_to_video", "t2vlab.pipeline", "t2vlab.video_to_video",
-                    "t2vlab.lora_loading"]),
-    ("what people run", ["t2vlab.notebook", "t2vlab.widgets", "t2vlab.toy", "t2vlab.__main__",
-                          "t2vlab.finetune"]),
+                    "t2vlab.switches", "t2vlab.compiled", "t2vlab.image_to_video", "t2vlab.pipeline",
+                    "t2vlab.video_to_video", "t2vlab.lora_loading"]),
+    ("what people run", ["t2vlab.notebook", "t2vlab.widgets", "t2vlab.toy", "t2vlab.batch", "t2vlab.finetune",
+                          "t2vlab.__main__"]),
 ]
 LAZY_OK = {"transformers", "huggingface_hub", "matplotlib", "PIL", "imageio", "imageio_ffmpeg", "IPython"}
 

@@ -21,6 +21,7 @@ from ..attention import Attention, FeedForward
 from ..checkpoint import CheckpointError, ModelBase, check_positive_ints, check_small_positive
 from ..frames import batch_to_frames, frames_to_batch
 from .blocks import DOWN_BLOCKS, UP_BLOCKS, UNetMidBlock3DCrossAttn
+from .deepcache import DeepCache
 from .freeu import freeu_scales
 from .temporal import ContextWindows, TemporalTransformer
 
@@ -118,6 +119,7 @@ class UNet3DConditionModel(ModelBase):
                                                   cfg, add_upsample=i < len(ch) - 1))
         self.conv_norm_out = nn.GroupNorm(cfg.norm_num_groups, ch[0], eps=cfg.norm_eps)
         self.conv_out = nn.Conv2d(ch[0], cfg.out_channels, 3, padding=1)
+        self.deepcache = None  # a DeepCache while enable_deepcache is on (t2vlab.unet.deepcache)
 
     # ------------------------------------------------------------------------------------ forward
     def forward(self, sample, timestep, encoder_hidden_states, return_dict=None):
@@ -126,6 +128,20 @@ class UNet3DConditionModel(ModelBase):
         ``encoder_hidden_states`` may also be (B, F, 77, D): one text per frame (prompt travel).
         ``return_dict`` is accepted for drop-in use and ignored: the result is always a tensor.
         """
+        if self.deepcache is not None and self.deepcache.reuse(sample, timestep):  # DeepCache: shallow levels only
+            return self.deepcache.shallow_forward(self, sample, timestep, encoder_hidden_states)
+        x, temb, context, f = self.inputs(sample, timestep, encoder_hidden_states)
+
+        skips = [x]
+        for block in self.down_blocks:
+            x, kept = self.run_level(block, x, temb, context, f)
+            skips += kept
+        x = self.run_level(self.mid_block, x, temb, context, f)
+        x = self.up(x, skips, temb, context, f, self.up_blocks)
+        return self.head(x, f)
+
+    def inputs(self, sample, timestep, encoder_hidden_states):
+        """Embed t, fold the frames, conv_in, transformer_in -> (x (B*F, C, H, W), temb (B*F, T), context, F)."""
         if sample.ndim != 5:
             raise ValueError(f"sample must be (batch, channels, frames, height, width), got {tuple(sample.shape)}")
         b, _, f, h, w = sample.shape
@@ -146,13 +162,11 @@ class UNet3DConditionModel(ModelBase):
         x = frames_to_batch(sample)  # (B*F, C, H, W)
         x = self.conv_in(x)
         x = self.transformer_in(x, f)
+        return x, temb, context, f
 
-        skips = [x]
-        for block in self.down_blocks:
-            x, kept = self.run_level(block, x, temb, context, f)
-            skips += kept
-        x = self.run_level(self.mid_block, x, temb, context, f)
-        for block in self.up_blocks:
+    def up(self, x, skips, temb, context, f, blocks):
+        """The up levels ``blocks``, each consuming its skips from the end of ``skips`` (last kept, first used)."""
+        for block in blocks:
             n = len(block.resnets)
             level_skips, skips = skips[-n:], skips[:-n]
             # when H or W is not a multiple of 2^levels, upsample to the next skip's size, not 2x
@@ -160,7 +174,10 @@ class UNet3DConditionModel(ModelBase):
             if block.upsamplers is not None and tuple(skips[-1].shape[-2:]) != (2 * x.shape[-2], 2 * x.shape[-1]):
                 size = skips[-1].shape[-2:]
             x = self.run_level(block, x, level_skips, temb, context, f, upsample_size=size)
+        return x
 
+    def head(self, x, f):
+        """GroupNorm -> SiLU -> conv_out, then unfold the frames: (B*F, C, H, W) -> (B, out, F, H, W)."""
         x = self.conv_norm_out(x)  # rebinding x frees each activation as the next one exists
         x = F.silu(x)
         x = self.conv_out(x)
@@ -202,6 +219,19 @@ class UNet3DConditionModel(ModelBase):
     @property
     def freeu_enabled(self) -> bool:
         return any(block.freeu is not None for block in self.up_blocks)
+
+    # ------------------------------------------------------------------------------------ DeepCache
+    def enable_deepcache(self, cache_interval=3, cache_branch=0):
+        """DeepCache (``t2vlab.unet.deepcache``): every ``cache_interval`` calls the whole network runs and
+        the input of up level ``cache_branch`` (0: the last, highest-resolution one) is kept; the calls
+        between run only levels 0..``cache_branch`` down and up, on the kept deep features."""
+        self.disable_deepcache()
+        self.deepcache = DeepCache(self, cache_interval, cache_branch)
+
+    def disable_deepcache(self):
+        if self.deepcache is not None:
+            self.deepcache.remove()
+        self.deepcache = None
 
     # ----------------------------------------------------------------- windowed temporal attention
     def enable_free_noise(self, context_length=16, context_stride=4, weighting_scheme="pyramid"):

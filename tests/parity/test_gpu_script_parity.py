@@ -19,14 +19,21 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.slow
 def test_gpu_script_tiny_writes_every_section(tmp_path):
     out = tmp_path / "out.json"
-    proc = subprocess.run([sys.executable, "benchmarks/gpu.py", "--tiny", "--json", str(out)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text("# Benchmarks\n", encoding="utf-8")
+    proc = subprocess.run([sys.executable, "benchmarks/gpu.py", "--tiny", "--json", str(out), "--docs", str(doc),
+                           "--peak-tflops", "1"], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     res = json.loads(out.read_text())
     assert set(res) >= {"meta", "parity", "speed", "long_video"}
     assert [r["model"] for r in res["parity"]["rows"]] == ["unet", "vae decode (1 frame)", "text encoder"]
     assert all(r["finite"] for r in res["parity"]["rows"])
-    assert {r["impl"] for r in res["speed"]["unet_step"]} == {"diffusers", "t2vlab"}
-    assert len(res["speed"]["end_to_end"]) == 4
+    variants = {v["variant"]: v for v in res["speed"]["variants"]}
+    assert set(variants) == {"diffusers eager", "diffusers compiled", "t2vlab eager", "t2vlab compiled"}
+    assert all(len(v["unet_ms_runs"]) == 2 and set(v["end_to_end_s"]) == {"2", "3"} for v in variants.values())
+    for name in ("diffusers compiled", "t2vlab compiled"):  # aot_eager in --tiny: the same numbers as eager
+        assert variants[name]["first_call"]["rel_err_vs_eager"] < 1e-5
+    assert res["speed"]["flops_per_unet_call"] > 0 and variants["t2vlab eager"]["floor_multiple"] > 1
+    assert "| t2vlab compiled |" in doc.read_text()
     assert {r["impl"] for r in res["long_video"]} == {"diffusers", "t2vlab"}
     assert set(res["meta"]["elapsed_s"]) >= {"build", "1", "2", "3", "total"}

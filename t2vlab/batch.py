@@ -1,0 +1,302 @@
+"""python -m t2vlab batch PROMPTS --out DIR — one video per line of a prompts file, resumable, on N processes.
+
+PROMPTS is a text file: one prompt per line, or a JSON object per line with a prompt and its own
+settings (the others come from the command line, then from the checkpoint's recommended ones):
+
+    a red circle moving left
+    {"prompt": "a blue square moving up", "seed": 3, "frames": 8, "steps": 20}
+
+Settings a line may set: prompt, negative, seed, frames, steps, guidance, height, width. Lines starting
+with ``#`` are comments. A bad line (empty, not JSON, an unknown setting, a bad value) is reported with
+its line number and skipped; the rest run, and the exit status is 1.
+
+- Each video's file name is the prompt's first words and a hash of everything that decides its pixels
+  (prompt, settings, seed, model, sampler): ``a-red-circle-moving-left-3f2a9c01.mp4``, with a sidecar
+  ``.json`` of its settings. A re-run skips the videos whose two files exist (resumable); change a
+  setting and it is a new video.
+- Prompts that share their settings (all but prompt and seed) are generated together, up to
+  ``--batch-size`` per call. Seeds are per prompt: each video's starting noise is drawn from its own
+  seed, so it does not depend on its batch-mates (a video equals ``python -m t2vlab PROMPT --seed S``
+  up to float rounding; with the stochastic samplers ddpm and euler-a every call is one prompt, exactly).
+- A failing call is retried one prompt at a time; a prompt that fails alone is reported and the rest go on.
+- Under ``accelerate launch --multi_gpu --num_processes N -m t2vlab batch ...`` the calls are dealt out
+  between the processes (call k to process k mod N; one GPU each), so each video is written exactly
+  once, by the same call it would be in with one process: the same videos as a one-process run. On a
+  machine without a GPU the same command starts N CPU processes. (``accelerate launch --cpu`` starts
+  ONE process whatever ``--num_processes`` says, unless an MPI hostfile is given: accelerate 1.15's rule;
+  the batch is then simply done by that one process.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import re
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .compiled import COMPILE_MODES
+from .noise import video_noise
+from .schedulers import SCHEDULER_NAMES, from_name
+from .video import export_to_video
+
+STOCHASTIC = ("ddpm", "euler-a")  # samplers that draw noise at every step: one prompt per call
+SETTINGS = {"prompt": str, "negative": str, "seed": int, "frames": int, "steps": int, "guidance": float,
+            "height": int, "width": int}
+
+
+class BadLine(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Job:
+    """One video: its line in PROMPTS and every setting that decides its pixels."""
+
+    line: int
+    prompt: str
+    negative: str | None
+    seed: int
+    frames: int
+    steps: int
+    guidance: float
+    height: int
+    width: int
+    model: str
+    scheduler: str
+
+    def settings(self):
+        s = asdict(self)
+        del s["line"]
+        return s
+
+    def group(self):
+        """What a batch-mate must share: everything but the prompt and the seed."""
+        s = self.settings()
+        del s["prompt"], s["seed"]
+        return tuple(sorted(s.items()))
+
+    @property
+    def stem(self):
+        digest = hashlib.sha256(json.dumps(self.settings(), sort_keys=True).encode()).hexdigest()[:8]
+        slug = "-".join(re.findall(r"[a-z0-9]+", self.prompt.lower()))[:48].strip("-") or "video"
+        return f"{slug}-{digest}"
+
+
+# ------------------------------------------------------------------------------------ reading PROMPTS
+def check_value(key, value):
+    """``value`` as setting ``key`` wants it, or BadLine naming both."""
+    kind = SETTINGS[key]
+    if kind is str:
+        if not isinstance(value, str) or (key == "prompt" and not value.strip()):
+            raise BadLine(f"{key} must be a non-empty string, got {value!r:.60}")
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < (0 if key == "seed" else 1):
+            raise BadLine(f"{key} must be an integer >= {0 if key == 'seed' else 1}, got {value!r:.60}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise BadLine(f"{key} must be a finite number >= 0, got {value!r:.60}")
+    return float(value)
+
+
+def parse_line(text):
+    """One line -> {setting: value} (at least a prompt); BadLine saying what is wrong."""
+    text = text.strip()
+    if not text:
+        raise BadLine("empty line (write a prompt, or start the line with # for a comment)")
+    if not text.startswith("{"):
+        return {"prompt": text}
+    try:
+        entry = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise BadLine(f"invalid JSON ({e.msg} at column {e.colno})") from None
+    if not isinstance(entry, dict):
+        raise BadLine("a JSON line must be an object such as {\"prompt\": \"...\", \"seed\": 1}")
+    unknown = sorted(set(entry) - set(SETTINGS))
+    if unknown:
+        raise BadLine(f"unknown setting(s) {unknown}; a line may set {sorted(SETTINGS)}")
+    if "prompt" not in entry:
+        raise BadLine("no \"prompt\"")
+    return {key: check_value(key, value) for key, value in entry.items()}
+
+
+def read_prompts(path):
+    """PROMPTS -> ([(line number, settings)], [problem per bad line]); comment lines are neither."""
+    entries, problems = [], []
+    with open(path, encoding="utf-8") as f:
+        for number, text in enumerate(f, start=1):
+            if text.lstrip().startswith("#"):
+                continue
+            try:
+                entries.append((number, parse_line(text)))
+            except BadLine as e:
+                problems.append(f"{path}:{number}: {e}")
+    return entries, problems
+
+
+def make_jobs(entries, args, pipe, scheduler):
+    """The settings of each line completed from the command line, then from the checkpoint's."""
+    rec = pipe.recommended
+    defaults = {"negative": args.negative, "seed": args.seed, "frames": args.frames or rec.num_frames,
+                "steps": args.steps or rec.num_inference_steps,
+                "guidance": rec.guidance_scale if args.guidance is None else args.guidance,
+                "height": args.size or rec.height, "width": args.size or rec.width}
+    return [Job(line=number, model=str(pipe.name_or_path), scheduler=scheduler, **{**defaults, **entry})
+            for number, entry in entries]
+
+
+def plan(jobs, batch_size):
+    """The calls, in a fixed order: jobs grouped by shared settings (in order of first appearance), each
+    group cut into calls of at most ``batch_size`` (1 with a stochastic sampler). A job that appears twice
+    (same settings, same seed) is one video."""
+    groups, seen = {}, set()
+    for job in jobs:
+        if job.stem not in seen:
+            seen.add(job.stem)
+            groups.setdefault(job.group(), []).append(job)
+    calls = []
+    for group in groups.values():
+        size = 1 if group[0].scheduler in STOCHASTIC else batch_size
+        calls += [group[i:i + size] for i in range(0, len(group), size)]
+    return calls
+
+
+def done(out, job):
+    return (out / f"{job.stem}.mp4").exists() and (out / f"{job.stem}.json").exists()
+
+
+# ------------------------------------------------------------------------------------ generating
+def generate(pipe, call):
+    """Frames (n, F, H, W, 3) of one call: its prompts together, each from its own seed's noise."""
+    first = call[0]
+    shape = (1, pipe.unet.config.in_channels, first.frames, first.height // pipe.vae.spatial_factor,
+             first.width // pipe.vae.spatial_factor)
+    if first.scheduler in STOCHASTIC:  # the sampler draws at every step: the generator, as the single CLI
+        noise = {"generator": torch.Generator().manual_seed(first.seed)}
+    else:  # the starting noise of each video from its own seed, as video_noise draws it for one video
+        noise = {"latents": torch.cat([video_noise(shape, torch.Generator().manual_seed(j.seed), "cpu",
+                                                   torch.float32) for j in call])}
+    return pipe([j.prompt for j in call], negative_prompt=first.negative, num_frames=first.frames,
+                height=first.height, width=first.width, num_inference_steps=first.steps,
+                guidance_scale=first.guidance, output_type="pt", **noise).frames
+
+
+def write(out, job, frames, fps, seconds):
+    """The video, then its sidecar (each written to a temporary file and renamed): a job is done when both exist."""
+    export_to_video(frames, str(out / f"{job.stem}.mp4"), fps=fps, overwrite=True)
+    sidecar = {**job.settings(), "line": job.line, "fps": fps, "video": f"{job.stem}.mp4",
+               "seconds": round(seconds, 3)}
+    tmp = out / f".{job.stem}.json.tmp"
+    tmp.write_text(json.dumps(sidecar, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, out / f"{job.stem}.json")
+
+
+def run_call(pipe, call, out, fps, report):
+    """Generate and write one call; on failure retry its prompts one at a time. Returns the failures."""
+    try:
+        start = time.perf_counter()
+        frames = generate(pipe, call)
+        seconds = (time.perf_counter() - start) / len(call)
+        for job, video in zip(call, frames):
+            write(out, job, video, fps, seconds)
+        return []
+    except Exception as e:  # noqa: BLE001  (any error of one prompt must not stop the others)
+        if len(call) > 1:
+            return [f for job in call for f in run_call(pipe, [job], out, fps, report)]
+        report(f"line {call[0].line} ({call[0].prompt!r:.60}) failed: {type(e).__name__}: {e}")
+        return [call[0]]
+
+
+def process_share():
+    """(index, count) of this process among those the launcher started; (0, 1) alone.
+
+    ``accelerate launch`` (like torchrun, which it uses) tells each process RANK, WORLD_SIZE and
+    LOCAL_RANK in its environment. Nothing is exchanged between the processes (the split is fixed by
+    the plan), so no process group is needed: the numbers are read, not negotiated.
+    """
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    if not 0 <= rank < world:
+        raise ValueError(f"RANK={rank} and WORLD_SIZE={world} from the environment do not fit together")
+    if world > 1 and torch.cuda.is_available():  # one GPU per process: "cuda" means this process's own from here on
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
+    return rank, world
+
+
+# ------------------------------------------------------------------------------------ the command
+def parse_batch_args(argv):
+    ap = argparse.ArgumentParser(prog="python -m t2vlab batch", description=(
+        "Generate one video per line of PROMPTS (a prompt, or a JSON object with a prompt and its settings) into "
+        "DIR, skipping those already there. Under accelerate launch the prompts are shared between the processes."))
+    ap.add_argument("prompts", help="text file: one prompt or one JSON object per line")
+    ap.add_argument("--out", required=True, help="folder for the videos and their sidecar .json files")
+    ap.add_argument("--model", default=None, help="checkpoint (as for python -m t2vlab; default: real on a GPU, else toy)")
+    ap.add_argument("--negative", default=None, help="negative prompt for lines that do not set one")
+    ap.add_argument("--steps", type=int, default=None, help="denoising steps (default: the checkpoint's)")
+    ap.add_argument("--frames", type=int, default=None, help="frames per video (default: the checkpoint's)")
+    ap.add_argument("--size", type=int, default=None, help="height and width in pixels (default: the model's)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of lines that do not set one (default 0)")
+    ap.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default 9)")
+    ap.add_argument("--scheduler", default=None, choices=SCHEDULER_NAMES, help="sampler (default dpm++)")
+    ap.add_argument("--fps", type=int, default=8)
+    ap.add_argument("--batch-size", type=int, default=4, help="prompts per call at most (default 4)")
+    ap.add_argument("--fp16", action="store_true", help="half precision (GPU)")
+    ap.add_argument("--offload", action="store_true", help="keep models on the CPU until each runs (GPU)")
+    ap.add_argument("--vae-slicing", action="store_true", help="decode one frame at a time")
+    ap.add_argument("--compile", nargs="?", const="default", default=None, choices=COMPILE_MODES, metavar="MODE",
+                    help="torch.compile the UNet and the VAE decoder (see python -m t2vlab --help)")
+    ap.add_argument("--deepcache", nargs="?", type=int, const=3, default=None, metavar="INTERVAL",
+                    help="DeepCache every INTERVAL steps (default 3)")
+    ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = ap.parse_args(argv)
+    if args.batch_size < 1:
+        ap.error(f"--batch-size must be at least 1, got {args.batch_size}")
+    if not os.path.isfile(args.prompts):
+        ap.error(f"PROMPTS: no such file {args.prompts!r}")
+    return args
+
+
+def batch(argv, load, prepare):
+    """The ``batch`` subcommand; ``load`` and ``prepare`` are the CLI's (``t2vlab.__main__``)."""
+    args = parse_batch_args(argv)
+    rank, world = process_share()
+
+    def report(message):
+        print(f"t2vlab batch{f' [process {rank}]' if world > 1 else ''}: {message}", file=sys.stderr)
+
+    entries, problems = read_prompts(args.prompts)
+    if rank == 0:
+        for problem in problems:
+            report(problem)
+    pipe = load(args, args.model)
+    pipe.set_progress_bar_config(disable=True)
+    _, scheduler = prepare(pipe, args)
+    if args.deepcache is not None:
+        pipe.enable_deepcache(cache_interval=args.deepcache)
+    if args.compile is not None:
+        pipe.compile(mode=args.compile)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    calls = plan(make_jobs(entries, args, pipe, scheduler), args.batch_size)
+    mine = [call for k, call in enumerate(calls) if k % world == rank]
+    skipped = sum(done(out, j) for call in mine for j in call)
+    todo = [[j for j in call if not done(out, j)] for call in mine]
+    todo = [call for call in todo if call]
+    failed = []
+    with tqdm(total=sum(map(len, todo)), desc=f"prompts{f' (process {rank})' if world > 1 else ''}",
+              disable=args.quiet, position=rank) as bar:
+        for call in todo:
+            failed += run_call(pipe, call, out, args.fps, report)
+            bar.update(len(call))
+    written = sum(map(len, todo)) - len(failed)
+    print(f"t2vlab batch{f' [process {rank}/{world}]' if world > 1 else ''}: wrote {written}, skipped {skipped} "
+          f"already done, {len(failed)} failed, into {out}")
+    return 1 if failed or problems else 0

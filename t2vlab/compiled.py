@@ -1,0 +1,99 @@
+"""The compiled path: ``pipe.compile(mode=...)`` runs the UNet (and the VAE's decoder) through ``torch.compile``.
+
+torch.compile traces a model's forward once per input shape (TorchDynamo), and hands the graph to a
+backend: "inductor" (the default) writes fused kernels (C++ on the CPU, Triton on a GPU). The models of
+this package trace as one graph each, without breaks (``tests/test_compiled.py`` holds that true), so
+the whole UNet call is one compiled program.
+
+- The first call at a new shape compiles (seconds to minutes): ``pipe.warm_up(height, width, num_frames)``
+  makes that call on the generation's shapes and says how long it took, so the time is paid before the
+  loop, and visibly.
+- ``mode``: "default"; "reduce-overhead" adds CUDA graphs (on a GPU: one launch per UNet call, which
+  helps when the kernels are small); "max-autotune" also tries kernel variants (longest compile).
+  ``backend`` other than "inductor" ("aot_eager", "eager") traces without generating code: a quick
+  check that the graph is whole and equal to eager.
+- The modules stay the same objects (``nn.Module.compile`` compiles them in place): their parameters,
+  names and switches are unchanged, and ``module.forward(...)`` still runs the eager code.
+- A switch that changes the forward (FreeU, FreeNoise's windows, attention slicing) after compiling
+  makes the next call recompile (torch.compile's guards notice), it does not give stale numbers.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def compile_module(module, mode="default", backend="inductor", fullgraph=True, dynamic=False):
+    """Compile ``module``'s forward in place (``mode`` only means something to inductor)."""
+    options = {"mode": mode} if backend == "inductor" else {}
+    module.compile(backend=backend, fullgraph=fullgraph, dynamic=dynamic, **options)
+
+
+def uncompile_module(module):
+    """Back to the eager forward. ``nn.Module.compile`` keeps the compiled call in ``_compiled_call_impl``
+    (PyTorch has no public undo); clearing it is what ``nn.Module.__call__`` checks."""
+    module._compiled_call_impl = None
+
+
+class CompiledPath:
+    """Mixed into ``TextToVideoPipeline`` (which provides ``unet``, ``vae``, ``text_encoder`` and ``device``)."""
+
+    compiled = None  # {"mode", "backend", "vae"} while compiled
+    first_call_seconds = None  # {"unet": s, "vae": s}: the last warm_up's timings
+
+    def compile(self, mode="default", backend="inductor", vae=True, fullgraph=True, dynamic=False):
+        """Compile the UNet (and, with ``vae``, the VAE's decoder) with ``torch.compile``.
+
+        ``fullgraph=True`` makes a graph break an error instead of a silent slowdown. ``dynamic=False``
+        compiles for the shapes in use (one compile per size; a new size compiles again).
+        Call ``warm_up`` next to pay (and see) the compile before generating.
+        """
+        if self.unet.deepcache is not None:
+            raise ValueError("compile: DeepCache is on; its step rule runs in Python between calls and would break "
+                             "the graph: call pipe.disable_deepcache() first")
+        if mode not in COMPILE_MODES:
+            raise ValueError(f"mode must be one of {COMPILE_MODES}, got {mode!r}")
+        compile_module(self.unet, mode, backend, fullgraph, dynamic)
+        if vae:
+            compile_module(self.vae.decoder, mode, backend, fullgraph, dynamic)
+        self.compiled = {"mode": mode, "backend": backend, "vae": bool(vae)}
+        return self
+
+    def uncompile(self):
+        """Back to the eager models (the compiled programs are dropped)."""
+        uncompile_module(self.unet)
+        uncompile_module(self.vae.decoder)
+        self.compiled = None
+        return self
+
+    def warm_up(self, height=None, width=None, num_frames=None, num_videos=1, guidance_scale=9.0):
+        """One UNet call and one decode at a generation's shapes (defaults: ``recommended``), timed.
+
+        With the compiled path the first call at a shape compiles; doing it here puts that time before
+        the loop, where it is measured. Returns (and keeps in ``first_call_seconds``) {"unet": s, "vae": s}.
+        ``guidance_scale`` > 1 doubles the UNet's batch (classifier-free guidance), as the loop does.
+        """
+        rec = self.recommended
+        height, width = height or rec.height, width or rec.width
+        num_frames = num_frames or rec.num_frames
+        f, c = self.vae.spatial_factor, self.unet.config.in_channels
+        batch = num_videos * (2 if guidance_scale > 1.0 else 1)
+        dtype, device = self.unet.dtype, self.device
+        x = torch.zeros(batch, c, num_frames, height // f, width // f, dtype=dtype, device=device)
+        cond, uncond = self.encode_prompt("", device, num_videos, guidance_scale > 1.0)
+        context = cond if uncond is None else torch.cat([uncond, cond])  # (batch, 77, D), as the loop's
+        seconds = {}
+        with torch.no_grad():
+            with self.running(self.unet) as unet:
+                start = time.perf_counter()
+                unet(x, torch.tensor(999, device=device), context)
+                seconds["unet"] = time.perf_counter() - start
+            start = time.perf_counter()
+            self.decode_latents(x[:num_videos])
+            seconds["vae"] = time.perf_counter() - start
+        self.first_call_seconds = seconds
+        return seconds

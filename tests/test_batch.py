@@ -1,0 +1,138 @@
+"""python -m t2vlab batch (t2vlab.batch): reading PROMPTS, stable names, resuming, failures, N processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from t2vlab import TextToVideoPipeline
+from t2vlab.__main__ import main
+from t2vlab.batch import Job, generate, plan, read_prompts
+
+ROOT = Path(__file__).resolve().parents[1]
+OPTIONS = ["--steps", "2", "--frames", "2", "--quiet"]  # the tiny checkpoint, 64x64: seconds per call
+
+PROMPTS = """\
+# a comment line is neither a prompt nor a problem
+a red circle moving left
+{"prompt": "a blue square moving up", "seed": 3}
+{"prompt": "a green circle", "frames": 3}
+a red circle moving right
+"""
+
+
+def write_prompts(tmp_path, text=PROMPTS):
+    path = tmp_path / "prompts.txt"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def videos(folder):
+    return sorted(p.name for p in Path(folder).glob("*.mp4"))
+
+
+def test_bad_lines_are_reported_with_their_line_number(tmp_path):
+    path = write_prompts(tmp_path, "\n".join([
+        "a fine prompt",                                  # 1
+        "   ",                                            # 2 empty
+        '{"prompt": "x", "seed": 1',                      # 3 invalid JSON
+        '{"prompt": "x", "colour": "red"}',               # 4 unknown setting
+        '{"prompt": "x", "frames": 0}',                   # 5 bad value
+        '{"prompt": "x", "guidance": "high"}',            # 6 bad value
+        '{"prompt": "x", "seed": true}',                  # 7 bad value (a bool is not a seed)
+        '["x"]',                                          # 8 not an object (read as a plain prompt: no brace)
+        '{"seed": 2}',                                    # 9 no prompt
+        '{"prompt": "   "}',                              # 10 empty prompt
+        '{"prompt": "y", "steps": 3, "height": 32}',      # 11 fine
+    ]) + "\n")
+    entries, problems = read_prompts(path)
+    assert [n for n, _ in entries] == [1, 8, 11]
+    assert entries[2][1] == {"prompt": "y", "steps": 3, "height": 32}
+    expected = {2: "empty line", 3: "invalid JSON", 4: "unknown setting(s) ['colour']", 5: "frames must be an integer",
+                6: "guidance must be a finite number", 7: "seed must be an integer", 9: 'no "prompt"',
+                10: "prompt must be a non-empty string"}
+    assert len(problems) == len(expected)
+    for problem, (line, words) in zip(problems, expected.items()):
+        assert problem.startswith(f"{path}:{line}: ") and words in problem, problem
+
+
+def job(prompt, seed=0, frames=2, scheduler="dpm++", line=1):
+    return Job(line, prompt, None, seed, frames, 2, 9.0, 64, 64, "tiny", scheduler)
+
+
+def test_names_are_stable_and_calls_group_shared_settings():
+    a, b, c = job("a red circle!", 0), job("a red circle!", 1), job("a blue one", 0, frames=3)
+    assert a.stem == job("a red circle!", 0, line=7).stem  # the line number is not part of the video
+    assert a.stem.startswith("a-red-circle-") and len({a.stem, b.stem, c.stem}) == 3
+    assert plan([a, c, b, a], batch_size=4) == [[a, b], [c]]  # same settings together; a duplicate once
+    assert plan([a, b, c], batch_size=1) == [[a], [b], [c]]
+    assert plan([job("p", s, scheduler="euler-a") for s in (0, 1)], 4) == [[job("p", 0, scheduler="euler-a")],
+                                                                         [job("p", 1, scheduler="euler-a")]]
+
+
+def test_a_video_does_not_depend_on_its_batch_mates():
+    pipe = TextToVideoPipeline.from_pretrained("tiny")
+    pipe.set_progress_bar_config(disable=True)
+    together = generate(pipe, [job("a red circle", 5), job("a blue square", 6), job("a cat", 7)])
+    alone = generate(pipe, [job("a blue square", 6)])
+    # float32; a batch of 3 and of 1 may take different kernel blockings: rounding only (~1e-6)
+    torch.testing.assert_close(together[1:2], alone, rtol=1e-4, atol=1e-5)
+    single = pipe("a blue square", num_frames=2, num_inference_steps=2, generator=torch.Generator().manual_seed(6),
+                  output_type="pt").frames  # what python -m t2vlab "a blue square" --seed 6 makes
+    torch.testing.assert_close(alone, single, rtol=0, atol=0)
+
+
+def test_one_run_writes_each_video_with_its_sidecar_and_a_rerun_skips_them(tiny, tmp_path, capsys):
+    path, out = write_prompts(tmp_path), tmp_path / "out"
+    assert main(["batch", str(path), "--out", str(out), "--model", str(tiny), *OPTIONS]) == 0
+    names = videos(out)
+    assert len(names) == 4
+    sidecars = [json.loads((out / n.replace(".mp4", ".json")).read_text()) for n in names]
+    by_line = {s["line"]: s for s in sidecars}
+    assert sorted(by_line) == [2, 3, 4, 5]
+    assert by_line[3]["seed"] == 3 and by_line[2]["seed"] == 0 and by_line[4]["frames"] == 3
+    assert by_line[2]["prompt"] == "a red circle moving left" and by_line[2]["steps"] == 2
+    assert "wrote 4, skipped 0" in capsys.readouterr().out
+    before = {n: (out / n).stat().st_mtime_ns for n in names}
+
+    assert main(["batch", str(path), "--out", str(out), "--model", str(tiny), *OPTIONS]) == 0
+    assert "wrote 0, skipped 4" in capsys.readouterr().out
+    assert {n: (out / n).stat().st_mtime_ns for n in names} == before
+    assert not list(out.glob(".*"))  # no temporary file left behind
+
+
+def test_a_failing_prompt_is_reported_and_the_rest_go_on(tiny, tmp_path, capsys):
+    path = write_prompts(tmp_path, 'one\n{"prompt": "odd size", "height": 60}\nthree\n\n')
+    out = tmp_path / "out"
+    assert main(["batch", str(path), "--out", str(out), "--model", str(tiny), *OPTIONS]) == 1
+    said = capsys.readouterr()
+    assert "line 2 ('odd size') failed: ValueError" in said.err and "height" in said.err
+    assert f"{path}:4: empty line" in said.err
+    assert "wrote 2, skipped 0 already done, 1 failed" in said.out and len(videos(out)) == 2
+
+
+def test_two_processes_write_the_same_videos_as_one_each_once(tiny, tmp_path, capsys):
+    path = write_prompts(tmp_path)
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert main(["batch", str(path), "--out", str(one), "--model", str(tiny), "--batch-size", "1", *OPTIONS]) == 0
+    capsys.readouterr()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    launched = subprocess.run(
+        # --multi_gpu is accelerate's torchrun launcher: on a machine without a GPU it starts CPU processes (gloo);
+        # "--cpu --num_processes 2" would start only one process (accelerate 1.15 needs MPI for several)
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "t2vlab", "batch", str(path), "--out", str(two),
+         "--model", str(tiny), "--batch-size", "1", *OPTIONS],
+        capture_output=True, text=True, env=env, timeout=300)
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    said = launched.stdout
+    assert "[process 0/2]: wrote 2" in said and "[process 1/2]: wrote 2" in said  # 4 calls dealt 2 + 2: each once
+    assert videos(two) == videos(one)
+    for name in videos(one):  # same call, same numbers, same encoder: the same file
+        assert (two / name).read_bytes() == (one / name).read_bytes(), name
