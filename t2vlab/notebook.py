@@ -219,7 +219,6 @@ def peak_memory(fn, device="cpu"):
     return max(_status_kib("VmHWM") - before, 0) * 1024
 
 
-
 def film_strip(frames, gap: int = 2, fill: float = 1.0):
     """Frames (F, H, W, 3) or (F, H, W) in [0, 1] (a tensor or an array) -> one numpy image (H, F*(W+gap)-gap, ...)
     with the frames side by side and ``gap`` columns of ``fill`` between them: one ``imshow`` per video,
@@ -229,3 +228,22 @@ def film_strip(frames, gap: int = 2, fill: float = 1.0):
     padded = F.pad(channels_last, (0, gap), value=fill)                          # (F, H, [3,] W+gap)
     strip = torch.cat(list(padded), dim=-1)[..., :padded.shape[-1] * len(frames) - gap]
     return (strip.movedim(-1, 1) if frames.ndim == 4 else strip).numpy()
+
+
+def video_rows(videos, labels, size=1.2, title=None):
+    """Draw videos one per row, every frame a tile: ``videos`` a list of (F, H, W, 3) in [0, 1], ``labels``
+    one text per row (written above its first frame); returns the figure. For experiment grids."""
+    import matplotlib.pyplot as plt  # imported here: slow to import, and only the pictures need it
+
+    frames = max(len(v) for v in videos)
+    fig, axes = plt.subplots(len(videos), frames, figsize=(size * frames, (size + 0.25) * len(videos) + 0.3),
+                             squeeze=False, gridspec_kw=dict(wspace=0.03, hspace=0.3))
+    for row, (video, label) in enumerate(zip(videos, labels)):
+        for f, ax in enumerate(axes[row]):
+            ax.axis("off")
+            if f < len(video):
+                ax.imshow(to_image(torch.as_tensor(video[f])))
+        axes[row, 0].set_title(label, loc="left", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig

@@ -1,0 +1,38 @@
+"""tools/gallery.py renders figures as small PNGs with their page; the committed gallery is complete."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_gallery():
+    spec = importlib.util.spec_from_file_location("gallery", ROOT / "tools" / "gallery.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gallery_renders_a_reduced_set(tmp_path):
+    gallery = load_gallery()
+    only = ["noising", "training", "correlation"]  # the quick ones: a few seconds on a CPU
+    paths = gallery.render(tmp_path, only=only)
+    page = (tmp_path / "gallery.md").read_text()
+    for name, path in zip(only, paths):
+        assert path.is_file() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
+        assert 1_000 < path.stat().st_size < 100_000, (path, path.stat().st_size)  # a picture, and small
+        assert f"](gallery/{name}.png)" in page
+    assert not list(tmp_path.rglob("*.tmp*"))  # written atomically, nothing left behind
+
+
+def test_committed_gallery_is_complete_and_small():
+    gallery = load_gallery()
+    page = (ROOT / "docs" / "gallery.md").read_text()
+    linked = re.findall(r"\]\(gallery/(\w+)\.png\)", page)
+    assert linked == list(gallery.FIGURES), linked  # every figure, in order: regenerated after a change
+    sizes = [(ROOT / "docs" / "gallery" / f"{n}.png").stat().st_size for n in linked]
+    assert sum(sizes) < 2 * 2**20, sizes  # learners clone the repository
+    assert "docs/gallery.md" in (ROOT / "README.md").read_text()

@@ -1,0 +1,207 @@
+"""Render the course's strongest figures into docs/gallery/ and write docs/gallery.md.
+
+    python tools/gallery.py                     # every figure (about half a minute on a CPU)
+    python tools/gallery.py --only noising training --out /tmp/g    # a few, elsewhere
+
+The notebooks are committed without outputs, so this is what a reader sees without running them.
+Every figure is drawn from the embedded, trained toy checkpoint (or its training log), on the CPU,
+from fixed seeds; the PNGs are small (low dpi, few colours) because learners clone the repository.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script from a checkout: use that checkout's package
+    sys.path.insert(0, str(ROOT))
+
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from t2vlab import TextToVideoPipeline  # noqa: E402
+from t2vlab.noise import video_noise  # noqa: E402
+from t2vlab.notebook import video_rows  # noqa: E402
+from t2vlab.schedulers import DDPMScheduler, from_name  # noqa: E402
+from t2vlab.toy import data, toy_checkpoint  # noqa: E402
+from t2vlab.toy.evaluate import read_video  # noqa: E402
+
+DPI = 72
+
+
+def _pipe():
+    pipe = TextToVideoPipeline.from_pretrained("toy")
+    pipe.set_progress_bar_config(disable=True)
+    pipe.scheduler = from_name(pipe.recommended.scheduler, pipe.scheduler.config)
+    return pipe
+
+
+def _generate(pipe, prompts, seed=0, **kwargs):
+    rec = pipe.recommended
+    settings = dict(height=rec.height, width=rec.width, num_frames=rec.num_frames,
+                    num_inference_steps=rec.num_inference_steps, guidance_scale=rec.guidance_scale,
+                    generator=torch.Generator().manual_seed(seed), output_type="pt")
+    return pipe(prompts, **{**settings, **kwargs}).frames
+
+
+# ------------------------------------------------------------------------------------ the figures
+def toy_samples(pipe):
+    """The trained toy model: six captions, every frame."""
+    prompts = ["a red circle moving left", "a green square moving up", "a blue triangle moving right",
+               "a yellow circle moving down", "a green triangle moving left", "a blue square moving up"]
+    videos = _generate(pipe, prompts)
+    held = data.all_captions("held_out")
+    labels = [f"{p}{' (held out)' if p in held else ''}: reads as {read_video(v)}" for p, v in zip(prompts, videos)]
+    return video_rows(list(videos), labels, size=1.0, title="the trained toy model (notebooks 00, 10)"), (
+        "Six captions (four of them combinations never seen in training), one seed each, 25 DPM-Solver++ steps at guidance 9; every frame of each video. The "
+        "colour and the direction follow the caption, held-out combinations included; the shapes are blobs "
+        "more than circles, squares and triangles (the evaluator reads colour and direction only).")
+
+
+def x0_strip(pipe):
+    """DDIM's running guess of the clean video (x0), decoded at a few steps."""
+    ddim = from_name("ddim", pipe.scheduler.config)
+    pipe_ddim = TextToVideoPipeline(pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, ddim)
+    pipe_ddim.set_progress_bar_config(disable=True)
+    kept = []
+    _generate(pipe_ddim, "a green circle moving up", callback_on_step_end=lambda p, i, t, s: kept.append(
+        (i, int(t), s["pred_original_sample"].clone())) or s)
+    show = [0, 2, 5, 9, 14, 24]
+    frames = [pipe.decode_latents(kept[i][2])[0, 3] for i in show]
+    fig, axes = plt.subplots(1, len(show), figsize=(1.4 * len(show), 1.8), gridspec_kw=dict(wspace=0.04))
+    for ax, i, im in zip(axes, show, frames):
+        ax.imshow(im.numpy()); ax.axis("off"); ax.set_title(f"step {i + 1}, t={kept[i][1]}", fontsize=8)
+    fig.suptitle("DDIM's guess of the finished video (x0), frame 3 (notebooks 02, 06)", fontsize=9, y=1.12)
+    return fig, ("'a green circle moving up', 25 DDIM steps. At the first step the guess is a large blob of "
+                 "the wrong colours; a quarter of the way in, colour and place are settled, and the last steps "
+                 "only sharpen the edges.")
+
+
+def noising(pipe):
+    """The forward process on a toy clip's latents, decoded."""
+    clips, _ = data.make_clips(1, seed=3, combos=[("yellow", "triangle", "right")])
+    x0 = pipe.encode_video(clips, sample=False)  # (1, 4, F, h, w), scaled
+    schedule = DDPMScheduler.from_config(pipe.scheduler.config)
+    ts = [0, 100, 250, 400, 600, 800, 999]
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
+    noisy = torch.cat([schedule.add_noise(x0, noise, torch.tensor([t])) for t in ts])
+    frames = pipe.decode_latents(noisy)[:, 4]  # frame 4 of each
+    abar = schedule.alphas_cumprod
+    fig, axes = plt.subplots(1, len(ts), figsize=(1.4 * len(ts), 1.8), gridspec_kw=dict(wspace=0.04))
+    for ax, t, im in zip(axes, ts, frames):
+        ax.imshow(im.numpy()); ax.axis("off"); ax.set_title(f"t={t}\nabar={abar[t]:.2f}", fontsize=8)
+    fig.suptitle("x_t = sqrt(abar) x0 + sqrt(1 - abar) eps, in latent space, decoded (notebook 02)", fontsize=9, y=1.15)
+    return fig, ("A training clip's latents noised to timestep t with the checkpoint's schedule, then decoded by "
+                 "the VAE. By t = 600 the shape is gone; what the model sees there is what the caption must fill in.")
+
+
+def guidance_sweep(pipe):
+    """Classifier-free guidance at 1, 3, 9 and 15 on one prompt and seed."""
+    scales = (1, 3, 9, 15)
+    videos = [_generate(pipe, "a red circle moving left", guidance_scale=g)[0] for g in scales]
+    labels = [f"g = {g}: reads as {read_video(v)}" for g, v in zip(scales, videos)]
+    return video_rows(videos, labels, size=1.0, title="'a red circle moving left', guidance g per row (notebook 06)"), (
+        "Without guidance (g = 1) the toy draws the shape moving left but yellow; g = 3 makes it orange, g = 9 "
+        "red. Guidance is what makes the colour follow the prompt.")
+
+
+def training(pipe):
+    """The shipped model's training log: loss, and colour/direction accuracy."""
+    log = [json.loads(line) for line in (toy_checkpoint() / "training_log.jsonl").read_text().splitlines()]
+    unet = [r for r in log if r["stage"] == "unet"]
+    evals = [r for r in log if r["stage"] == "eval"]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 2.8))
+    a1.plot([r["step"] for r in unet], [r["loss"] for r in unet]); a1.set_yscale("log")
+    a1.set_xlabel("UNet step"); a1.set_ylabel("loss (mean of 100 steps)")
+    for key, label in (("all_colour", "colour"), ("all_direction", "direction")):
+        a2.plot([r["step"] for r in evals], [r[key] for r in evals], "o-", label=label)
+    a2.axhline(0.25, color="grey", ls=":", label="chance"); a2.set_ylim(0, 1.05)
+    a2.set_xlabel("UNet step"); a2.set_ylabel("accuracy, 48 captions"); a2.legend(fontsize=8)
+    fig.suptitle("training the toy model: 2,646 steps, 36 minutes on 2 CPU cores (notebook 10)", fontsize=9)
+    fig.tight_layout()
+    return fig, ("Colour is learnt first (88% at step 683); direction is at chance then, 50-60% until step 2,000, "
+                 "and right for all 48 captions on the saved model.")
+
+
+def correlation(pipe):
+    """VideoFusion's shared noise: frame-to-frame correlation of the starting latents."""
+    ratios = (0.0, 0.5, 0.9)
+    fig, axes = plt.subplots(1, 3, figsize=(8, 2.8), constrained_layout=True)
+    for ax, r in zip(axes, ratios):
+        x = video_noise((64, 4, 8, 8, 8), torch.Generator().manual_seed(0), "cpu", torch.float32, r)
+        c = torch.corrcoef(x.transpose(1, 2).transpose(0, 1).reshape(8, -1))  # (frames, frames)
+        im = ax.imshow(c.numpy(), vmin=-0.1, vmax=1, cmap="viridis")
+        ax.set_title(f"noise_shared_ratio r = {r}", fontsize=9); ax.set_xlabel("frame"); ax.set_ylabel("frame")
+    fig.colorbar(im, ax=list(axes), shrink=0.8)
+    fig.suptitle("frame-to-frame correlation of the starting noise (notebook 08)", fontsize=9)
+    return fig, ("With r = 0 every frame's noise is independent (the identity); with r the frames share a base "
+                 "and their correlation is r off the diagonal, while each frame stays N(0, 1).")
+
+
+FIGURES = {"toy_samples": toy_samples, "x0_strip": x0_strip, "noising": noising, "guidance_sweep": guidance_sweep,
+           "training": training, "correlation": correlation}
+
+
+# ------------------------------------------------------------------------------------ writing
+def save_png(fig, path, colors=64):
+    """Write the figure as a small PNG: low dpi, a palette of ``colors`` colours; atomically."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
+    plt.close(fig)
+    image = Image.open(buffer).convert("RGB").quantize(colors=colors, method=Image.Quantize.MEDIANCUT)
+    tmp = path.with_suffix(".tmp.png")
+    image.save(tmp, optimize=True)
+    os.replace(tmp, path)
+
+
+def render(out, only=None):
+    """Render the figures named in ``only`` (default all) into ``out``/gallery/ and write ``out``/gallery.md."""
+    names = list(FIGURES) if only is None else list(only)
+    unknown = [n for n in names if n not in FIGURES]
+    if unknown:
+        raise ValueError(f"only: unknown figure(s) {unknown}; choose from {list(FIGURES)}")
+    torch.manual_seed(0)
+    out = Path(out)
+    (out / "gallery").mkdir(parents=True, exist_ok=True)
+    pipe = _pipe()
+    entries = []
+    for name in names:
+        start = time.time()
+        fig, caption = FIGURES[name](pipe)
+        path = out / "gallery" / f"{name}.png"
+        save_png(fig, path)
+        entries.append((name, caption))
+        print(f"{path}: {path.stat().st_size / 1024:.0f} KiB in {time.time() - start:.1f} s", flush=True)
+    lines = ["# Gallery", "",
+             "What the notebooks show, rendered from the embedded trained toy model on a CPU (fixed seeds), so "
+             "that it can be seen without running anything. Regenerate with `python tools/gallery.py`.", ""]
+    for name, caption in entries:
+        lines += [f"## {FIGURES[name].__doc__.strip()}", "", f"![{name}](gallery/{name}.png)", "", caption, ""]
+    tmp = out / "gallery.md.tmp"
+    tmp.write_text("\n".join(lines))
+    os.replace(tmp, out / "gallery.md")
+    return [out / "gallery" / f"{n}.png" for n in names]
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="Render the gallery of the course's figures (docs/gallery.md).")
+    p.add_argument("--out", default=str(ROOT / "docs"), help="folder for gallery.md and gallery/ (default: docs)")
+    p.add_argument("--only", nargs="+", choices=list(FIGURES), help="render only these figures")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)  # the toy's tensors are too small to gain from threads
+    render(args.out, args.only)
+
+
+if __name__ == "__main__":
+    main()
