@@ -237,19 +237,11 @@ def unet_flops_by_formula(unet, sample, context):
         m_tokens = x.shape[1] if ctx is None else ctx.shape[1]
         total[0] += 4 * x.shape[0] * m.heads * x.shape[1] * m_tokens * m.dim_head
 
-    def temporal_conv(m, args, out):  # its four (3, 1, 1) convolutions run as conv2d, not through Conv3d.forward
-        total[0] += 4 * 2 * out.numel() * out.shape[1] * 3
-
     from t2vlab.attention import Attention
-    from t2vlab.unet.temporal import TemporalConvLayer
 
     handles = []
     for m in unet.modules():
-        if isinstance(m, TemporalConvLayer):
-            handles.append(m.register_forward_hook(temporal_conv))
-        elif isinstance(m, torch.nn.Conv3d):
-            continue
-        elif isinstance(m, torch.nn.Linear):
+        if isinstance(m, torch.nn.Linear):
             handles.append(m.register_forward_hook(linear))
         elif isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d)):
             handles.append(m.register_forward_hook(conv))
