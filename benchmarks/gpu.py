@@ -457,9 +457,9 @@ def main():
     ap.add_argument("--sections", default="1,2,3", help="comma-separated subset of 1,2,3")
     ap.add_argument("--json", type=Path, default=None, help="write all results here")
     ap.add_argument("--tiny", action="store_true", help="tiny config, few frames and steps, any device (a dry run: "
-                                                         "compiles with the aot_eager backend)")
+                                                         "traces with the eager backend)")
     ap.add_argument("--mode", default="reduce-overhead", help="torch.compile mode of both compiled variants")
-    ap.add_argument("--backend", default=None, help="torch.compile backend (default inductor; aot_eager with --tiny)")
+    ap.add_argument("--backend", default=None, help="torch.compile backend (default inductor; eager with --tiny)")
     ap.add_argument("--peak-tflops", type=float, default=None, help="the device's dense fp16 peak, for the FLOP floor")
     ap.add_argument("--docs", type=Path, default=None, help="write the tables into this file (docs/benchmarks.md)")
     args = ap.parse_args()
@@ -498,7 +498,7 @@ def main():
                 if next(iter(models.ours["unet"].parameters())).dtype != dtype:
                     models.half(dtype)
                 if n == 2:
-                    backend = args.backend or ("aot_eager" if args.tiny else "inductor")
+                    backend = args.backend or ("eager" if args.tiny else "inductor")
                     pipes = section_speed(models, s, dtype, res, diffusers, transformers, tmp, args.mode, backend,
                                           args.peak_tflops)
                 elif n == 3:
