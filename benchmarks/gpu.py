@@ -237,19 +237,11 @@ def unet_flops_by_formula(unet, sample, context):
         m_tokens = x.shape[1] if ctx is None else ctx.shape[1]
         total[0] += 4 * x.shape[0] * m.heads * x.shape[1] * m_tokens * m.dim_head
 
-    def temporal_conv(m, args, out):  # its four (3, 1, 1) convolutions run as conv2d, not through Conv3d.forward
-        total[0] += 4 * 2 * out.numel() * out.shape[1] * 3
-
     from t2vlab.attention import Attention
-    from t2vlab.unet.temporal import TemporalConvLayer
 
     handles = []
     for m in unet.modules():
-        if isinstance(m, TemporalConvLayer):
-            handles.append(m.register_forward_hook(temporal_conv))
-        elif isinstance(m, torch.nn.Conv3d):
-            continue
-        elif isinstance(m, torch.nn.Linear):
+        if isinstance(m, torch.nn.Linear):
             handles.append(m.register_forward_hook(linear))
         elif isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d)):
             handles.append(m.register_forward_hook(conv))
@@ -465,9 +457,9 @@ def main():
     ap.add_argument("--sections", default="1,2,3", help="comma-separated subset of 1,2,3")
     ap.add_argument("--json", type=Path, default=None, help="write all results here")
     ap.add_argument("--tiny", action="store_true", help="tiny config, few frames and steps, any device (a dry run: "
-                                                         "compiles with the aot_eager backend)")
+                                                         "traces with the eager backend)")
     ap.add_argument("--mode", default="reduce-overhead", help="torch.compile mode of both compiled variants")
-    ap.add_argument("--backend", default=None, help="torch.compile backend (default inductor; aot_eager with --tiny)")
+    ap.add_argument("--backend", default=None, help="torch.compile backend (default inductor; eager with --tiny)")
     ap.add_argument("--peak-tflops", type=float, default=None, help="the device's dense fp16 peak, for the FLOP floor")
     ap.add_argument("--docs", type=Path, default=None, help="write the tables into this file (docs/benchmarks.md)")
     args = ap.parse_args()
@@ -506,7 +498,7 @@ def main():
                 if next(iter(models.ours["unet"].parameters())).dtype != dtype:
                     models.half(dtype)
                 if n == 2:
-                    backend = args.backend or ("aot_eager" if args.tiny else "inductor")
+                    backend = args.backend or ("eager" if args.tiny else "inductor")
                     pipes = section_speed(models, s, dtype, res, diffusers, transformers, tmp, args.mode, backend,
                                           args.peak_tflops)
                 elif n == 3:

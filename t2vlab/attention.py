@@ -104,21 +104,18 @@ class Attention(nn.Module):
         """``context`` may have fewer rows than ``x`` (one per video while ``x`` has one per frame):
         keys and values are then projected once per video and shared by its frames."""
         context = x if context is None else context
-        q, k, v = self.to_q(x), self.to_k(context), self.to_v(context)  # (B*F, N, H*D), (B, M, H*D) x 2
+        q, k, v = self.split_heads(self.to_q(x)), self.split_heads(self.to_k(context)), \
+            self.split_heads(self.to_v(context))
         if k.shape[0] != q.shape[0]:
             if q.shape[0] % k.shape[0]:
                 raise ValueError(f"context batch {k.shape[0]} does not divide query batch {q.shape[0]}")
-            if mask is None and not self.keep_probs:  # the frames' queries as one sequence reading the same keys
-                q = q.reshape(k.shape[0], -1, q.shape[-1])  # (B, F*N, H*D): a view, no copy of k or v per frame
-            else:
-                k, v = (t.repeat_interleave(q.shape[0] // k.shape[0], dim=0) for t in (k, v))
-        q, k, v = self.split_heads(q), self.split_heads(k), self.split_heads(v)
+            k, v = (t.repeat_interleave(q.shape[0] // k.shape[0], dim=0) for t in (k, v))
         if self.keep_probs:  # the formula written out, keeping the map for drawing
             self.last_probs = attention_probs(q, k, mask=mask).detach()
             out = self.last_probs.to(v.dtype) @ v
         else:
             out = attention(q, k, v, backend=self.backend, slice_size=self.slice_size, mask=mask)
-        out = out.transpose(1, 2).flatten(2).reshape(*x.shape[:-1], -1)  # (B*F, N, H*D)
+        out = out.transpose(1, 2).flatten(2)
         return self.to_out[1](self.to_out[0](out))
 
 

@@ -109,3 +109,23 @@ def test_the_cli_switches_deepcache_on_and_says_so(tiny, tmp_path, capsys):
     assert "DeepCache" in capsys.readouterr().out and out.exists()
     assert main(["x", "--out", str(tmp_path / "w.mp4"), "--model", str(tiny), "--deepcache", "0"]) == 2
     assert "cache_interval must be a positive integer" in capsys.readouterr().err
+
+
+def test_the_studio_switches_deepcache_and_compile_needs_a_gpu(pipe, tmp_path):
+    from t2vlab.widgets import Studio
+    from t2vlab.widgets.generation import Settings, configure
+
+    studio = Studio(pipe, out_dir=tmp_path)
+    studio.deepcache.value = 4
+    assert studio.settings().deepcache == 4 and "DeepCache 4" in studio.settings().summary()
+    scheduler = pipe.scheduler
+    try:
+        assert configure(pipe, Settings(scheduler="ddim", deepcache=3)) == []
+        assert pipe.unet.deepcache.interval == 3
+        if not torch.cuda.is_available():
+            notes = configure(pipe, Settings(scheduler="ddim", compiled=True))
+            assert notes == ["compile needs a GPU here (inductor's first call takes minutes on a CPU): ran eager"]
+            assert pipe.compiled is None and pipe.unet.deepcache is None
+    finally:
+        pipe.disable_deepcache()
+        pipe.scheduler = scheduler

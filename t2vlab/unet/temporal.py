@@ -23,7 +23,6 @@ import numbers
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..frames import batch_to_frames, frames_to_batch
@@ -52,19 +51,8 @@ class TemporalConvLayer(nn.Module):
 
     def forward(self, x, num_frames):
         video = batch_to_frames(x, num_frames)  # (B, C, F, H, W)
-        h = video
-        for stage in (self.conv1, self.conv2, self.conv3, self.conv4):
-            for layer in stage:
-                h = conv_along_frames(layer, h) if isinstance(layer, nn.Conv3d) else layer(h)
+        h = self.conv4(self.conv3(self.conv2(self.conv1(video))))
         return frames_to_batch(video + h)
-
-
-def conv_along_frames(conv, video):
-    """A (3, 1, 1) Conv3d as the Conv2d it is: kernel (3, 1) over (B, C, F, H*W). The same sums; PyTorch's
-    CPU backend has a fast kernel for 2-D convolutions and only a slow generic one for 3-D ones."""
-    b, c, f, h, w = video.shape
-    out = F.conv2d(video.reshape(b, c, f, h * w), conv.weight.squeeze(-1), conv.bias, padding=conv.padding[:2])
-    return out.reshape(b, -1, f, h, w)
 
 
 # ------------------------------------------------------------------------- windows (FreeNoise)

@@ -45,13 +45,17 @@ class Settings:
     free_init: int = 1          # FreeInit's passes; 1: off (plain sampling)
     freeu: bool = False
     prompt_at: str = ""         # prompt travel: lines "FRAME: text" (the prompt is frame 0's text)
+    deepcache: int = 1          # DeepCache's interval (t2vlab.unet.deepcache); 1: off (every step a full one)
+    compiled: bool = False      # pipe.compile() (t2vlab.compiled); GPU only here: inductor on a CPU takes minutes
 
     def summary(self) -> str:
         memory = [name for name, on in (("fp16", self.fp16), ("offload", self.offload),
                                          ("VAE slicing", self.vae_slicing)) if on]
         extras = [name for name, on in ((f"FreeNoise {self.free_noise}", self.free_noise),
                                         (f"FreeInit x{self.free_init}", self.free_init > 1), ("FreeU", self.freeu),
-                                        ("prompt travel", self.prompt_at.strip())) if on]
+                                        ("prompt travel", self.prompt_at.strip()),
+                                        (f"DeepCache {self.deepcache}", self.deepcache > 1),
+                                        ("compiled", self.compiled)) if on]
         neg = f", negative {self.negative_prompt!r}" if self.negative_prompt else ""
         return (f"{self.frames} frames {self.width}x{self.height}, {self.steps} {self.scheduler} steps, "
                 f"guidance {self.guidance:g}, seed {self.seed}{neg}" + (f", {' + '.join(memory)}" if memory else "")
@@ -158,7 +162,26 @@ def configure(pipe, settings) -> list[str]:
         pipe.enable_freeu()
     else:
         pipe.disable_freeu()
+    configure_speed(pipe, settings, cuda, notes)
     return notes
+
+
+def configure_speed(pipe, settings, cuda, notes):
+    """DeepCache and the compiled path as ``settings`` ask (the two do not combine: DeepCache wins, said)."""
+    compiled = settings.compiled and cuda
+    if settings.compiled and not cuda:
+        notes.append("compile needs a GPU here (inductor's first call takes minutes on a CPU): ran eager")
+    if compiled and settings.deepcache > 1:
+        notes.append("DeepCache and compile do not combine: ran DeepCache, eager")
+        compiled = False
+    if not compiled and pipe.compiled:
+        pipe.uncompile()
+    if settings.deepcache > 1:
+        pipe.enable_deepcache(cache_interval=settings.deepcache)
+    else:
+        pipe.disable_deepcache()
+    if compiled and not pipe.compiled:
+        pipe.compile()
 
 
 def check_settings(settings, factor=8):

@@ -73,6 +73,11 @@ class Studio:
         self.free_init = w.BoundedIntText(value=s.free_init, min=1, max=10, description="FreeInit passes",
                                           style=label, layout=w.Layout(width="200px"), tooltip="1: off")
         self.freeu = w.Checkbox(value=s.freeu, description="FreeU", indent=False)
+        self.deepcache = w.BoundedIntText(value=s.deepcache, min=1, max=10, description="DeepCache interval",
+                                          style=label, layout=w.Layout(width="220px"),
+                                          tooltip="the deep UNet levels every N steps only; 1: off")
+        self.compiled = w.Checkbox(value=s.compiled, description="torch.compile" + gpu_only, disabled=not cuda,
+                                   indent=False)
         self.prompt_at = w.Textarea(value=s.prompt_at, description="Prompt at frame", rows=2, layout=wide,
                                     style=label, placeholder="prompt travel, one per line: '16: a blue square'")
         self.generate = w.Button(description="Generate", button_style="primary", icon="play")
@@ -93,6 +98,7 @@ class Studio:
             w.HBox([self.width, self.height, self.seed, self.dice]),
             memory,
             w.HBox([self.free_noise, self.free_init, self.freeu]),
+            w.HBox([w.Label("Speed:", layout=w.Layout(width="110px")), self.deepcache, self.compiled]),
             self.prompt_at,
             w.HBox([self.generate, self.progress]),
             self.status,
@@ -121,7 +127,8 @@ class Studio:
                              height=self.height.value, width=self.width.value, seed=self.seed.value,
                              scheduler=self.scheduler.value, fp16=self.fp16.value, offload=self.offload.value,
                              vae_slicing=self.vae_slicing.value, free_noise=self.free_noise.value,
-                             free_init=self.free_init.value, freeu=self.freeu.value, prompt_at=self.prompt_at.value)
+                             free_init=self.free_init.value, freeu=self.freeu.value, prompt_at=self.prompt_at.value,
+                             deepcache=self.deepcache.value, compiled=self.compiled.value)
 
     def on_result(self, fn):
         """Call ``fn(result)`` after every successful generation."""

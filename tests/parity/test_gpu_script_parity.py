@@ -31,7 +31,7 @@ def test_gpu_script_tiny_writes_every_section(tmp_path):
     variants = {v["variant"]: v for v in res["speed"]["variants"]}
     assert set(variants) == {"diffusers eager", "diffusers compiled", "t2vlab eager", "t2vlab compiled"}
     assert all(len(v["unet_ms_runs"]) == 2 and set(v["end_to_end_s"]) == {"2", "3"} for v in variants.values())
-    for name in ("diffusers compiled", "t2vlab compiled"):  # aot_eager in --tiny: the same numbers as eager
+    for name in ("diffusers compiled", "t2vlab compiled"):  # the eager backend in --tiny: the same numbers as eager
         assert variants[name]["first_call"]["rel_err_vs_eager"] < 1e-5
     assert res["speed"]["flops_per_unet_call"] > 0 and variants["t2vlab eager"]["floor_multiple"] > 1
     assert "| t2vlab compiled |" in doc.read_text()
