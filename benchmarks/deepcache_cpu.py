@@ -80,7 +80,8 @@ def main(argv=None):
     print_table(["setting", "s / video (median)", "speed-up", "evaluator colour", "evaluator direction",
                  "mean |frame diff| vs plain", "max |frame diff|"], rows,
                 f"toy checkpoint, 8 frames 64x64, 25 DPM-Solver++ steps, guidance 9; timing {args.repeats} runs "
-                f"each, alternated, {torch.get_num_threads()} threads; evaluator over 48 captions x {args.seeds} seed(s)")
+                f"each, alternated, {torch.get_num_threads()} threads; "
+                f"evaluator over 48 captions x {args.seeds} seed(s)")
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from benchmarks.common import cuda_time, full_configs, measure, mib, print_table, randomize_, time_call  # noqa: E402
+from benchmarks.common import full_configs, measure, mib, print_table, randomize_  # noqa: E402
 
 PROMPT = "Spiderman is surfing"
 TOLERANCE = {torch.float16: 1e-2, torch.bfloat16: 5e-2}  # relative L2 error vs fp32 that we consider healthy
@@ -304,7 +304,6 @@ def section_speed(models, s, dtype, res, diffusers, transformers, tmp, mode="red
     """Four variants, interleaved (run r of every variant before run r+1 of any): one UNet call (batch 2),
     its multiple of the FLOP floor, and end to end at both step counts; compiled vs eager parity."""
     dev = models.device
-    cuda = torch.device(dev).type == "cuda"
     pipes = pipelines(models, diffusers, transformers, tmp)
     lat = s["size"] // 8
     g = torch.Generator(device=dev).manual_seed(0)

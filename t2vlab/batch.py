@@ -45,7 +45,7 @@ from tqdm.auto import tqdm
 
 from .compiled import COMPILE_MODES
 from .noise import video_noise
-from .schedulers import SCHEDULER_NAMES, from_name
+from .schedulers import SCHEDULER_NAMES
 from .video import export_to_video
 
 STOCHASTIC = ("ddpm", "euler-a")  # samplers that draw noise at every step: one prompt per call
@@ -238,7 +238,8 @@ def parse_batch_args(argv):
         "DIR, skipping those already there. Under accelerate launch the prompts are shared between the processes."))
     ap.add_argument("prompts", help="text file: one prompt or one JSON object per line")
     ap.add_argument("--out", required=True, help="folder for the videos and their sidecar .json files")
-    ap.add_argument("--model", default=None, help="checkpoint (as for python -m t2vlab; default: real on a GPU, else toy)")
+    ap.add_argument("--model", default=None,
+                    help="checkpoint (as for python -m t2vlab; default: real on a GPU, else toy)")
     ap.add_argument("--negative", default=None, help="negative prompt for lines that do not set one")
     ap.add_argument("--steps", type=int, default=None, help="denoising steps (default: the checkpoint's)")
     ap.add_argument("--frames", type=int, default=None, help="frames per video (default: the checkpoint's)")

@@ -5,7 +5,7 @@ Each technique lives in its own module; these methods only turn it on and off, w
 - ``enable_freeu`` / ``disable_freeu``            FreeU on the UNet (``t2vlab.unet.freeu``)
 - ``enable_free_init`` / ``disable_free_init``    FreeInit, several sampling passes (``t2vlab.free_init``)
 - ``enable_free_noise`` / ``disable_free_noise``  FreeNoise for long videos (``t2vlab.free_noise``)
-- ``enable_deepcache`` / ``disable_deepcache``    DeepCache, deep features reused across steps (``t2vlab.unet.deepcache``)
+- ``enable_deepcache`` / ``disable_deepcache``    DeepCache: deep features reused across steps (``unet/deepcache.py``)
 - ``prompt_interpolation_callback``              prompt travel's rule between keyframes (``t2vlab.prompt_travel``)
 - ``enable_vae_slicing``, ``enable_vae_tiling``, ``enable_attention_slicing`` (and ``disable_*``): the
   memory knobs, passed on to the VAE and the UNet
