@@ -236,8 +236,10 @@ def video_rows(videos, labels, size=1.2, title=None):
     import matplotlib.pyplot as plt  # imported here: slow to import, and only the pictures need it
 
     frames = max(len(v) for v in videos)
-    fig, axes = plt.subplots(len(videos), frames, figsize=(size * frames, (size + 0.25) * len(videos) + 0.3),
-                             squeeze=False, gridspec_kw=dict(wspace=0.03, hspace=0.3))
+    height = (size + 0.25) * len(videos) + (0.35 if title else 0.05)  # inches: a label above every row
+    fig, axes = plt.subplots(len(videos), frames, figsize=(size * frames, height), squeeze=False,
+                             gridspec_kw=dict(wspace=0.03, hspace=0.25 / size, left=0.005, right=0.995, bottom=0.005,
+                                              top=1 - (0.3 + (0.3 if title else 0)) / height))
     for row, (video, label) in enumerate(zip(videos, labels)):
         for f, ax in enumerate(axes[row]):
             ax.axis("off")
@@ -245,5 +247,5 @@ def video_rows(videos, labels, size=1.2, title=None):
                 ax.imshow(to_image(torch.as_tensor(video[f])))
         axes[row, 0].set_title(label, loc="left", fontsize=9)
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(title, fontsize=10, y=1 - 0.05 / height, va="top")
     return fig
