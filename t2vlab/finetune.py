@@ -46,8 +46,15 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from .checkpoint import atomic_folder
-from .lora import LORA_WEIGHT_NAME, TRAIN_CHOICES, adapter_config, add_lora, lora_state_dict, lora_targets, \
-    save_lora_file
+from .lora import (
+    LORA_WEIGHT_NAME,
+    TRAIN_CHOICES,
+    adapter_config,
+    add_lora,
+    lora_state_dict,
+    lora_targets,
+    save_lora_file,
+)
 from .pipeline import TextToVideoPipeline
 from .schedulers import DDPMScheduler
 from .video import export_to_video, image_input, video_input
