@@ -16,6 +16,7 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..schedulers import from_name
 from . import data
@@ -84,8 +85,6 @@ def check_lora(pipe, lora=None, seeds=(0,), steps=25, original=data.ALL_COMBOS):
 
 
 def _g():
-    import torch  # (torch is imported by every module above; here only for the generator)
-
     return torch.Generator().manual_seed(0)
 
 
