@@ -101,6 +101,16 @@ def test_a_crash_while_writing_a_checkpoint_keeps_the_last_one(clips, tmp_path, 
     assert run(clips, tmp_path / "o", "--steps", "4", "--checkpoint-every", "2", "--resume") == 0
 
 
+def test_mixed_precision_runs_the_unet_in_bf16(clips, tmp_path):
+    """--mixed-precision bf16 (accelerate's autocast; on the CPU too): the same loss to bf16's precision, not
+    float32's (8 bits of mantissa: 1e-2 relative), so the autocast really ran."""
+    losses = []
+    for mp in ("no", "bf16"):
+        assert run(clips, tmp_path / mp, "--steps", "1", "--checkpoint-every", "0", "--mixed-precision", mp) == 0
+        losses.append(json.loads((tmp_path / mp / "log.jsonl").read_text())["loss"])
+    assert losses[0] != losses[1] and abs(losses[1] - losses[0]) <= 1e-2 * losses[0]
+
+
 def test_bad_data_is_named(clips, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert run(tmp_path / "empty", tmp_path / "o1", "--steps", "1") == 2
