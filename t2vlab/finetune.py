@@ -43,11 +43,19 @@ import safetensors.torch
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState, GradientState
 from tqdm.auto import tqdm
 
 from .checkpoint import atomic_folder
-from .lora import LORA_WEIGHT_NAME, TRAIN_CHOICES, adapter_config, add_lora, lora_state_dict, lora_targets, \
-    save_lora_file
+from .lora import (
+    LORA_WEIGHT_NAME,
+    TRAIN_CHOICES,
+    adapter_config,
+    add_lora,
+    lora_state_dict,
+    lora_targets,
+    save_lora_file,
+)
 from .pipeline import TextToVideoPipeline
 from .schedulers import DDPMScheduler
 from .video import export_to_video, image_input, video_input
@@ -230,6 +238,15 @@ def plot_losses(losses, path):
 
 # ------------------------------------------------------------------------------------- the trainer
 def finetune(args):
+    """Train as ``args`` say (see ``parse_args``); returns the LoRA file's path."""
+    try:
+        return train(args)
+    finally:  # accelerate keeps its settings in a process-wide singleton: clear them, so that a second run in
+        AcceleratorState._reset_state()  # the same process (a notebook, a test) may choose another precision
+        GradientState._reset_state()  # (the process group of a launched run, if any, is kept)
+
+
+def train(args):
     out = Path(args.out)
     accelerator = Accelerator(mixed_precision=args.mixed_precision,
                               gradient_accumulation_steps=args.gradient_accumulation, cpu=args.cpu)

@@ -87,7 +87,8 @@ def test_bad_lora_files_are_refused_naming_the_key(pipe, tmp_path):
     good = "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q"
     a, b = torch.zeros(2, 32), torch.zeros(32, 2)
     cases = {
-        "names no layer": {"unet.down_blocks.9.attn1.to_q.lora_A.weight": a, "unet.down_blocks.9.attn1.to_q.lora_B.weight": b},
+        "names no layer": {"unet.down_blocks.9.attn1.to_q.lora_A.weight": a,
+                           "unet.down_blocks.9.attn1.to_q.lora_B.weight": b},
         "do not fit layer": {f"{good}.lora_A.weight": torch.zeros(2, 31), f"{good}.lora_B.weight": b},
         "no lora_B partner": {f"{good}.lora_A.weight": a},
         "is not a LoRA weight": {f"{good}.weight": a},

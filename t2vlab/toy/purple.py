@@ -16,7 +16,9 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from ..schedulers import from_name
 from . import data
 from .evaluate import evaluate, report
 
@@ -31,23 +33,24 @@ def lora_combos():
     return tuple(c for c in data.PURPLE_COMBOS if c not in data.PURPLE_HELD_OUT)
 
 
-def lora_clips(seed=0):
-    """(clips (n, 8, 64, 64, 3), captions): purple clips and clips of the original world, alternating."""
-    purple, labels_p = data.make_clips(LORA_DATA[0][1], seed=seed, combos=lora_combos())
-    original, labels_o = data.make_clips(LORA_DATA[1][1], seed=seed + 1, combos=data.TRAIN_COMBOS)
+def lora_clips(seed=0, per_kind=None):
+    """(clips (n, 8, 64, 64, 3), captions): purple clips and clips of the original world, alternating
+    (``per_kind`` of each; default ``LORA_DATA``'s counts)."""
+    purple, labels_p = data.make_clips(per_kind or LORA_DATA[0][1], seed=seed, combos=lora_combos())
+    original, labels_o = data.make_clips(per_kind or LORA_DATA[1][1], seed=seed + 1, combos=data.TRAIN_COMBOS)
     clips = np.empty((len(purple) + len(original), *purple.shape[1:]), dtype=np.float32)
     clips[0::2], clips[1::2] = purple.numpy(), original.numpy()
     captions = [c for pair in zip(data.captions(labels_p), data.captions(labels_o)) for c in pair]
     return clips, captions
 
 
-def write_lora_data(folder, seed=0):
+def write_lora_data(folder, seed=0, per_kind=None):
     """Write the clips as folders of PNG frames (lossless: GIF and MP4 would shift the colours) with captions."""
     from PIL import Image  # imported here: only writing the frames needs it
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    clips, captions = lora_clips(seed)
+    clips, captions = lora_clips(seed, per_kind)
     for i, (clip, text) in enumerate(zip(clips, captions)):
         clip_dir = folder / f"clip{i:04d}"
         clip_dir.mkdir(exist_ok=True)
@@ -68,6 +71,7 @@ def check_lora(pipe, lora=None, seeds=(0,), steps=25, original=data.ALL_COMBOS):
     Returns {"purple": summary of the 12 purple captions with the LoRA, "original": summary of ``original``
     captions with the LoRA, "unload_exact": whether the frames after unloading equal those before loading}.
     """
+    pipe.scheduler = from_name("dpm++", pipe.scheduler.config)  # what evaluate uses: the probes must match
     probe = dict(num_frames=8, num_inference_steps=5, generator=None)
     before = pipe("a red circle moving left", **{**probe, "generator": _g()}).frames
     pipe.load_lora_weights(lora or purple_lora(), adapter_name="purple")
@@ -81,8 +85,6 @@ def check_lora(pipe, lora=None, seeds=(0,), steps=25, original=data.ALL_COMBOS):
 
 
 def _g():
-    import torch  # (torch is imported by every module above; here only for the generator)
-
     return torch.Generator().manual_seed(0)
 
 
