@@ -64,7 +64,8 @@ def toy_samples(pipe):
     held = data.all_captions("held_out")
     labels = [f"{p}{' (held out)' if p in held else ''}: reads as {read_video(v)}" for p, v in zip(prompts, videos)]
     return video_rows(list(videos), labels, size=1.0, title="the trained toy model (notebooks 00, 10)"), (
-        "Six captions (four of them combinations never seen in training), one seed each, 25 DPM-Solver++ steps at guidance 9; every frame of each video. The "
+        "Six captions (four of them combinations never seen in training), one seed each, 25 DPM-Solver++ steps "
+        "at guidance 9; every frame of each video. The "
         "colour and the direction follow the caption, held-out combinations included; the shapes are blobs "
         "more than circles, squares and triangles (the evaluator reads colour and direction only).")
 
@@ -81,7 +82,9 @@ def x0_strip(pipe):
     frames = [pipe.decode_latents(kept[i][2])[0, 3] for i in show]
     fig, axes = plt.subplots(1, len(show), figsize=(1.4 * len(show), 1.8), gridspec_kw=dict(wspace=0.04))
     for ax, i, im in zip(axes, show, frames):
-        ax.imshow(im.numpy()); ax.axis("off"); ax.set_title(f"step {i + 1}, t={kept[i][1]}", fontsize=8)
+        ax.imshow(im.numpy())
+        ax.axis("off")
+        ax.set_title(f"step {i + 1}, t={kept[i][1]}", fontsize=8)
     fig.suptitle("DDIM's guess of the finished video (x0), frame 3 (notebooks 02, 06)", fontsize=9, y=1.12)
     return fig, ("'a green circle moving up', 25 DDIM steps. At the first step the guess is a large blob of "
                  "the wrong colours; a quarter of the way in, colour and place are settled, and the last steps "
@@ -100,7 +103,9 @@ def noising(pipe):
     abar = schedule.alphas_cumprod
     fig, axes = plt.subplots(1, len(ts), figsize=(1.4 * len(ts), 1.8), gridspec_kw=dict(wspace=0.04))
     for ax, t, im in zip(axes, ts, frames):
-        ax.imshow(im.numpy()); ax.axis("off"); ax.set_title(f"t={t}\nabar={abar[t]:.2f}", fontsize=8)
+        ax.imshow(im.numpy())
+        ax.axis("off")
+        ax.set_title(f"t={t}\nabar={abar[t]:.2f}", fontsize=8)
     fig.suptitle("x_t = sqrt(abar) x0 + sqrt(1 - abar) eps, in latent space, decoded (notebook 02)", fontsize=9, y=1.15)
     return fig, ("A training clip's latents noised to timestep t with the checkpoint's schedule, then decoded by "
                  "the VAE. By t = 600 the shape is gone; what the model sees there is what the caption must fill in.")
@@ -122,12 +127,17 @@ def training(pipe):
     unet = [r for r in log if r["stage"] == "unet"]
     evals = [r for r in log if r["stage"] == "eval"]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 2.8))
-    a1.plot([r["step"] for r in unet], [r["loss"] for r in unet]); a1.set_yscale("log")
-    a1.set_xlabel("UNet step"); a1.set_ylabel("loss (mean of 100 steps)")
+    a1.plot([r["step"] for r in unet], [r["loss"] for r in unet])
+    a1.set_yscale("log")
+    a1.set_xlabel("UNet step")
+    a1.set_ylabel("loss (mean of 100 steps)")
     for key, label in (("all_colour", "colour"), ("all_direction", "direction")):
         a2.plot([r["step"] for r in evals], [r[key] for r in evals], "o-", label=label)
-    a2.axhline(0.25, color="grey", ls=":", label="chance"); a2.set_ylim(0, 1.05)
-    a2.set_xlabel("UNet step"); a2.set_ylabel("accuracy, 48 captions"); a2.legend(fontsize=8)
+    a2.axhline(0.25, color="grey", ls=":", label="chance")
+    a2.set_ylim(0, 1.05)
+    a2.set_xlabel("UNet step")
+    a2.set_ylabel("accuracy, 48 captions")
+    a2.legend(fontsize=8)
     fig.suptitle("training the toy model: 2,646 steps, 36 minutes on 2 CPU cores (notebook 10)", fontsize=9)
     fig.tight_layout()
     return fig, ("Colour is learnt first (88% at step 683); direction is at chance then, 50-60% until step 2,000, "
@@ -142,7 +152,9 @@ def correlation(pipe):
         x = video_noise((64, 4, 8, 8, 8), torch.Generator().manual_seed(0), "cpu", torch.float32, r)
         c = torch.corrcoef(x.transpose(1, 2).transpose(0, 1).reshape(8, -1))  # (frames, frames)
         im = ax.imshow(c.numpy(), vmin=-0.1, vmax=1, cmap="viridis")
-        ax.set_title(f"noise_shared_ratio r = {r}", fontsize=9); ax.set_xlabel("frame"); ax.set_ylabel("frame")
+        ax.set_title(f"noise_shared_ratio r = {r}", fontsize=9)
+        ax.set_xlabel("frame")
+        ax.set_ylabel("frame")
     fig.colorbar(im, ax=list(axes), shrink=0.8)
     fig.suptitle("frame-to-frame correlation of the starting noise (notebook 08)", fontsize=9)
     return fig, ("With r = 0 every frame's noise is independent (the identity); with r the frames share a base "
