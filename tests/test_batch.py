@@ -119,7 +119,12 @@ def test_a_failing_prompt_is_reported_and_the_rest_go_on(tiny, tmp_path, capsys)
 def test_two_processes_write_the_same_videos_as_one_each_once(tiny, tmp_path, capsys):
     path = write_prompts(tmp_path)
     one, two = tmp_path / "one", tmp_path / "two"
-    assert main(["batch", str(path), "--out", str(one), "--model", str(tiny), "--batch-size", "1", *OPTIONS]) == 0
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the launched processes below: the same reductions in the same order, the same bytes
+    try:
+        assert main(["batch", str(path), "--out", str(one), "--model", str(tiny), "--batch-size", "1", *OPTIONS]) == 0
+    finally:
+        torch.set_num_threads(threads)
     capsys.readouterr()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     launched = subprocess.run(
