@@ -25,16 +25,7 @@ from t2vlab.weights import make_tiny_checkpoint
 
 H, W = 32, 48
 
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from threads, and on a shared 2-core machine two OpenMP threads spinning
-    against other jobs made one call 40x slower (12 s against 0.3 s measured)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: one thread for tiny tensors
 
 
 @pytest.fixture(scope="module")
