@@ -8,7 +8,7 @@ import math
 
 import torch
 
-from t2vlab import configs
+from t2vlab import TextToVideoPipeline, configs
 
 
 def randomize_(module: torch.nn.Module, seed=0, std=0.3) -> torch.nn.Module:
@@ -26,6 +26,15 @@ def randomize_(module: torch.nn.Module, seed=0, std=0.3) -> torch.nn.Module:
             is_norm_scale = p.ndim == 1 and ("norm" in name) and name.endswith("weight")
             p.copy_((1.0 + 0.1 * r) if is_norm_scale else std * r / max(1.0, (p[0].numel() ** 0.5) / 3))
     return module
+
+
+def tiny_pipe(seed, std=0.3):
+    """The embedded tiny pipeline with its UNet re-drawn (``randomize_``: no zero-initialised layer hides a
+    path), progress bar off: the module fixture of the tests that run whole generations on it."""
+    pipe = TextToVideoPipeline.from_pretrained("tiny")
+    randomize_(pipe.unet, seed=seed, std=std)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -13,17 +13,12 @@ import pytest
 import torch
 from torch._dynamo.backends.registry import lookup_backend
 
-from t2vlab import TextToVideoPipeline
-
-from .helpers import randomize_
+from .helpers import tiny_pipe
 
 
 @pytest.fixture(scope="module")
 def pipe():
-    p = TextToVideoPipeline.from_pretrained("tiny")
-    randomize_(p.unet, seed=3)  # no zero-initialised layer hides a path
-    p.set_progress_bar_config(disable=True)
-    return p
+    return tiny_pipe(seed=3)
 
 
 def test_the_unet_traces_as_one_graph_without_breaks(pipe):

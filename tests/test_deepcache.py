@@ -9,17 +9,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from t2vlab import TextToVideoPipeline
-
-from .helpers import randomize_
+from .helpers import tiny_pipe
 
 
 @pytest.fixture(scope="module")
 def pipe():
-    p = TextToVideoPipeline.from_pretrained("tiny")
-    randomize_(p.unet, seed=4)  # no zero-initialised layer hides a path
-    p.set_progress_bar_config(disable=True)
-    return p
+    return tiny_pipe(seed=4)
 
 
 def generate(pipe, steps=6, frames=3, seed=2):

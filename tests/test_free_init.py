@@ -10,10 +10,10 @@ import math
 import pytest
 import torch
 
-from t2vlab import TextToVideoPipeline, free_init_filter
+from t2vlab import free_init_filter
 from t2vlab.free_init import FreeInit
 
-from .helpers import randomize_
+from .helpers import tiny_pipe
 
 PROMPT = "a panda playing a guitar"
 SMALL = dict(num_frames=4, height=32, width=32, num_inference_steps=3, output_type="latent")
@@ -21,10 +21,7 @@ SMALL = dict(num_frames=4, height=32, width=32, num_inference_steps=3, output_ty
 
 @pytest.fixture(scope="module")
 def pipe():
-    p = TextToVideoPipeline.from_pretrained("tiny")
-    randomize_(p.unet, seed=1, std=0.1)
-    p.set_progress_bar_config(disable=True)
-    return p
+    return tiny_pipe(seed=1, std=0.1)
 
 
 def generate(pipe, seed=0, **kw):

@@ -10,17 +10,14 @@ from t2vlab.prompt_travel import encode_prompt_travel, frame_embeddings, lerp_em
 from t2vlab.schedulers import from_name
 from t2vlab.toy.evaluate import read_video
 
-from .helpers import randomize_, rel_err
+from .helpers import rel_err, tiny_pipe
 
 SMALL = dict(height=32, width=32, num_frames=6, num_inference_steps=2, output_type="latent")
 
 
 @pytest.fixture(scope="module")
 def pipe():
-    p = TextToVideoPipeline.from_pretrained("tiny")
-    randomize_(p.unet, seed=4, std=0.1)
-    p.set_progress_bar_config(disable=True)
-    return p
+    return tiny_pipe(seed=4, std=0.1)
 
 
 def generate(pipe, prompt, seed=0, **kw):
