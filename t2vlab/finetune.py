@@ -15,6 +15,9 @@ One step is the diffusion loss every text-to-video model is trained with, on the
     x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps
     loss = || unet_with_lora(x_t, t, text) - eps ||^2
 
+``--train motion`` learns a motion alone, to move it to new subjects (MotionDirector: ``motion_director.py``
+has its two paths and its appearance-debiased loss); the file written then holds only the temporal LoRA.
+
 Everything random in a step (which clips, eps, t, which captions are dropped for guidance) is drawn from a
 generator seeded by (``--seed``, step) for the whole global batch, and each process takes its share of
 it: so ``--resume`` continues exactly as an uninterrupted run, and N processes with ``--batch-size`` B
@@ -55,14 +58,18 @@ from .lora import (
     lora_state_dict,
     lora_targets,
     save_lora_file,
+    set_active,
 )
+from .motion_director import APPEARANCE, MOTION, DualPath, add_adapters
 from .pipeline import TextToVideoPipeline
 from .schedulers import DDPMScheduler
 from .video import export_to_video, image_input, video_input
 
 VIDEO_SUFFIXES = (".mp4", ".gif", ".webm", ".mov", ".avi", ".mkv")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
-ADAPTER = "finetune"
+ADAPTER = "finetune"  # the adapter's name while training (--train motion: motion_director's two)
+HALF = {"fp16": torch.float16, "bf16": torch.bfloat16}  # --mixed-precision: the frozen UNet's dtype
+APPEARANCE_WEIGHT_NAME = "appearance_lora.safetensors"  # --train motion: the spatial LoRA, to look at
 
 
 class DataError(ValueError):
@@ -175,29 +182,44 @@ def cached_data(pipe, accelerator, args, out):
 
 # --------------------------------------------------------------------------------------- one step
 def step_draws(step, seed, n_clips, global_batch, latent_shape, num_timesteps, caption_dropout):
-    """What step ``step`` draws, for the whole global batch: clip indices, noise, timesteps, dropped captions."""
+    """What step ``step`` draws, for the whole global batch: clip indices, noise, timesteps, dropped captions,
+    and for --train motion a frame (the appearance path's) and an anchor frame (the debiased loss's) per clip."""
     g = torch.Generator().manual_seed(seed * 1_000_003 + step)
     return {"index": torch.randint(n_clips, (global_batch,), generator=g),
             "noise": torch.randn(global_batch, *latent_shape, generator=g),
             "t": torch.randint(num_timesteps, (global_batch,), generator=g),
-            "drop": torch.rand(global_batch, generator=g) < caption_dropout}
+            "drop": torch.rand(global_batch, generator=g) < caption_dropout,
+            "frame": torch.randint(latent_shape[1], (global_batch,), generator=g),  # drawn last: the draws
+            "anchor": torch.randint(latent_shape[1], (global_batch,), generator=g)}  # above stay as they were
+
+
+def noisy_clips(scheduler, data, draws):
+    """(x_t, text) of the clips ``draws`` picked: noised at their timesteps, some captions dropped."""
+    x0 = data["latents"][draws["index"]]
+    text = torch.where(draws["drop"][:, None, None], data["empty"], data["text"][draws["index"]])
+    return scheduler.add_noise(x0, draws["noise"], draws["t"]), text
 
 
 def diffusion_loss(unet, scheduler, data, draws):
     """|| unet(x_t, t, text) - eps ||^2 on the clips ``draws`` picked."""
-    x0 = data["latents"][draws["index"]]
-    text = torch.where(draws["drop"][:, None, None], data["empty"], data["text"][draws["index"]])
-    x_t = scheduler.add_noise(x0, draws["noise"], draws["t"])
+    x_t, text = noisy_clips(scheduler, data, draws)
     return F.mse_loss(unet(x_t, draws["t"], text).float(), draws["noise"])
 
 
+def motion_director_loss(dual_path, scheduler, data, draws):
+    """--train motion: the appearance path's loss plus the motion path's (``motion_director.DualPath``)."""
+    x_t, text = noisy_clips(scheduler, data, draws)
+    return dual_path(x_t, draws["t"], text, draws["noise"], draws["frame"], draws["anchor"])
+
+
 # ------------------------------------------------------------------------------------ checkpoints
-def save_checkpoint(out, step, unet, optimizer, losses, keep=2):
+def save_checkpoint(out, step, unet, optimizer, losses, keep=2, adapters=(ADAPTER,)):
     """DIR/checkpoints/step-N/ written whole or not at all; then the oldest beyond ``keep`` are removed."""
     folder = out / "checkpoints" / f"step-{step:07d}"
     with atomic_folder(folder, overwrite=True) as tmp:
-        safetensors.torch.save_file({k: v.contiguous() for k, v in lora_state_dict(unet, ADAPTER).items()},
-                                    str(tmp / "lora.safetensors"))
+        for name in adapters:
+            safetensors.torch.save_file({k: v.contiguous() for k, v in lora_state_dict(unet, name).items()},
+                                        str(tmp / f"lora-{name}.safetensors"))
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         (tmp / "state.json").write_text(json.dumps({"step": step, "losses": losses}))
     for old in checkpoints(out)[:-keep]:
@@ -209,12 +231,13 @@ def checkpoints(out) -> list[Path]:
     return sorted(p for p in (out / "checkpoints").glob("step-*") if (p / "state.json").is_file())
 
 
-def load_checkpoint(folder, unet, optimizer):
-    tensors = safetensors.torch.load_file(str(folder / "lora.safetensors"))
-    own = lora_state_dict(unet, ADAPTER)
-    with torch.no_grad():
-        for k, v in tensors.items():
-            own[k].copy_(v)
+def load_checkpoint(folder, unet, optimizer, adapters=(ADAPTER,)):
+    for name in adapters:
+        tensors = safetensors.torch.load_file(str(folder / f"lora-{name}.safetensors"))
+        own = lora_state_dict(unet, name)
+        with torch.no_grad():
+            for k, v in tensors.items():
+                own[k].copy_(v)
     optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
     state = json.loads((folder / "state.json").read_text())
     return state["step"], state["losses"]
@@ -264,11 +287,20 @@ def train(args):
 
     unet = pipe.unet
     unet.requires_grad_(False)
+    if args.mixed_precision != "no":  # the frozen weights in half precision: half their memory, as they are
+        unet.to(HALF[args.mixed_precision])  # computed in it anyway (the LoRA's own weights stay float32)
     unet.eval()  # the UNet's dropout off: each step is a pure function of (seed, step)
+    motion = args.train == "motion"
+    adapters = (APPEARANCE, MOTION) if motion else (ADAPTER,)
     with torch.random.fork_rng(devices=[]):  # A's first values from --seed (B starts at zero)
         torch.manual_seed(args.seed)
-        params = add_lora(unet, lora_targets(unet, args.train, args.feed_forward), args.lora_rank,
-                          args.lora_alpha, ADAPTER)
+        if motion:
+            params = add_adapters(unet, args.lora_rank, args.lora_alpha, args.feed_forward)
+        else:
+            params = add_lora(unet, lora_targets(unet, args.train, args.feed_forward), args.lora_rank,
+                              args.lora_alpha, ADAPTER)
+    for p in params:  # trained weights in float32: the optimizer's small updates, and fp16's loss scaler, need it
+        p.data = p.data.float()
     if args.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
     if args.optimizer == "adamw":
@@ -280,8 +312,9 @@ def train(args):
         found = checkpoints(out)
         if not found:
             raise DataError(f"--resume: no checkpoint in {out / 'checkpoints'}")
-        step, losses = load_checkpoint(found[-1], unet, optimizer)
-    model, optimizer = accelerator.prepare(unet, optimizer)
+        step, losses = load_checkpoint(found[-1], unet, optimizer, adapters)
+    model, optimizer = accelerator.prepare(DualPath(unet) if motion else unet, optimizer)
+    loss_of = motion_director_loss if motion else diffusion_loss
     scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     world, rank, batch = accelerator.num_processes, accelerator.process_index, args.batch_size
     data = {k: v.to(accelerator.device) for k, v in data.items()}
@@ -295,7 +328,7 @@ def train(args):
                                args.caption_dropout)
             mine = {k: v[rank * batch:(rank + 1) * batch].to(accelerator.device) for k, v in draws.items()}
             with accelerator.accumulate(model), accelerator.autocast():
-                loss = diffusion_loss(model, scheduler, data, mine)
+                loss = loss_of(model, scheduler, data, mine)
                 accelerator.backward(loss)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
@@ -308,14 +341,19 @@ def train(args):
             with open(out / "log.jsonl", "a") as f:
                 f.write(json.dumps({"step": step, "loss": loss_sum}) + "\n")
             if args.checkpoint_every and (step % args.checkpoint_every == 0 or step == args.steps):
-                save_checkpoint(out, step, unet, optimizer, losses)
+                save_checkpoint(out, step, unet, optimizer, losses, adapters=adapters)
             if args.sample_every and step % args.sample_every == 0:
-                sample(pipe, args, out / "samples" / f"step-{step:07d}.gif")
+                with accelerator.autocast():  # the UNet's frozen weights may be in half precision
+                    sample(pipe, args, out / "samples" / f"step-{step:07d}.gif")
                 plot_losses(losses, out / "loss.png")
         accelerator.wait_for_everyone()
     bar.close()
     if main:
-        save_lora_file(out / LORA_WEIGHT_NAME, lora_state_dict(unet, ADAPTER), adapter_config(unet, ADAPTER))
+        kept = MOTION if motion else ADAPTER  # motion only: the temporal LoRA is the result
+        save_lora_file(out / LORA_WEIGHT_NAME, lora_state_dict(unet, kept), adapter_config(unet, kept))
+        if motion:
+            save_lora_file(out / APPEARANCE_WEIGHT_NAME, lora_state_dict(unet, APPEARANCE),
+                           adapter_config(unet, APPEARANCE))
         if losses:
             plot_losses(losses, out / "loss.png")
         print(f"LoRA written to {out / LORA_WEIGHT_NAME} ({step} steps, processes: {world}, "
@@ -329,6 +367,8 @@ def train(args):
 def sample(pipe, args, path):
     """A video of the first caption (or --sample-prompt) with the LoRA as it is now."""
     prompt = args.sample_prompt or find_clips(args.data, "skip")[0].caption
+    if args.train == "motion":  # what the run keeps: the motion adapter alone (training sets its own each step)
+        set_active(pipe.unet, [MOTION])
     settings = pipe.recommended
     frames = pipe(prompt, num_frames=args.frames, height=args.size, width=args.size,
                   num_inference_steps=settings.num_inference_steps,
@@ -352,7 +392,9 @@ def parse_args(argv=None):
     ap.add_argument("--model", default="toy", help="checkpoint to fine-tune (folder, Hub id, 'toy', 'tiny')")
     ap.add_argument("--lora-rank", type=positive, default=16)
     ap.add_argument("--lora-alpha", type=float, default=None, help="default: the rank (scale 1)")
-    ap.add_argument("--train", choices=TRAIN_CHOICES, default="both", help="which attention layers get LoRA")
+    ap.add_argument("--train", choices=(*TRAIN_CHOICES, "motion"), default="both",
+                    help="which attention layers get LoRA; motion: MotionDirector's motion-only training, "
+                         "which keeps the temporal LoRA alone")
     ap.add_argument("--feed-forward", action="store_true", help="also the transformers' feed-forwards")
     ap.add_argument("--frames", type=positive, default=16)
     ap.add_argument("--stride", type=positive, default=1, help="take every STRIDE-th frame of each clip")

@@ -63,6 +63,7 @@ class LoRALinear(nn.Linear):
         self.scaling = {}  # name -> alpha / r
         self.scale = {}  # name -> the user's weight s
         self.active = []  # names of the adapters that act
+        self.frozen = set()  # active adapters that act but learn nothing (no gradient flows into them)
         self.unfused_weight = None  # W before fuse(), restored exactly by unfuse()
 
     def add_adapter(self, name, rank, alpha=None, use_rslora=False):
@@ -90,7 +91,10 @@ class LoRALinear(nn.Linear):
         if self.unfused_weight is not None:  # fused: the corrections are inside W already
             return y
         for name in self.active:
-            y = y + self.lora_B[name](self.lora_A[name](x)) * (self.scaling[name] * self.scale[name])
+            a, b = self.lora_A[name].weight, self.lora_B[name].weight
+            if name in self.frozen:
+                a, b = a.detach(), b.detach()
+            y = y + F.linear(F.linear(x, a), b) * (self.scaling[name] * self.scale[name])
         return y
 
     def fuse(self):
@@ -108,6 +112,7 @@ class LoRALinear(nn.Linear):
     def remove_adapter(self, name):
         self.unfuse()
         del self.lora_A[name], self.lora_B[name], self.scaling[name], self.scale[name]
+        self.frozen.discard(name)
         self.active = [n for n in self.active if n != name]
 
     def plain(self) -> nn.Linear:
@@ -210,6 +215,12 @@ def set_active(model, names, weights=None):
         for n, w in zip(names, weights):
             if n in layer.scale:
                 layer.scale[n] = float(w)
+
+
+def set_frozen(model, names):
+    """The adapters ``names`` still act (when active) but are detached: no gradient reaches them."""
+    for layer in lora_layers(model).values():
+        layer.frozen = {n for n in names if n in layer.lora_A}
 
 
 # ------------------------------------------------------------------------------------- the file

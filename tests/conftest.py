@@ -6,10 +6,14 @@ tests that use them.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from t2vlab.text import Tokenizer
+from t2vlab.toy import data as toy
+from t2vlab.video import export_to_video
 from t2vlab.weights import make_tiny_checkpoint
 
 
@@ -35,3 +39,20 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    """Four captioned toy clips of 8 frames: a folder of frames, .gif and .mp4 files (the fine-tuning
+    trainer's data in tests/test_finetune.py and tests/test_motion_director.py)."""
+    folder = tmp_path_factory.mktemp("clips")
+    videos, labels = toy.make_clips(4, seed=0)
+    for i, (video, caption) in enumerate(zip(videos.numpy(), toy.captions(labels))):
+        if i == 0:
+            (folder / "c0").mkdir()
+            for j, frame in enumerate(video):
+                Image.fromarray((frame * 255).round().astype(np.uint8)).save(folder / "c0" / f"{j:02d}.png")
+        else:
+            export_to_video(video, str(folder / f"c{i}.{'mp4' if i == 2 else 'gif'}"))
+        (folder / f"c{i}.txt").write_text(caption)
+    return folder

@@ -20,39 +20,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from safetensors.torch import load_file
 
-from t2vlab import TextToVideoPipeline, export_to_video
+from t2vlab import TextToVideoPipeline
 from t2vlab import finetune as ft
-from t2vlab.toy import data as toy
 from tests.helpers import rel_err
 
 ARGS = ["--model", "tiny", "--frames", "4", "--size", "32", "--lora-rank", "4", "--lr", "1e-2", "--quiet"]
-
-
-@pytest.fixture(scope="module")
-def clips(tmp_path_factory):
-    """Four captioned toy clips of 8 frames: a folder of frames, .gif and .mp4 files."""
-    folder = tmp_path_factory.mktemp("clips")
-    videos, labels = toy.make_clips(4, seed=0)
-    for i, (video, caption) in enumerate(zip(videos.numpy(), toy.captions(labels))):
-        if i == 0:
-            (folder / "c0").mkdir()
-            for j, frame in enumerate(video):
-                Image.fromarray((frame * 255).round().astype(np.uint8)).save(folder / "c0" / f"{j:02d}.png")
-        else:
-            export_to_video(video, str(folder / f"c{i}.{'mp4' if i == 2 else 'gif'}"))
-        (folder / f"c{i}.txt").write_text(caption)
-    return folder
 
 
 def run(data, out, *extra):
     return ft.main(["--data", str(data), "--out", str(out), *ARGS, *extra])
 
 
-def lora(out):
-    return load_file(str(Path(out) / "pytorch_lora_weights.safetensors"))
+def lora(out, name="pytorch_lora_weights.safetensors"):
+    return load_file(str(Path(out) / name))
 
 
 def test_trains_and_resume_after_an_interruption_equals_the_uninterrupted_run(clips, tmp_path, monkeypatch):
@@ -134,26 +116,28 @@ def test_bad_data_is_named(clips, tmp_path, capsys):
 
 @pytest.mark.skipif(shutil.which("accelerate") is None and not (Path(sys.executable).parent / "accelerate").exists(),
                     reason="the accelerate command is not installed")
-def test_two_processes_under_accelerate_launch_equal_one_with_the_same_global_batch(clips, tmp_path):
+@pytest.mark.parametrize("train, port", [("both", 29517), ("motion", 29518)])  # motion: one DDP forward, two paths
+def test_two_processes_under_accelerate_launch_equal_one_with_the_same_global_batch(clips, tmp_path, train, port):
     # SGD: Adam divides each gradient by its own size, which blows float rounding of near-zero gradients up to
     # a whole step; with SGD the LoRA is the gradients summed, and equal gradients give an equal LoRA
     common = ["--data", str(clips), *ARGS, "--steps", "3", "--checkpoint-every", "0", "--cpu", "--optimizer", "sgd",
-              "--lr", "3"]
+              "--lr", "3", "--train", train]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.getcwd()}
     # accelerate's own "--cpu --num_processes 2" starts the processes through mpirun, which this machine lacks;
     # "--multi_gpu" starts them as torchrun does, and the trainer's --cpu makes them CPU processes (gloo)
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                 "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                "--main_process_port", "29517"]
+                "--main_process_port", str(port)]
     assert "--cpu" in common
     two = subprocess.run([*launcher, "-m", "t2vlab", "finetune", *common, "--batch-size", "1",
                           "--out", str(tmp_path / "two")], env=env, capture_output=True, text=True, timeout=300)
     assert two.returncode == 0, two.stderr[-3000:]
     assert run(clips, tmp_path / "one", *common[len(ARGS) + 2:], "--batch-size", "2") == 0
-    a, b = lora(tmp_path / "two"), lora(tmp_path / "one")
-    assert set(a) == set(b)
-    assert max(rel_err(a[k], b[k]) for k in a) <= 1e-5
-    assert max(a[k].abs().max() for k in a if "lora_B" in k) > 1e-3  # the B (zero at first) moved: it trained
+    for name in ["pytorch_lora_weights.safetensors"] + ([ft.APPEARANCE_WEIGHT_NAME] if train == "motion" else []):
+        a, b = lora(tmp_path / "two", name), lora(tmp_path / "one", name)
+        assert set(a) == set(b)
+        assert max(rel_err(a[k], b[k]) for k in a) <= 1e-5
+        assert max(a[k].abs().max() for k in a if "lora_B" in k) > 1e-3  # the B (zero at first) moved: it trained
     losses = [[json.loads(line)["loss"] for line in (tmp_path / d / "log.jsonl").read_text().splitlines()]
               for d in ("two", "one")]
     assert np.allclose(*losses, rtol=1e-5, atol=0)
