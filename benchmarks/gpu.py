@@ -1,6 +1,6 @@
-"""Every GPU check in one call: fp16 parity, speed beside diffusers, and the seed page's 64-frame run.
+"""Every GPU check in one call: fp16 parity, speed beside diffusers, the seed page's 64-frame run, LoRA fine-tuning.
 
-    python benchmarks/gpu.py [--sections 1,2,3] [--json results.json] [--docs docs/benchmarks.md] [--mode MODE]
+    python benchmarks/gpu.py [--sections 1,2,3,4] [--json results.json] [--docs docs/benchmarks.md] [--mode MODE]
                              [--peak-tflops T] [--tiny]
 
 Weights: random, full size (the published configs), built on the GPU: each model on meta, then
@@ -20,6 +20,13 @@ weights 1 and biases 0. diffusers' modules are built on meta and given the very 
 3. the seed page's long video: 64 frames 256x256, fp16, model CPU offload + VAE slicing,
    25 DPM-Solver++ steps (the page uses 50 DDIM; the memory peak does not depend on the step count).
    diffusers' offload needs accelerate; without it diffusers runs without offload (said in the table).
+
+4. LoRA fine-tuning (issue 21's aim: at most 12 GB): one training step of the UNet at 256x256, 16 frames,
+   batch 1, as ``python -m t2vlab finetune --mixed-precision fp16 --gradient-checkpointing`` takes it
+   (LoRA rank 16 on spatial and temporal attention, frozen weights in fp16, the LoRA in fp32, AdamW, fp16
+   autocast with loss scaling): peak GPU memory and ms per step, with and without gradient checkpointing,
+   and with the frozen weights in fp32; beside it diffusers' UNet with peft's LoRA on the same layers
+   (its UNet3D has no gradient checkpointing), when peft is installed.
 
 ``--tiny``: the same sections on the tiny config, few frames and steps, on whatever device there is
 (this is how tests/parity/test_gpu_script_parity.py runs the script on CPU).
@@ -393,6 +400,12 @@ def write_docs(res, path):
                   "|" + "|".join("---" for _ in table["headers"]) + "|"]
         lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in table["rows"]]
         lines.append("")
+    if "finetune" in res:
+        table = res["finetune"]["table"]
+        lines += [table["title"] + ":", "", "| " + " | ".join(table["headers"]) + " |",
+                  "|" + "|".join("---" for _ in table["headers"]) + "|"]
+        lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in table["rows"]]
+        lines.append("")
     if "long_video" in res:
         frames = res["long_video"][0]["frames_shape"][1]
         lines += [f"Long video ({frames} frames, offload + VAE slicing): " + "; ".join(
@@ -407,6 +420,119 @@ def write_docs(res, path):
     tmp = path.with_suffix(".tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------------------ 4. LoRA fine-tuning
+def lora_step(unet, params, s, dtype, device, steps):
+    """(ms per step, peak bytes) of ``steps`` training steps (after one warm-up): the trainer's loss on random
+    latents and text, autocast in ``dtype`` with a loss scaler when it is fp16."""
+    from t2vlab.finetune import diffusion_loss, step_draws
+    from t2vlab.schedulers import DDPMScheduler
+    from t2vlab.weights import SCHEDULER_CONFIG
+
+    cuda = torch.device(device).type == "cuda"
+    cfg = unet.config
+    latent = (cfg.in_channels, s["frames"], s["size"] // 8, s["size"] // 8)
+    data = {"latents": torch.randn(2, *latent, device=device), "empty": torch.randn(1, 77, cfg.cross_attention_dim,
+            device=device), "text": torch.randn(2, 77, cfg.cross_attention_dim, device=device)}
+    scheduler = DDPMScheduler.from_config(SCHEDULER_CONFIG)
+    optimizer = torch.optim.AdamW(params, lr=1e-4)
+    scaler = torch.amp.GradScaler("cuda") if cuda and dtype == torch.float16 else None
+    times = []
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    for step in range(steps + 1):
+        draws = {k: v.to(device) for k, v in step_draws(step, 0, 2, 1, latent, 1000, 0.0).items()}
+        t0 = time.perf_counter()
+        with torch.autocast(torch.device(device).type, dtype=dtype, enabled=dtype != torch.float32):
+            loss = diffusion_loss(unet, scheduler, data, draws)
+        (scaler.scale(loss) if scaler else loss).backward()
+        scaler.step(optimizer) if scaler else optimizer.step()
+        if scaler:
+            scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        if cuda:
+            torch.cuda.synchronize()
+        if step:  # the first step is the warm-up
+            times.append(time.perf_counter() - t0)
+    return 1000 * statistics.median(times), torch.cuda.max_memory_allocated() if cuda else None
+
+
+def section_finetune(models, s, res, steps=5):
+    from t2vlab import UNet3DConditionModel
+    from t2vlab.lora import add_lora, lora_targets
+
+    dev = models.device
+    cuda = torch.device(dev).type == "cuda"
+    low = torch.float16 if cuda else torch.bfloat16  # CPU (--tiny): bf16 autocast, as the trainer's --mixed-precision
+    state = {k: v.to("cpu") for k, v in models.ours["unet"].state_dict().items()}  # the benchmark's shared weights
+    for m in models.ours.values():  # the GPU to this section alone: peaks are measured from the weights up
+        m.to("cpu")
+    gc.collect()
+    if cuda:
+        torch.cuda.empty_cache()
+    half = "fp16" if cuda else "bf16"
+    variants = [(f"t2vlab, checkpointing, frozen weights {half}", low, True),
+                (f"t2vlab, no checkpointing, frozen weights {half}", low, False),
+                ("t2vlab, checkpointing, frozen weights fp32", torch.float32, True)]
+    rows, out = [], []
+    for name, weight_dtype, checkpointing in variants:
+        with torch.device("meta"):
+            unet = UNet3DConditionModel.from_config(s["cfg"]["unet"])
+        unet.load_state_dict(state, assign=True)
+        unet = unet.to(dev, weight_dtype).requires_grad_(False).eval()
+        params = add_lora(unet, lora_targets(unet, "both"), 16, None, "bench")
+        for p in params:
+            p.data = p.data.float()
+        if checkpointing:
+            unet.enable_gradient_checkpointing()
+        ms, peak = lora_step(unet, params, s, low, dev, steps)
+        rows.append([name, f"{ms:.0f}", mib(peak) if peak else "n/a (CPU)"])
+        out.append({"variant": name, "ms_per_step": ms, "peak_allocated_bytes": peak})
+        del unet, params
+        gc.collect()
+        if cuda:
+            torch.cuda.empty_cache()
+    try:
+        import diffusers
+        import peft
+    except ImportError:
+        rows.append(["diffusers + peft", "not installed", "-"])
+    else:
+        with torch.device("meta"):
+            ref = diffusers.UNet3DConditionModel.from_config(s["cfg"]["unet"])
+        ref.load_state_dict(state, assign=True)
+        ref = ref.to(dev, low).requires_grad_(False).eval()
+        peft.inject_adapter_in_model(peft.LoraConfig(r=16, lora_alpha=16, target_modules=["to_q", "to_k", "to_v",
+                                                                                            "to_out.0"]), ref)
+        params = [p for n, p in ref.named_parameters() if "lora_" in n]
+        for p in params:
+            p.data, p.requires_grad = p.data.float(), True
+
+        class Plain(torch.nn.Module):  # diffusers returns an output object; the loss wants the tensor
+            def __init__(self, unet):
+                super().__init__()
+                self.unet, self.config = unet, unet.config
+
+            def forward(self, x, t, text):
+                return self.unet(x, t, text).sample
+
+        ms, peak = lora_step(Plain(ref), params, s, low, dev, steps)
+        rows.append([f"diffusers + peft, no checkpointing (none in its UNet3D), frozen weights {half}",
+                     f"{ms:.0f}", mib(peak) if peak else "n/a (CPU)"])
+        out.append({"variant": "diffusers + peft", "ms_per_step": ms, "peak_allocated_bytes": peak})
+        del ref, params
+        gc.collect()
+    if cuda:
+        torch.cuda.empty_cache()
+    for m in models.ours.values():
+        m.to(dev)
+    title = (f"4. LoRA fine-tuning step: {s['size']}x{s['size']}, {s['frames']} frames, batch 1, rank 16 on "
+             f"spatial + temporal attention, {low} autocast, AdamW, {dev} (aim: at most 12 GB)")
+    print_table(["variant", "ms per step", "peak allocated MiB"], rows, title)
+    res["finetune"] = {"variants": out, "table": {"title": title, "headers": ["variant", "ms per step",
+                                                                              "peak allocated MiB"], "rows": rows}}
 
 
 # ------------------------------------------------------------------------------------ 3. long video
@@ -453,7 +579,7 @@ def section_long(models, s, dtype, res, diffusers, transformers, tmp, pipes=None
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sections", default="1,2,3", help="comma-separated subset of 1,2,3")
+    ap.add_argument("--sections", default="1,2,3,4", help="comma-separated subset of 1,2,3,4")
     ap.add_argument("--json", type=Path, default=None, help="write all results here")
     ap.add_argument("--tiny", action="store_true", help="tiny config, few frames and steps, any device (a dry run: "
                                                          "traces with the eager backend)")
@@ -502,6 +628,8 @@ def main():
                                           args.peak_tflops)
                 elif n == 3:
                     section_long(models, s, dtype, res, diffusers, transformers, tmp, pipes)
+                elif n == 4:
+                    section_finetune(models, s, res)
             elapsed[str(n)] = time.perf_counter() - t0
             print(f"\nsection {n} took {elapsed[str(n)]:.1f} s")
     elapsed["total"] = time.perf_counter() - t_start

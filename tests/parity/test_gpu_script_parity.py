@@ -25,7 +25,7 @@ def test_gpu_script_tiny_writes_every_section(tmp_path):
                            "--peak-tflops", "1"], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     res = json.loads(out.read_text())
-    assert set(res) >= {"meta", "parity", "speed", "long_video"}
+    assert set(res) >= {"meta", "parity", "speed", "long_video", "finetune"}
     assert [r["model"] for r in res["parity"]["rows"]] == ["unet", "vae decode (1 frame)", "text encoder"]
     assert all(r["finite"] for r in res["parity"]["rows"])
     variants = {v["variant"]: v for v in res["speed"]["variants"]}
@@ -36,4 +36,7 @@ def test_gpu_script_tiny_writes_every_section(tmp_path):
     assert res["speed"]["flops_per_unet_call"] > 0 and variants["t2vlab eager"]["floor_multiple"] > 1
     assert "| t2vlab compiled |" in doc.read_text()
     assert {r["impl"] for r in res["long_video"]} == {"diffusers", "t2vlab"}
-    assert set(res["meta"]["elapsed_s"]) >= {"build", "1", "2", "3", "total"}
+    assert set(res["meta"]["elapsed_s"]) >= {"build", "1", "2", "3", "4", "total"}
+    steps = {v["variant"]: v["ms_per_step"] for v in res["finetune"]["variants"]}
+    assert len(steps) == 4 and "diffusers + peft" in steps and all(ms > 0 for ms in steps.values())
+    assert "| t2vlab, checkpointing, frozen weights bf16 |" in doc.read_text()
