@@ -117,10 +117,22 @@ def render(labels, frames=FRAMES, size=SIZE, device=None, trail=TRAIL):
         for k in range(1, GHOSTS + 1):
             ghost = shape_masks(labels, c - step * (trail * k / GHOSTS), size)
             alpha = torch.maximum(alpha, ghost * (TRAIL_START * (1 - k / (GHOSTS + 1))))
-    colour = torch.tensor(list(PALETTE.values()), device=device)[labels["colour"]]
+    if "rgb" in labels:  # any colour, drawn by random_colours (toy.decoder: a decoder for every colour)
+        colour = labels["rgb"]
+    else:
+        colour = torch.tensor(list(PALETTE.values()), device=device)[labels["colour"]]
     colour = (colour + labels["tint"][:, None]).clamp(0, 1)[:, None, None, None, :]  # (n, 1, 1, 1, 3)
     background = labels["background"][:, None, None, None, None]
     return background + alpha[..., None] * (colour - background)
+
+
+def random_colours(n, seed=0):
+    """n colours (n, 3) of random hue, saturation 0.55-0.95 and value 0.8-0.95: the whole colour wheel at
+    the palette's brightness (every one has a channel of 0.8 or more, like the palette's)."""
+    hue, sat, val = torch.rand(3, n, generator=torch.Generator().manual_seed(seed))
+    sat, val = 0.55 + 0.4 * sat, 0.8 + 0.15 * val
+    k = (hue[:, None] * 6 + torch.tensor([5.0, 3.0, 1.0])) % 6  # HSV to RGB, one formula per channel
+    return val[:, None] * (1 - sat[:, None] * (torch.minimum(k, 4 - k).clamp(0, 1)))
 
 
 def make_clips(n, seed=0, combos=TRAIN_COMBOS, device=None):

@@ -6,7 +6,9 @@ The data is what ``python -m t2vlab finetune`` reads: folders of frames with sam
 Half the clips are purple shapes, from 9 of the 12 purple combinations (``data.PURPLE_HELD_OUT`` stay
 out, to see whether the new word composes with shapes and directions it was not shown with); the other
 half are clips of the original world, so that what the model knew is rehearsed while the new word is
-learnt. The LoRA trained on them ships with the package: ``purple_lora()`` is its folder.
+learnt. The LoRA trained on them ships with the package: ``purple_lora()`` is its folder. It is shown and
+checked through the toy VAE extended to purple (``purple_vae()``, ``with_purple_vae``): the toy's own VAE
+returns purple as red.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 import torch
 
 from ..schedulers import from_name
+from ..vae import AutoencoderKL
 from . import data
 from .evaluate import evaluate, report
 
@@ -60,13 +63,28 @@ def write_lora_data(folder, seed=0, per_kind=None):
     return folder
 
 
+def purple_vae() -> Path:
+    """The folder of the toy VAE with its decoder extended to purple (``t2vlab.toy.decoder``; the encoder, and so
+    the latents the UNet learnt, are the toy's own), with its training record."""
+    return Path(str(resources.files("t2vlab") / "data" / "toy_purple_vae"))
+
+
+def with_purple_vae(pipe):
+    """The toy ``pipe`` with the purple-extended VAE in place of its own (the toy's VAE returns purple as red,
+    so no UNet LoRA could show purple through it): how the purple LoRA is shown and checked."""
+    vae = AutoencoderKL.from_pretrained(purple_vae(), torch_dtype=pipe.vae.dtype)
+    pipe.vae = vae.to(pipe.vae.device)
+    return pipe
+
+
 def purple_lora() -> Path:
     """The folder of the shipped purple LoRA (``pipe.load_lora_weights(purple_lora())``), with its training log."""
     return Path(str(resources.files("t2vlab") / "data" / "toy_purple_lora"))
 
 
 def check_lora(pipe, lora=None, seeds=(0,), steps=25, original=data.ALL_COMBOS):
-    """The issue's three checks for a purple LoRA on the toy ``pipe`` (left without it afterwards).
+    """The issue's three checks for a purple LoRA on the toy ``pipe`` (left without it afterwards); give the
+    pipe the purple-extended VAE first (``with_purple_vae``).
 
     Returns {"purple": summary of the 12 purple captions with the LoRA, "original": summary of ``original``
     captions with the LoRA, "unload_exact": whether the frames after unloading equal those before loading}.
@@ -92,7 +110,7 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["--check"]:  # python -m t2vlab.toy.purple --check [LORA_FOLDER] [SEEDS]
         from ..pipeline import TextToVideoPipeline
 
-        pipe = TextToVideoPipeline.from_pretrained("toy")
+        pipe = with_purple_vae(TextToVideoPipeline.from_pretrained("toy"))
         lora = sys.argv[2] if len(sys.argv) > 2 else None
         result = check_lora(pipe, lora, seeds=range(int(sys.argv[3]) if len(sys.argv) > 3 else 1))
         print("purple captions, with the LoRA:\n" + report(result["purple"]))
