@@ -394,18 +394,13 @@ def write_docs(res, path):
     begin, end = "<!-- benchmarks/gpu.py: begin -->", "<!-- benchmarks/gpu.py: end -->"
     lines = [begin, "", f"`{' '.join(res['meta']['argv'])}` on {res['meta']['device']}, torch {res['meta']['torch']}"
              f", diffusers {res['meta'].get('diffusers', '-')}.", ""]
-    if "speed" in res:
-        table = res["speed"]["table"]
-        lines += [table["title"] + ":", "", "| " + " | ".join(table["headers"]) + " |",
-                  "|" + "|".join("---" for _ in table["headers"]) + "|"]
-        lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in table["rows"]]
-        lines.append("")
-    if "finetune" in res:
-        table = res["finetune"]["table"]
-        lines += [table["title"] + ":", "", "| " + " | ".join(table["headers"]) + " |",
-                  "|" + "|".join("---" for _ in table["headers"]) + "|"]
-        lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in table["rows"]]
-        lines.append("")
+    for section in ("speed", "finetune"):  # the sections that print a table
+        if section in res:
+            table = res[section]["table"]
+            lines += [table["title"] + ":", "", "| " + " | ".join(table["headers"]) + " |",
+                      "|" + "|".join("---" for _ in table["headers"]) + "|"]
+            lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in table["rows"]]
+            lines.append("")
     if "long_video" in res:
         frames = res["long_video"][0]["frames_shape"][1]
         lines += [f"Long video ({frames} frames, offload + VAE slicing): " + "; ".join(

@@ -42,3 +42,6 @@ def test_write_docs_replaces_only_its_own_block(tmp_path):
     second = doc.read_text()
     assert "| t2vlab eager | 7.5 |" in second and "9.0" not in second
     assert second.count("benchmarks/gpu.py: begin") == 1 and "kept above" in second and "kept below" in second
+    res["finetune"] = {"table": {"title": "4. LoRA step", "headers": ["variant", "peak"], "rows": [["t2vlab", "9"]]}}
+    write_docs(res, doc)
+    assert "4. LoRA step:" in doc.read_text() and "| t2vlab | 9 |" in doc.read_text()
