@@ -423,6 +423,9 @@ def parse_args(argv=None):
         ap.error(f"--caption-dropout must be in [0, 1], got {args.caption_dropout}")
     if not (args.lr > 0 and math.isfinite(args.lr)):
         ap.error(f"--lr must be a positive number, got {args.lr}")
+    if args.train == "motion" and args.gradient_checkpointing:  # the recomputed forward would see the adapter
+        ap.error("--gradient-checkpointing does not work with --train motion: its two paths switch adapters "
+                 "between forwards, and checkpointing reruns a forward during the backward pass, after the switch")
     return args
 
 

@@ -130,3 +130,12 @@ def test_the_trainer_keeps_the_temporal_lora_alone_and_resumes_exactly(clips, tm
     for name in ("pytorch_lora_weights.safetensors", ft.APPEARANCE_WEIGHT_NAME):
         whole, resumed = lora(tmp_path / "whole", name), lora(tmp_path / "cut", name)
         assert set(whole) == set(resumed) and all(torch.equal(whole[k], resumed[k]) for k in whole), name
+
+
+def test_gradient_checkpointing_is_refused_with_a_reason(clips, tmp_path, capsys):
+    """Checkpointing reruns a forward during the backward pass, when DualPath has switched the adapters back:
+    the rerun would not be the forward that was run, so the combination is an error, not wrong gradients."""
+    with pytest.raises(SystemExit):
+        ft.main(["--data", str(clips), "--out", str(tmp_path / "o"), *ARGS, "--train", "motion",
+                 "--gradient-checkpointing"])
+    assert "--gradient-checkpointing does not work with --train motion" in capsys.readouterr().err
