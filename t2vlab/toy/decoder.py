@@ -43,7 +43,7 @@ from ..vae import AutoencoderKL
 from ..weights import resolve_checkpoint
 from . import data
 from .evaluate import read_video
-from .train import SHAPE_WEIGHT, log, to_frames
+from .train import log, to_frames, weighted_error
 
 
 def frames(n, seed, colours="world"):
@@ -69,12 +69,6 @@ def generated(pipe, seeds=range(8), steps=25):
     z = z.float().transpose(1, 2).flatten(0, 1) / pipe.vae.config.scaling_factor  # (B*F, 4, 8, 8)
     frames = torch.cat([pipe.vae.float().decode(part) for part in z.split(256)])
     return z, frames.clamp(-1, 1)
-
-
-def weighted_error(recon, x):
-    """The VAE's own loss weighting: the shape's pixels (a channel above 0.2) weigh SHAPE_WEIGHT times more."""
-    weight = 1 + (SHAPE_WEIGHT - 1) * (x.amax(1, keepdim=True) > -0.6).float()
-    return (weight * (recon - x) ** 2).mean()
 
 
 def decoder_loss(vae, x, kept=None):

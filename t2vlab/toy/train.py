@@ -86,9 +86,14 @@ def vae_loss(vae, x, kl_weight=1e-6):
     colours, and the faint trail, after minutes."""
     posterior = vae.encode(x)
     recon = vae.decoder(vae.post_quant_conv(posterior.sample()))
-    weight = 1 + (SHAPE_WEIGHT - 1) * (x.amax(1, keepdim=True) > -0.6).float()  # above 0.2 in [0, 1]
-    loss = (weight * (recon - x) ** 2).mean() + kl_weight * posterior.kl().mean()
+    loss = weighted_error(recon, x) + kl_weight * posterior.kl().mean()
     return loss, F.mse_loss(recon, x)
+
+
+def weighted_error(recon, x):
+    """The squared error with the shape's pixels (a channel above 0.2 in [0, 1]) weighing SHAPE_WEIGHT times more."""
+    weight = 1 + (SHAPE_WEIGHT - 1) * (x.amax(1, keepdim=True) > -0.6).float()
+    return (weight * (recon - x) ** 2).mean()
 
 
 def train_vae(vae, seconds, device, batch=64, lr=2e-3, seed=0, logfile=None, max_steps=None):
