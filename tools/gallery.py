@@ -70,6 +70,16 @@ def toy_samples(pipe):
         "more than circles, squares and triangles (the evaluator reads colour and direction only).")
 
 
+def image_row(images, titles):
+    """One row of images (each (H, W, 3)), titled, no axes: the strips of x0_strip and noising."""
+    fig, axes = plt.subplots(1, len(images), figsize=(1.4 * len(images), 1.8), gridspec_kw=dict(wspace=0.04))
+    for ax, title, im in zip(axes, titles, images):
+        ax.imshow(im.numpy())
+        ax.axis("off")
+        ax.set_title(title, fontsize=8)
+    return fig
+
+
 def x0_strip(pipe):
     """DDIM's running guess of the clean video (x0), decoded at a few steps."""
     ddim = from_name("ddim", pipe.scheduler.config)
@@ -80,11 +90,7 @@ def x0_strip(pipe):
         (i, int(t), s["pred_original_sample"].clone())) or s)
     show = [0, 2, 5, 9, 14, 24]
     frames = [pipe.decode_latents(kept[i][2])[0, 3] for i in show]
-    fig, axes = plt.subplots(1, len(show), figsize=(1.4 * len(show), 1.8), gridspec_kw=dict(wspace=0.04))
-    for ax, i, im in zip(axes, show, frames):
-        ax.imshow(im.numpy())
-        ax.axis("off")
-        ax.set_title(f"step {i + 1}, t={kept[i][1]}", fontsize=8)
+    fig = image_row(frames, [f"step {i + 1}, t={kept[i][1]}" for i in show])
     fig.suptitle("DDIM's guess of the finished video (x0), frame 3 (notebooks 02, 06)", fontsize=9, y=1.12)
     return fig, ("'a green circle moving up', 25 DDIM steps. At the first step the guess is a large blob of "
                  "the wrong colours; a quarter of the way in, colour and place are settled, and the last steps "
@@ -101,11 +107,7 @@ def noising(pipe):
     noisy = torch.cat([schedule.add_noise(x0, noise, torch.tensor([t])) for t in ts])
     frames = pipe.decode_latents(noisy)[:, 4]  # frame 4 of each
     abar = schedule.alphas_cumprod
-    fig, axes = plt.subplots(1, len(ts), figsize=(1.4 * len(ts), 1.8), gridspec_kw=dict(wspace=0.04))
-    for ax, t, im in zip(axes, ts, frames):
-        ax.imshow(im.numpy())
-        ax.axis("off")
-        ax.set_title(f"t={t}\nabar={abar[t]:.2f}", fontsize=8)
+    fig = image_row(frames, [f"t={t}\nabar={abar[t]:.2f}" for t in ts])
     fig.suptitle("x_t = sqrt(abar) x0 + sqrt(1 - abar) eps, in latent space, decoded (notebook 02)", fontsize=9, y=1.15)
     return fig, ("A training clip's latents noised to timestep t with the checkpoint's schedule, then decoded by "
                  "the VAE. By t = 600 the shape is gone; what the model sees there is what the caption must fill in.")
