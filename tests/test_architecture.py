@@ -16,7 +16,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "t2vlab"
 
 # lowest first; a module belongs to the first layer with a prefix of its name
 LAYERS = [
-    ("facts and tensor helpers", ["t2vlab.configs", "t2vlab.frames", "t2vlab.noise"]),
+    ("facts and tensor helpers", ["t2vlab.configs", "t2vlab.frames", "t2vlab.noise", "t2vlab.checks",
+                                  "t2vlab.atomic"]),
     ("building blocks and files", ["t2vlab.attention", "t2vlab.resnet", "t2vlab.checkpoint", "t2vlab.safe_pickle",
                                    "t2vlab.video", "t2vlab.lora"]),
     ("models and schedulers", ["t2vlab.unet", "t2vlab.vae", "t2vlab.text", "t2vlab.schedulers"]),
