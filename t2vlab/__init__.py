@@ -33,7 +33,7 @@ _PUBLIC = {
     "toy_checkpoint": "t2vlab.weights",
     "tiny_checkpoint": "t2vlab.weights",
     "recommended_settings": "t2vlab.weights",
-    "free_init_filter": "t2vlab.free_init",
+    "free_init_filter": "t2vlab.techniques.free_init",
     "convert_original": "t2vlab.original",
     "write_original": "t2vlab.original",
     "make_tiny_original_checkpoint": "t2vlab.original",

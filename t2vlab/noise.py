@@ -2,7 +2,8 @@
 
 Both the pipeline (the starting latents) and the schedulers (DDPM, DDIM with eta > 0, Euler
 ancestral) draw through ``draw_noise``, so one seeded generator gives the same numbers as diffusers'
-``randn_tensor`` in the same order.
+``randn_tensor`` in the same order. (Techniques that rearrange the noise, such as FreeNoise's
+rescheduling, live with their technique in ``t2vlab.techniques``.)
 """
 
 from __future__ import annotations
@@ -43,42 +44,4 @@ def video_noise(shape, generator, device, dtype, shared_ratio=0.0) -> torch.Tens
         b, c, _, h, w = shape
         base = draw_noise((b, c, 1, h, w), generator, device, dtype)
         noise = math.sqrt(shared_ratio) * base + math.sqrt(1 - shared_ratio) * noise
-    return noise
-
-
-NOISE_TYPES = ("shuffle_context", "repeat_context", "random")
-
-
-def _perm(n, generator):
-    return torch.randperm(n, generator=generator) if generator is not None else torch.randperm(n)
-
-
-def reschedule_noise(noise, context_length, context_stride, noise_type="shuffle_context", generator=None):
-    """FreeNoise's noise rescheduling of a video's noise (B, C, F, h, w): later frames reuse the first
-    ``context_length`` frames' noise, so that distant frames start correlated.
-
-    - "shuffle_context": frames are filled ``context_stride`` at a time; each block of new frames is the
-      block ``context_length`` frames earlier, in an order drawn from ``generator`` (``randperm``, after
-      the noise itself was drawn). Every frame's noise is then one of the first window's frames.
-    - "repeat_context": frame f takes frame f mod ``context_length``'s noise.
-    - "random": the noise as drawn.
-
-    Each frame stays standard normal (a copy of a standard-normal frame). A list of generators (one per
-    video) shuffles each video with its own. With ``context_length`` >= F nothing changes.
-    """
-    frames = noise.shape[2]
-    if noise_type not in NOISE_TYPES:
-        raise ValueError(f"noise_type must be one of {NOISE_TYPES}, got {noise_type!r}")
-    if noise_type == "random" or frames <= context_length:
-        return noise
-    if noise_type == "repeat_context":
-        return noise[:, :, torch.arange(frames) % context_length]
-    noise = noise.clone()
-    generators = generator if isinstance(generator, (list, tuple)) else [generator]
-    for b, g in enumerate(generators):
-        videos = slice(None) if len(generators) == 1 else slice(b, b + 1)
-        for start in range(context_length, frames, context_stride):
-            source = start - context_length + _perm(context_stride, g).to(noise.device)
-            n = min(context_stride, frames - start)
-            noise[videos, :, start:start + n] = noise[videos, :, source[:n]]
     return noise

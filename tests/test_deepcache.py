@@ -1,4 +1,4 @@
-"""DeepCache (t2vlab.unet.deepcache): the step rule, the shallow path, and the switch.
+"""DeepCache (t2vlab.techniques.deepcache): the step rule, the shallow path, and the switch.
 
 Its cost in quality (the toy's evaluator, frame difference) and its speed are measured by
 benchmarks/deepcache_cpu.py and recorded in docs/benchmarks.md, not asserted here.
@@ -85,8 +85,8 @@ def test_disable_restores_the_plain_network_and_removes_its_hook(pipe):
 @pytest.mark.parametrize("kwargs, message", [
     ({"cache_interval": 0}, "cache_interval must be a positive integer"),
     ({"cache_interval": 2.5}, "cache_interval must be a positive integer"),
-    ({"cache_branch": 3}, r"cache_branch must be a level index in \[0, 2\]"),
-    ({"cache_branch": -1}, "cache_branch must be a level index"),
+    ({"cache_branch": 3}, r"cache_branch must be an integer in \[0, 2\], got 3 \(a level index"),
+    ({"cache_branch": -1}, "cache_branch must be an integer in"),
 ])
 def test_bad_settings_are_named(pipe, kwargs, message):
     with pytest.raises(ValueError, match=message):

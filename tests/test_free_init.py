@@ -1,4 +1,4 @@
-"""FreeInit (t2vlab.free_init): one pass is plain sampling; later passes start from the filtered mix.
+"""FreeInit (t2vlab.techniques.free_init): one pass is plain sampling; later passes start from the filtered mix.
 
 The filter itself is compared with diffusers' in tests/parity/test_free_init.py.
 """
@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from t2vlab import free_init_filter
-from t2vlab.free_init import FreeInit
+from t2vlab.techniques.free_init import FreeInit
 
 from .helpers import tiny_pipe
 

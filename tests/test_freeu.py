@@ -1,4 +1,4 @@
-"""FreeU switched on and off (t2vlab.unet.freeu); equality with diffusers is tests/parity/test_freeu.py."""
+"""FreeU switched on and off (t2vlab.techniques.freeu); equality with diffusers is tests/parity/test_freeu.py."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from t2vlab import TextToVideoPipeline
-from t2vlab.unet.freeu import FreeUScale, apply_freeu, fourier_filter
+from t2vlab.techniques.freeu import FreeUScale, apply_freeu, fourier_filter
 
 from .helpers import randomize_
 

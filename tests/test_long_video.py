@@ -1,4 +1,4 @@
-"""FreeNoise (t2vlab.free_noise): windowed temporal attention and noise rescheduling, and its bad input."""
+"""FreeNoise (t2vlab.techniques.free_noise): windowed temporal attention and noise rescheduling, and its bad input."""
 
 from __future__ import annotations
 
@@ -6,10 +6,9 @@ import pytest
 import torch
 
 from t2vlab import TextToVideoPipeline
-from t2vlab.free_noise import FreeNoise
-from t2vlab.noise import reschedule_noise
+from t2vlab.techniques.free_noise import FreeNoise, attend_in_windows, reschedule_noise, window_weights
 from t2vlab.unet.spatial import TransformerBlock
-from t2vlab.unet.temporal import ContextWindows, TemporalTransformer, attend_in_windows, window_weights
+from t2vlab.unet.temporal import TemporalTransformer
 
 from .helpers import randomize_, rel_err
 
@@ -82,13 +81,13 @@ def test_one_window_over_all_frames_is_plain_attention(scheme):
     block, tokens = block_and_tokens(8)
     with torch.no_grad():
         plain = block(tokens)
-        one = attend_in_windows(block, tokens, ContextWindows(8, 3, scheme))
+        one = attend_in_windows(block, tokens, FreeNoise(8, 3, scheme))
     assert rel_err(one, plain) <= 1e-6  # x * w / w: one rounding per element
 
 
 def test_windows_differ_from_plain_attention_and_fuse_as_weighted_means():
     block, tokens = block_and_tokens(6)
-    windows = ContextWindows(4, 2, "pyramid")  # spans (0, 4), (2, 6); weights [1, 2, 2, 1]
+    windows = FreeNoise(4, 2, "pyramid")  # spans (0, 4), (2, 6); weights [1, 2, 2, 1]
     with torch.no_grad():
         got = attend_in_windows(block, tokens, windows)
         a, b = block.attend(tokens[:, 0:4]), block.attend(tokens[:, 2:6])
@@ -100,7 +99,7 @@ def test_windows_differ_from_plain_attention_and_fuse_as_weighted_means():
 
 def test_far_frames_do_not_see_each_other():
     block, tokens = block_and_tokens(12)
-    windows = ContextWindows(4, 2)
+    windows = FreeNoise(4, 2)
     changed = tokens.clone()
     changed[:, 11] = 3 * torch.randn(changed[:, 11].shape)  # (a constant shift would vanish in the LayerNorm)
     with torch.no_grad():
@@ -115,17 +114,17 @@ def test_temporal_transformer_switches_windows_on_only_beyond_the_context():
     x = torch.randn(2 * 8, 16, 3, 3)  # 2 videos x 8 frames
     with torch.no_grad():
         plain = layer(x, 8)
-        layer.windows = ContextWindows(8, 2)
+        layer.windows = FreeNoise(8, 2)
         assert torch.equal(layer(x, 8), plain)
-        layer.windows = ContextWindows(4, 2)
+        layer.windows = FreeNoise(4, 2)
         assert rel_err(layer(x, 8), plain) > 1e-3
 
 
 def test_spans_and_weights():
-    assert ContextWindows(16, 4).spans(24) == [(0, 16), (4, 20), (8, 24)]
-    assert ContextWindows(16, 4).spans(25) == [(0, 16), (4, 20), (8, 24), (9, 25)]
-    assert ContextWindows(8, 8).spans(20) == [(0, 8), (8, 16), (12, 20)]
-    assert ContextWindows(16, 4).spans(10) == [(0, 10)]
+    assert FreeNoise(16, 4).spans(24) == [(0, 16), (4, 20), (8, 24)]
+    assert FreeNoise(16, 4).spans(25) == [(0, 16), (4, 20), (8, 24), (9, 25)]
+    assert FreeNoise(8, 8).spans(20) == [(0, 8), (8, 16), (12, 20)]
+    assert FreeNoise(16, 4).spans(10) == [(0, 10)]
     assert window_weights(4, "pyramid") == [1, 2, 2, 1] and window_weights(5, "pyramid") == [1, 2, 3, 2, 1]
     assert window_weights(4, "delayed_reverse_sawtooth") == [0.01, 2, 2, 1]
     assert window_weights(5, "delayed_reverse_sawtooth") == [0.01, 0.01, 3, 2, 1]

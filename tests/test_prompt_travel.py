@@ -1,4 +1,4 @@
-"""Prompt travel (t2vlab.prompt_travel): a dict {frame: text} gives every frame its own text embedding."""
+"""Prompt travel (t2vlab.techniques.prompt_travel): a dict {frame: text} gives every frame its own text embedding."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from t2vlab import TextToVideoPipeline
-from t2vlab.prompt_travel import encode_prompt_travel, frame_embeddings, lerp_embeddings
 from t2vlab.schedulers import from_name
+from t2vlab.techniques.prompt_travel import encode_prompt_travel, frame_embeddings, lerp_embeddings
 from t2vlab.toy.evaluate import read_video
 
 from .helpers import rel_err, tiny_pipe

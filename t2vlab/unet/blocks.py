@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..resnet import Downsample2D, ResnetBlock2D, Upsample2D
-from .freeu import apply_freeu
+from ..techniques.freeu import apply_freeu
 from .spatial import SpatialTransformer
 from .temporal import TemporalConvLayer, TemporalTransformer
 
@@ -101,7 +101,7 @@ class UpBlock3D(Level):
     """Layers that each first concatenate one skip (last kept, first used), then a 2x upsampling.
 
     ``freeu``: None (plain), or a ``FreeUScale`` that re-weighs backbone and skip before each
-    concatenation (``t2vlab.unet.freeu``; set by ``UNet3DConditionModel.enable_freeu``)."""
+    concatenation (the hook point of ``t2vlab.techniques.freeu``; set by ``UNet3DConditionModel.enable_freeu``)."""
 
     def __init__(self, in_channels, prev_channels, out_channels, temb_channels, cfg, add_upsample,
                  cross_attention=False):
@@ -109,7 +109,7 @@ class UpBlock3D(Level):
         skip_channels = [out_channels] * (n - 1) + [in_channels]
         super().__init__(prev_channels, out_channels, n, temb_channels, cfg, cross_attention, skip_channels)
         self.upsamplers = nn.ModuleList([Upsample2D(out_channels)]) if add_upsample else None
-        self.freeu = None
+        self.freeu = None  # hook point: FreeU's scale for this level while it is on
 
     def forward(self, x, skips, temb, context, num_frames, upsample_size=None):
         for i in range(len(self.resnets)):

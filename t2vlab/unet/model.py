@@ -15,15 +15,16 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
+from torch.utils.checkpoint import checkpoint as recompute_in_backward
 
 from ..attention import Attention, FeedForward
 from ..checkpoint import CheckpointError, ModelBase, check_positive_ints, check_small_positive
 from ..frames import batch_to_frames, frames_to_batch
+from ..techniques import freeu
+from ..techniques.deepcache import DeepCache
+from ..techniques.free_noise import FreeNoise, set_windows
 from .blocks import DOWN_BLOCKS, UP_BLOCKS, UNetMidBlock3DCrossAttn
-from .deepcache import DeepCache
-from .freeu import freeu_scales
-from .temporal import ContextWindows, TemporalTransformer
+from .temporal import TemporalTransformer
 
 
 def timestep_embedding(t, dim, max_period=10000):
@@ -119,7 +120,7 @@ class UNet3DConditionModel(ModelBase):
                                                   cfg, add_upsample=i < len(ch) - 1))
         self.conv_norm_out = nn.GroupNorm(cfg.norm_num_groups, ch[0], eps=cfg.norm_eps)
         self.conv_out = nn.Conv2d(ch[0], cfg.out_channels, 3, padding=1)
-        self.deepcache = None  # a DeepCache while enable_deepcache is on (t2vlab.unet.deepcache)
+        self.deepcache = None  # hook point: a DeepCache while enable_deepcache is on (t2vlab.techniques.deepcache)
 
     # ------------------------------------------------------------------------------------ forward
     def forward(self, sample, timestep, encoder_hidden_states, return_dict=None):
@@ -198,33 +199,25 @@ class UNet3DConditionModel(ModelBase):
         """One level (down, mid or up block), checkpointed when that is on and gradients are recorded
         (dropout draws the same numbers again: the random state is saved and restored)."""
         if self.gradient_checkpointing and torch.is_grad_enabled():
-            return checkpoint(block, *args, use_reentrant=False, **kwargs)
+            return recompute_in_backward(block, *args, use_reentrant=False, **kwargs)
         return block(*args, **kwargs)
 
-    # ---------------------------------------------------------------------------------------- FreeU
+    # -------------------------------------------------------- techniques (each in t2vlab.techniques)
     def enable_freeu(self, s1, s2, b1, b2):
-        """FreeU (``t2vlab.unet.freeu``): at the two lowest-resolution up levels, multiply half the
-        backbone's channels by b1 / b2 and the skips' lowest spatial frequencies by s1 / s2.
-
-        For text-to-video-ms-1.7b diffusers documents ``s1=0.9, s2=0.2, b1=1.2, b2=1.4``. Each factor
-        must be a finite number >= 0; ``disable_freeu()`` restores the plain network exactly.
-        """
-        for block, scale in zip(self.up_blocks, freeu_scales(s1, s2, b1, b2)):
-            block.freeu = scale
+        """FreeU (``t2vlab.techniques.freeu``) at the two lowest-resolution up levels; for ms-1.7b diffusers
+        documents ``s1=0.9, s2=0.2, b1=1.2, b2=1.4``. Each factor a finite number >= 0."""
+        freeu.set_freeu(self, freeu.freeu_scales(s1, s2, b1, b2))
 
     def disable_freeu(self):
-        for block in self.up_blocks:
-            block.freeu = None
+        freeu.set_freeu(self, None)
 
     @property
     def freeu_enabled(self) -> bool:
         return any(block.freeu is not None for block in self.up_blocks)
 
-    # ------------------------------------------------------------------------------------ DeepCache
     def enable_deepcache(self, cache_interval=3, cache_branch=0):
-        """DeepCache (``t2vlab.unet.deepcache``): every ``cache_interval`` calls the whole network runs and
-        the input of up level ``cache_branch`` (0: the last, highest-resolution one) is kept; the calls
-        between run only levels 0..``cache_branch`` down and up, on the kept deep features."""
+        """DeepCache (``t2vlab.techniques.deepcache``): the whole network every ``cache_interval`` calls, in
+        between only the outer levels 0..``cache_branch`` on the deep features kept from the last full call."""
         self.disable_deepcache()
         self.deepcache = DeepCache(self, cache_interval, cache_branch)
 
@@ -233,21 +226,13 @@ class UNet3DConditionModel(ModelBase):
             self.deepcache.remove()
         self.deepcache = None
 
-    # ----------------------------------------------------------------- windowed temporal attention
     def enable_free_noise(self, context_length=16, context_stride=4, weighting_scheme="pyramid"):
-        """Every temporal transformer (``transformer_in`` included) attends within overlapping windows of
-        ``context_length`` frames, ``context_stride`` apart, fused with ``weighting_scheme``'s weights
-        (FreeNoise's windowed attention; ``t2vlab.unet.temporal``). At most ``context_length`` frames,
-        or after ``disable_free_noise()``, the numbers are exactly the plain ones."""
-        windows = ContextWindows(context_length, context_stride, weighting_scheme)
-        for m in self.modules():
-            if isinstance(m, TemporalTransformer):
-                m.windows = windows
+        """FreeNoise's window-fused temporal attention (``t2vlab.techniques.free_noise``) in every temporal
+        transformer, ``transformer_in`` included; at most ``context_length`` frames it is the plain layer."""
+        set_windows(self, FreeNoise(context_length, context_stride, weighting_scheme))
 
     def disable_free_noise(self):
-        for m in self.modules():
-            if isinstance(m, TemporalTransformer):
-                m.windows = None
+        set_windows(self, None)
 
     # ------------------------------------------------------------------------- memory/speed knobs
     def attention_modules(self):

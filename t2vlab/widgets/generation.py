@@ -45,7 +45,7 @@ class Settings:
     free_init: int = 1          # FreeInit's passes; 1: off (plain sampling)
     freeu: bool = False
     prompt_at: str = ""         # prompt travel: lines "FRAME: text" (the prompt is frame 0's text)
-    deepcache: int = 1          # DeepCache's interval (t2vlab.unet.deepcache); 1: off (every step a full one)
+    deepcache: int = 1          # DeepCache's interval (t2vlab.techniques.deepcache); 1: off (every step a full one)
     compiled: bool = False      # pipe.compile() (t2vlab.compiled); GPU only here: inductor on a CPU takes minutes
 
     def summary(self) -> str:

@@ -66,7 +66,7 @@ class Studio:
         self.offload = w.Checkbox(value=s.offload, description="CPU offload" + gpu_only, disabled=not cuda,
                                   indent=False)
         self.vae_slicing = w.Checkbox(value=s.vae_slicing, description="VAE slicing", indent=False)
-        # long videos and training-free quality (t2vlab.free_noise, free_init, unet.freeu, prompt_travel)
+        # long videos and training-free quality (t2vlab.techniques: free_noise, free_init, freeu, prompt_travel)
         self.free_noise = w.BoundedIntText(value=s.free_noise, min=0, max=1024, description="FreeNoise context",
                                            style=label, layout=w.Layout(width="220px"),
                                            tooltip="windows of this many frames (0: off); the model's clip length")

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from t2vlab import free_init_filter
-from t2vlab.free_init import mix_frequencies
+from t2vlab.techniques.free_init import mix_frequencies
 
 diffusers = pytest.importorskip("diffusers")
 from diffusers.pipelines.free_init_utils import FreeInitMixin  # noqa: E402  (after the importorskip)

@@ -18,13 +18,17 @@ does not fall (a sampler's timesteps fall from noise to clean, so the first call
 a FreeInit pass or a video-to-video run sees a timestep at least as high as the last one). A kept
 feature is only used for an input of the same shape. With ``cache_interval=1`` every call is a full
 one: the numbers are exactly the plain network's.
+
+Where it plugs in: the hook point of the network is ``unet.deepcache`` (None, or this cache), which the
+UNet's forward asks first; ``unet.enable_deepcache(...)`` installs it. The step rule runs in Python
+between calls, so it does not combine with a compiled UNet (refused, both ways round).
 """
 
 from __future__ import annotations
 
-import numbers
-
 import torch
+
+from .. import checks
 
 
 class DeepCache:
@@ -32,13 +36,12 @@ class DeepCache:
 
     def __init__(self, unet, cache_interval=3, cache_branch=0):
         levels = len(unet.up_blocks)
-        if isinstance(cache_interval, bool) or not isinstance(cache_interval, numbers.Integral) or cache_interval < 1:
-            raise ValueError(f"cache_interval must be a positive integer, got {cache_interval!r}")
-        if isinstance(cache_branch, bool) or not isinstance(cache_branch, numbers.Integral) \
-                or not 0 <= cache_branch < levels:
-            raise ValueError(f"cache_branch must be a level index in [0, {levels - 1}] for this UNet, got "
-                             f"{cache_branch!r}")
-        self.interval, self.branch = int(cache_interval), int(cache_branch)
+        self.interval = checks.positive_int("cache_interval", cache_interval)
+        self.branch = checks.integer("cache_branch", cache_branch, low=0, high=levels - 1,
+                                     hint=" (a level index of this UNet)")
+        if getattr(unet, "_compiled_call_impl", None) is not None:  # nn.Module.compile's mark (t2vlab.compiled)
+            raise ValueError("enable_deepcache: the UNet is compiled; DeepCache's step rule runs in Python between "
+                             "calls, so call pipe.uncompile() first (or enable DeepCache instead of compiling)")
         self.feature = None  # the kept input of up level ``branch``, (B*F, C, h, w)
         self.shape = None  # the sample shape it was computed for
         self.calls, self.last_t = 0, None  # calls since this run of the loop began; the last timestep

@@ -14,7 +14,9 @@ noise, whose low frequencies carry nothing. FreeInit closes that gap by sampling
 LPF is a low-pass filter over the (frames, height, width) frequencies (``free_init_filter``). With
 ``use_fast_sampling`` (the paper's coarse-to-fine) pass k of n takes int(steps * k / n) steps.
 
-Each pass is the pipeline's own ``denoise``; nothing here copies the loop. The filter and the mix
+Each pass is the pipeline's own ``denoise``; nothing here copies the loop. Where it plugs in: the
+pipeline's ``free_init`` (None, or these settings; ``pipe.enable_free_init(...)``), which ``__call__``
+asks at its step 3 to run ``FreeInit.sample`` instead of one ``denoise``. The filter and the mix
 follow diffusers' ``FreeInitMixin`` (``free_init_filter`` equals its filter for the three methods).
 The diffusion back uses the training schedule's last timestep in the VP form above for every
 scheduler (diffusers calls the scheduler's ``add_noise`` at that timestep, which is this formula for
@@ -25,12 +27,12 @@ by it, as the first starting noise was.
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
 
 import torch
 
-from .noise import draw_noise
+from .. import checks
+from ..noise import draw_noise
 
 FILTER_METHODS = ("butterworth", "gaussian", "ideal")
 
@@ -38,18 +40,12 @@ FILTER_METHODS = ("butterworth", "gaussian", "ideal")
 def check_free_init_args(num_iters=3, method="butterworth", order=4, spatial_stop_frequency=0.25,
                          temporal_stop_frequency=0.25, use_fast_sampling=False):
     """ValueError naming the first bad argument of FreeInit or of its filter."""
-    if isinstance(num_iters, bool) or not isinstance(num_iters, numbers.Integral) or num_iters < 1:
-        raise ValueError(f"num_iters must be a positive integer (1 = plain sampling), got {num_iters!r}")
-    if not isinstance(method, str) or method not in FILTER_METHODS:
-        raise ValueError(f"method must be one of {FILTER_METHODS}, got {method!r}")
-    if isinstance(order, bool) or not isinstance(order, numbers.Real) or not math.isfinite(order) or order <= 0:
-        raise ValueError(f"order must be a finite number > 0, got {order!r}")
-    for name, v in (("spatial_stop_frequency", spatial_stop_frequency),
-                    ("temporal_stop_frequency", temporal_stop_frequency)):
-        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not 0 <= v <= 1:
-            raise ValueError(f"{name} must be a number in [0, 1], got {v!r}")
-    if not isinstance(use_fast_sampling, bool):
-        raise ValueError(f"use_fast_sampling must be True or False, got {use_fast_sampling!r}")
+    checks.positive_int("num_iters", num_iters, hint=" (1 = plain sampling)")
+    checks.one_of("method", method, FILTER_METHODS)
+    checks.number("order", order, low=0, low_open=True)
+    checks.number("spatial_stop_frequency", spatial_stop_frequency, low=0, high=1)
+    checks.number("temporal_stop_frequency", temporal_stop_frequency, low=0, high=1)
+    checks.boolean("use_fast_sampling", use_fast_sampling)
 
 
 def free_init_filter(shape, method="butterworth", order=4, spatial_stop_frequency=0.25,
@@ -70,7 +66,7 @@ def free_init_filter(shape, method="butterworth", order=4, spatial_stop_frequenc
     check_free_init_args(method=method, order=order, spatial_stop_frequency=spatial_stop_frequency,
                          temporal_stop_frequency=temporal_stop_frequency)
     shape = tuple(shape)
-    if len(shape) < 3 or any(isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1 for n in shape):
+    if len(shape) < 3 or not all(checks.is_integer(n) and n >= 1 for n in shape):
         raise ValueError(f"shape must have at least 3 positive integer sizes (..., frames, height, width), "
                          f"got {shape!r}")
     ds, dt = float(spatial_stop_frequency), float(temporal_stop_frequency)

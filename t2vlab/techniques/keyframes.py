@@ -1,4 +1,5 @@
-"""Image-to-video: start a video from a still image by anchoring its first frame.
+"""Keyframes: frames of the video held to given latents while it is sampled. Today: image-to-video, the
+first frame anchored to a still image.
 
 This is how sd-webui-text2video's "inpainting frames" start a ModelScope video from an image (the
 masked sampling of latent-diffusion inpainting, with the mask over frames instead of pixels): after
@@ -27,14 +28,14 @@ w is ``image_strength``, the trade-off:
 How closely the other frames follow the first is up to the model's temporal layers, not the anchor.
 On the toy model they follow it only a little: frame 1's shape lands 12.1 pixels from the image's on
 average, against 13.7 without the image (it moves about 4.5 pixels a frame; notebook 11).
+
+Where it plugs in: a step hook of the shared loop (``pipe.denoise(..., hooks=[anchor, ...])``), which the
+pipeline's step 2 puts first when ``image=`` is given.
 """
 
 from __future__ import annotations
 
 import torch
-
-from .guards import check_image_anchor
-from .video import image_input
 
 
 class FirstFrameAnchor:
@@ -72,26 +73,3 @@ def anchor_first_frame(image_latents, start_latents, init_noise_sigma, scheduler
     ``init_noise_sigma``): its first frame's noise is the anchor's noise."""
     noise = start_latents[:, :, :1] / torch.as_tensor(init_noise_sigma, dtype=start_latents.dtype)
     return FirstFrameAnchor(image_latents, noise, scheduler, timesteps, strength)
-
-
-def image_and_size(pipe, image, height, width, strength):
-    """The image as (H, W, 3) in [0, 1] (None without one) and the video's (height, width): as given, else
-    the image's, else the size the model was trained at. The anchor's arguments are checked here."""
-    pixels = None if image is None else torch.from_numpy(image_input(image))
-    trained = pipe.unet.config.sample_size * pipe.vae.spatial_factor
-    size = tuple(pixels.shape[:2]) if pixels is not None else (trained, trained)
-    height, width = size[0] if height is None else height, size[1] if width is None else width
-    if pixels is not None:
-        check_image_anchor(pixels.shape, height, width, strength, pipe.vae.spatial_factor)
-    return pixels, height, width
-
-
-def anchored(pipe, pixels, x, strength, hooks):
-    """With an image: the starting latents with their first frame anchored to it, and the anchor put first
-    among the step hooks. Without one: both unchanged."""
-    if pixels is None:
-        return x, hooks
-    image_latents = pipe.encode_video(pixels[None, None], sample=False).to(x.dtype)
-    anchor = anchor_first_frame(image_latents, x, pipe.scheduler.init_noise_sigma, pipe.scheduler,
-                                pipe.scheduler.timesteps, strength)
-    return anchor.start(x), [anchor, *hooks]

@@ -13,6 +13,9 @@ Another rule: ``pipe.prompt_interpolation_callback = f`` (or ``enable_free_noise
 prompt_interpolation_callback=f)``, diffusers' name), where ``f(start_frame, end_frame, start, end)``
 gets the two keyframes' embeddings (1, tokens, dim) and returns the frames start..end inclusive,
 (end_frame - start_frame + 1, tokens, dim). Works with and without FreeNoise.
+
+Where it plugs in: the pipeline's step 1 (``__call__``) encodes with ``encode_prompt_travel`` when
+``is_travel``; the UNet's hook point is its context, which may be (B, F, L, D) instead of (B, L, D).
 """
 
 from __future__ import annotations
@@ -44,6 +47,11 @@ def frame_embeddings(keyframes, num_frames, interpolate=None):
     return out
 
 
+def is_travel(prompt, negative_prompt=None) -> bool:
+    """Whether a call asks for prompt travel: either prompt is a dict {frame: text}."""
+    return isinstance(prompt, dict) or isinstance(negative_prompt, dict)
+
+
 def as_keyframes(prompt):
     """A dict as it is; a string (or a list of one string) as {0: text}; None as {0: ""}."""
     if isinstance(prompt, dict):
@@ -66,14 +74,3 @@ def encode_prompt_travel(pipe, prompt, negative_prompt, num_frames, device, num_
         return frames[None].repeat(num_videos_per_prompt, 1, 1, 1)
 
     return per_frame(prompt), per_frame(negative_prompt) if do_classifier_free_guidance else None
-
-
-def encode_text(pipe, prompt, negative_prompt, num_frames, device, num_videos_per_prompt, guided, prompt_embeds=None,
-                negative_prompt_embeds=None, clip_skip=None):
-    """The pipeline's (cond, uncond): per frame when either prompt is a dict {frame: text} (prompt travel),
-    else ``pipe.encode_prompt``'s one embedding per video."""
-    if isinstance(prompt, dict) or isinstance(negative_prompt, dict):
-        return encode_prompt_travel(pipe, prompt, negative_prompt, num_frames, device, num_videos_per_prompt,
-                                    guided, clip_skip, pipe.prompt_interpolation_callback)
-    return pipe.encode_prompt(prompt, device, num_videos_per_prompt, guided, negative_prompt, prompt_embeds,
-                              negative_prompt_embeds, clip_skip)

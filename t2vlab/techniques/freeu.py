@@ -11,6 +11,10 @@ at the two lowest-resolution up levels only, before each concatenation:
 Level 0 (the lowest resolution) uses (b1, s1), level 1 uses (b2, s2); the other levels and every
 weight are untouched. No training, no new parameters; switched off, nothing of it runs.
 
+Where it plugs in: the hook point of the network is each up level's ``freeu`` attribute (None, or its
+``FreeUScale``), read before each concatenation (``unet/blocks.py``); ``unet.enable_freeu(...)`` sets it
+with ``set_freeu``.
+
 The formulas are those of diffusers' ``apply_freeu`` (so the numbers equal its
 ``UNet3DConditionModel.enable_freeu``). One difference: diffusers switches FreeU off when any of the
 four factors is 0 (it tests them for truth); here a 0 means what it says.
@@ -18,11 +22,11 @@ four factors is 0 (it tests them for truth); here a 0 means what it says.
 
 from __future__ import annotations
 
-import math
-import numbers
 from dataclasses import dataclass
 
 import torch
+
+from .. import checks
 
 
 @dataclass(frozen=True)
@@ -37,8 +41,7 @@ class FreeUScale:
 def check_freeu_factors(**factors):
     """Each factor a finite number >= 0 (ValueError naming the first that is not)."""
     for name, v in factors.items():
-        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v < 0:
-            raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+        checks.number(name, v, low=0)
 
 
 def freeu_scales(s1, s2, b1, b2) -> list[FreeUScale]:
@@ -69,3 +72,10 @@ def apply_freeu(backbone, skip, scale: FreeUScale):
     half = backbone.shape[1] // 2
     backbone = torch.cat([backbone[:, :half] * scale.backbone, backbone[:, half:]], dim=1)
     return backbone, fourier_filter(skip, scale.skip)
+
+
+def set_freeu(unet, scales):
+    """Put ``scales`` (``freeu_scales(...)``: lowest resolution first) on the network's hook point, the up
+    levels' ``freeu``; None switches FreeU off (every level's ``freeu`` is None: the plain network)."""
+    for i, block in enumerate(unet.up_blocks):
+        block.freeu = scales[i] if scales is not None and i < len(scales) else None
