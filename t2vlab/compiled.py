@@ -24,6 +24,8 @@ import time
 
 import torch
 
+from . import checks
+
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
@@ -40,10 +42,8 @@ def uncompile_module(module):
 
 
 class CompiledPath:
-    """Mixed into ``TextToVideoPipeline`` (which provides ``unet``, ``vae``, ``text_encoder`` and ``device``)."""
-
-    compiled = None  # {"mode", "backend", "vae"} while compiled
-    first_call_seconds = None  # {"unet": s, "vae": s}: the last warm_up's timings
+    """Mixed into ``TextToVideoPipeline``; reads and sets only what its ``__init__`` declares (``compiled``,
+    ``first_call_seconds``) and the models' own state."""
 
     def compile(self, mode="default", backend="inductor", vae=True, fullgraph=True, dynamic=False):
         """Compile the UNet (and, with ``vae``, the VAE's decoder) with ``torch.compile``.
@@ -52,11 +52,10 @@ class CompiledPath:
         compiles for the shapes in use (one compile per size; a new size compiles again).
         Call ``warm_up`` next to pay (and see) the compile before generating.
         """
-        if self.unet.deepcache is not None:
+        if self.unet.deepcache is not None:  # the UNet's hook point of DeepCache (t2vlab.techniques.deepcache)
             raise ValueError("compile: DeepCache is on; its step rule runs in Python between calls and would break "
                              "the graph: call pipe.disable_deepcache() first")
-        if mode not in COMPILE_MODES:
-            raise ValueError(f"mode must be one of {COMPILE_MODES}, got {mode!r}")
+        checks.one_of("mode", mode, COMPILE_MODES)
         compile_module(self.unet, mode, backend, fullgraph, dynamic)
         if vae:
             compile_module(self.vae.decoder, mode, backend, fullgraph, dynamic)

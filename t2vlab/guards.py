@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import contextlib
 import math
-import numbers
 
 import torch
+
+from . import checks
 
 CHECK_EVERY = 8  # denoising steps between two reads of the latents' finiteness flags on a GPU
 MAX_FRAMES = 1024  # the model was trained on 16 frames; more than this is a typo, not a video
@@ -35,39 +36,26 @@ class OutOfMemoryError(RuntimeError):
 
 
 # ---------------------------------------------------------------------------------------- arguments
-def _positive_int(name, v):
-    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
-        raise ValueError(f"{name} must be a positive integer, got {v!r}")
-
-
-def _finite_non_negative(name, v):
-    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
-
-
 def check_size(height, width, num_frames, factor):
     """Frame size and count: positive integers, divisible by the VAE's factor, within sensible caps."""
     for name, v in (("height", height), ("width", width)):
-        _positive_int(name, v)
+        checks.positive_int(name, v)
         if v % factor:
             below, above = fitting_sizes(v, factor)
             raise ValueError(f"{name} must be divisible by {factor} (the VAE's downsampling), got {v}; "
                              f"{below} or {above} would work")
         if v > MAX_SIZE:
             raise ValueError(f"{name}={v} is beyond any sensible video size (at most {MAX_SIZE})")
-    _positive_int("num_frames", num_frames)
+    checks.positive_int("num_frames", num_frames)
     if num_frames > MAX_FRAMES:
         raise ValueError(f"num_frames={num_frames} is beyond any sensible video (at most {MAX_FRAMES})")
 
 
 def check_sampling(num_inference_steps, guidance_scale, eta, noise_shared_ratio, generator, latents):
-    _positive_int("num_inference_steps", num_inference_steps)
-    for name, v in (("guidance_scale", guidance_scale), ("eta", eta), ("noise_shared_ratio", noise_shared_ratio)):
-        _finite_non_negative(name, v)
-    if eta > 1:
-        raise ValueError(f"eta must be in [0, 1] (0: deterministic DDIM, 1: DDPM-like), got {eta}")
-    if noise_shared_ratio >= 1:
-        raise ValueError(f"noise_shared_ratio must be in [0, 1), got {noise_shared_ratio}")
+    checks.positive_int("num_inference_steps", num_inference_steps)
+    checks.number("guidance_scale", guidance_scale, low=0)
+    checks.number("eta", eta, low=0, high=1, hint=" (0: deterministic DDIM, 1: DDPM-like)")
+    checks.number("noise_shared_ratio", noise_shared_ratio, low=0, high=1, high_open=True)
     if generator is not None and not isinstance(generator, torch.Generator) and not (
             isinstance(generator, list) and all(isinstance(g, torch.Generator) for g in generator)):
         raise ValueError(f"generator must be a torch.Generator or a list of them, got {generator!r:.80}")
@@ -80,7 +68,7 @@ def check_keyframes(name, keyframes, num_frames):
     if not keyframes:
         raise ValueError(f"{name} is an empty dict; prompt travel needs at least one {{frame_index: text}}")
     for frame, text in keyframes.items():
-        if isinstance(frame, bool) or not isinstance(frame, numbers.Integral):
+        if not checks.is_integer(frame):
             raise ValueError(f"{name}: keyframe {frame!r} is not an integer frame index")
         if not 0 <= frame < num_frames:
             raise ValueError(f"{name}: keyframe {frame} is outside [0, num_frames={num_frames})")
@@ -90,7 +78,7 @@ def check_keyframes(name, keyframes, num_frames):
 
 def check_prompts(prompt, negative_prompt, prompt_embeds, negative_prompt_embeds, embed_dim, num_frames=1) -> int:
     """The text arguments; returns the number of prompts. A dict {frame: text} (prompt travel) is one
-    prompt whose text changes over the video (``t2vlab.prompt_travel``)."""
+    prompt whose text changes over the video (``t2vlab.techniques.prompt_travel``)."""
     if prompt is not None and prompt_embeds is not None:
         raise ValueError("pass either prompt or prompt_embeds, not both")
     if prompt is None and prompt_embeds is None:
@@ -147,36 +135,48 @@ def check_video_count(videos, generator, what):
         raise ValueError(f"generator: a list of {len(generator)} generators for {videos} videos; pass one per video")
 
 
-def check_generation_args(pipe, *, prompt, height, width, num_frames, num_inference_steps, guidance_scale,
+def check_generation_args(pipe, prompt, height, width, num_frames, num_inference_steps, guidance_scale,
                           negative_prompt, eta, generator, latents, prompt_embeds, negative_prompt_embeds,
-                          output_type, callback_on_step_end, num_videos_per_prompt, noise_shared_ratio, image=None,
-                          **_) -> int:
-    """Check every argument of ``pipe(...)`` (ValueError naming it); return the number of videos."""
-    if image is not None and getattr(pipe, "free_init", None) is not None:
-        raise ValueError("image: the first-frame anchor and FreeInit's re-noised passes do not combine; "
-                         "call pipe.disable_free_init() to start from an image")
+                          output_type, callback_on_step_end, num_videos_per_prompt, noise_shared_ratio,
+                          image_size=None, image_strength=1.0) -> int:
+    """Check every argument of ``pipe(...)`` (ValueError naming it); return the number of videos.
+    ``image_size``: (height, width) of the image of ``image=``, or None without one."""
+    if image_size is not None:
+        if pipe.free_init is not None:
+            raise ValueError("image: the first-frame anchor and FreeInit's re-noised passes do not combine; "
+                             "call pipe.disable_free_init() to start from an image")
+        check_image_anchor(image_size, height, width, image_strength, pipe.vae.spatial_factor)
     check_size(height, width, num_frames, pipe.vae.spatial_factor)
     check_sampling(num_inference_steps, guidance_scale, eta, noise_shared_ratio, generator, latents)
-    _positive_int("num_videos_per_prompt", num_videos_per_prompt)
+    checks.positive_int("num_videos_per_prompt", num_videos_per_prompt)
     check_output(output_type, callback_on_step_end)
     batch = check_prompts(prompt, negative_prompt, prompt_embeds, negative_prompt_embeds,
                           pipe.unet.config.cross_attention_dim, num_frames)
+    check_text_encoder(pipe, prompt, guidance_scale, negative_prompt_embeds)
     videos = batch * num_videos_per_prompt
     check_video_count(videos, generator, f"{batch} prompt(s) x num_videos_per_prompt={num_videos_per_prompt}")
     return videos
+
+
+def check_text_encoder(pipe, prompt, guidance_scale, negative_prompt_embeds):
+    """A pipeline without a text encoder (or tokenizer) runs from embeddings only: say which is missing."""
+    needs_text = prompt is not None or (guidance_scale > 1.0 and negative_prompt_embeds is None)
+    missing = [name for name in ("text_encoder", "tokenizer") if getattr(pipe, name) is None]
+    if needs_text and missing:
+        what = "prompt" if prompt is not None else "negative_prompt (guidance_scale > 1 needs negative_prompt_embeds)"
+        raise ValueError(f"{what}: this pipeline has no {' and no '.join(missing)} to encode text; pass "
+                         f"prompt_embeds (and negative_prompt_embeds for guidance), or load the pipeline with one")
 
 
 # ------------------------------------------------------------------- video-to-video and image-to-video
 def check_strength(strength, num_inference_steps, name="strength"):
     """SDEdit's strength: a number in (0, 1] that leaves at least one of the ``num_inference_steps`` steps
     (``num_inference_steps=None``: the range alone)."""
-    if isinstance(strength, bool) or not isinstance(strength, numbers.Real) or not math.isfinite(strength) \
-            or not 0 < strength <= 1:
-        raise ValueError(f"{name} must be a number in (0, 1] (the fraction of the noise schedule to run: 1 "
-                         f"starts from pure noise), got {strength!r:.80}")
+    checks.number(name, strength, low=0, high=1, low_open=True,
+                  hint=" (the fraction of the noise schedule to run: 1 starts from pure noise)")
     if num_inference_steps is None:
         return
-    _positive_int("num_inference_steps", num_inference_steps)
+    checks.positive_int("num_inference_steps", num_inference_steps)
     if int(num_inference_steps * strength) < 1:
         raise ValueError(f"{name}={strength} with num_inference_steps={num_inference_steps} leaves no denoising "
                          f"step (int({num_inference_steps} x {strength}) = 0); raise {name} or "
@@ -215,24 +215,28 @@ def check_video_latents(name, latents, channels):
         raise ValueError(f"{name}: the latents contain NaN or infinite values")
 
 
-def check_video_to_video_args(pipe, *, prompt, strength, num_inference_steps, guidance_scale, negative_prompt, eta,
+def check_video_to_video_args(pipe, prompt, strength, num_inference_steps, guidance_scale, negative_prompt, eta,
                               generator, latents, prompt_embeds, negative_prompt_embeds, output_type,
-                              callback_on_step_end, **_) -> int:
+                              callback_on_step_end) -> int:
     """Check the arguments of a video-to-video call other than the video (ValueError naming each);
     return the number of prompts."""
+    if pipe.free_init is not None:
+        raise ValueError("FreeInit does not combine with video-to-video: each of its passes re-noises the result "
+                         "to the first timestep, from pure noise, and would discard the video; call "
+                         "pipe.disable_free_init() first")
     check_strength(strength, num_inference_steps)
     check_sampling(num_inference_steps, guidance_scale, eta, 0.0, generator, latents)
     check_output(output_type, callback_on_step_end)
-    return check_prompts(prompt, negative_prompt, prompt_embeds, negative_prompt_embeds,
-                         pipe.unet.config.cross_attention_dim)
+    prompts = check_prompts(prompt, negative_prompt, prompt_embeds, negative_prompt_embeds,
+                            pipe.unet.config.cross_attention_dim)
+    check_text_encoder(pipe, prompt, guidance_scale, negative_prompt_embeds)
+    return prompts
 
 
 def check_image_anchor(image_shape, height, width, image_strength, factor):
     """Image-to-video: the image has the video's size, a multiple of the VAE's factor; ``image_strength``
     is in [0, 1]."""
-    s = image_strength
-    if isinstance(s, bool) or not isinstance(s, numbers.Real) or not math.isfinite(s) or not 0 <= s <= 1:
-        raise ValueError(f"image_strength must be a number in [0, 1] (1: the first frame is the image), got {s!r:.80}")
+    checks.number("image_strength", image_strength, low=0, high=1, hint=" (1: the first frame is the image)")
     h, w = image_shape[:2]
     if (h, w) != (height, width):
         raise ValueError(f"image: {h}x{w} pixels (height x width) but the video is {height}x{width}; resize the "

@@ -5,14 +5,17 @@ seed page's examples run unchanged but for the import. Where the weights come fr
 ``t2vlab.weights``; the argument rules and error messages around a generation are ``t2vlab.guards``.
 
 The method is ``__call__``'s numbered steps; ``denoise`` is the loop every other pipeline of the
-package (video-to-video, long videos, fine-tuning previews) reuses. ``image=`` starts the video from a
-still image (``t2vlab.image_to_video``: a step hook that anchors the first frame).
+package (video-to-video, long videos, fine-tuning previews) reuses. The techniques of
+``t2vlab.techniques`` plug in where ``__call__`` says: prompt travel at step 1, FreeNoise's noise and the
+image anchor (``image=``) at step 2, FreeInit at step 3; their switches are mixed in
+(``t2vlab.technique_switches``), as are the memory switches (``t2vlab.memory_switches``), the compiled path
+(``t2vlab.compiled``) and the LoRA methods (``t2vlab.lora_loading``). Every attribute the pipeline has is
+declared in ``__init__``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import warnings
 from dataclasses import dataclass
 
 import torch
@@ -28,11 +31,13 @@ from .guards import (  # noqa: F401  (OutOfMemoryError: documented as t2vlab.pip
     check_generation_args,
     explain_out_of_memory,
 )
-from .image_to_video import anchored, image_and_size
 from .lora_loading import LoraLoaderMixin
+from .memory_switches import MemorySwitches
 from .noise import video_noise
-from .prompt_travel import encode_text
-from .switches import TrainingFreeSwitches
+from .technique_switches import TechniqueSwitches
+from .techniques import prompt_travel
+from .techniques.keyframes import anchor_first_frame
+from .video import image_input
 from .weights import load_components, recommended_settings, resolve_checkpoint
 
 
@@ -46,16 +51,23 @@ class TextToVideoOutput:
     frames: object
 
 
-class TextToVideoPipeline(TrainingFreeSwitches, CompiledPath, LoraLoaderMixin):
-    """Text to video. Mixed in: the ``enable_*``/``disable_*`` switches of FreeU, FreeInit, FreeNoise and DeepCache
-    (``t2vlab.switches``), ``compile`` (``t2vlab.compiled``), the LoRA methods (``t2vlab.lora_loading``)."""
+class TextToVideoPipeline(TechniqueSwitches, MemorySwitches, CompiledPath, LoraLoaderMixin):
+    """Text to video. Mixed in: the ``enable_*``/``disable_*`` switches of the techniques (FreeU, FreeInit,
+    FreeNoise, DeepCache: ``t2vlab.technique_switches``) and of memory (offload, VAE slicing and tiling,
+    attention slicing: ``t2vlab.memory_switches``), ``compile`` (``t2vlab.compiled``), the LoRA methods
+    (``t2vlab.lora_loading``). The mixins keep no state of their own: all of it is here."""
 
     def __init__(self, unet, vae, text_encoder, tokenizer, scheduler, name_or_path=""):
-        self.unet, self.vae, self.text_encoder = unet, vae, text_encoder
-        self.tokenizer, self.scheduler = tokenizer, scheduler
-        self.name_or_path = str(name_or_path)
-        self.offload_device = None
-        self.progress_bar_config = {}
+        self.unet, self.vae, self.text_encoder = unet, vae, text_encoder  # the models
+        self.tokenizer, self.scheduler = tokenizer, scheduler  # text -> ids; the sampler
+        self.name_or_path = str(name_or_path)  # where it was loaded from: decides ``recommended``
+        self.offload_device = None  # with enable_model_cpu_offload: the device each model visits while it runs
+        self.progress_bar_config = {}  # options for tqdm (set_progress_bar_config)
+        self.free_init = None  # FreeInit's settings while enable_free_init is on (techniques.free_init)
+        self.free_noise = None  # FreeNoise's settings while enable_free_noise is on (techniques.free_noise)
+        self.prompt_interpolation_callback = None  # prompt travel's rule between keyframes; None: linear
+        self.compiled = None  # {"mode", "backend", "vae"} while compiled (t2vlab.compiled)
+        self.first_call_seconds = None  # the last warm_up's timings, {"unet": s, "vae": s}
 
     @classmethod
     def from_pretrained(cls, repo_id_or_path="toy", torch_dtype=None, variant=None, device=None,
@@ -81,7 +93,10 @@ class TextToVideoPipeline(TrainingFreeSwitches, CompiledPath, LoraLoaderMixin):
     # ---------------------------------------------------------------------------- placement
     @property
     def models(self):
-        return {"text_encoder": self.text_encoder, "unet": self.unet, "vae": self.vae}
+        """The pipeline's networks that are present (a component may be None: a pipeline run from
+        ``prompt_embeds`` needs no text encoder)."""
+        models = {"text_encoder": self.text_encoder, "unet": self.unet, "vae": self.vae}
+        return {name: model for name, model in models.items() if model is not None}
 
     @property
     def device(self):
@@ -102,20 +117,10 @@ class TextToVideoPipeline(TrainingFreeSwitches, CompiledPath, LoraLoaderMixin):
         self.offload_device = None if device is not None else self.offload_device  # moved: offload ends
         return self
 
-    def enable_model_cpu_offload(self, device="cuda"):
-        """Keep the models in CPU memory; move each to ``device`` only while it runs (text encoder,
-        then UNet, then VAE). Without a GPU this changes nothing and says so."""
-        if torch.device(device).type == "cuda" and not torch.cuda.is_available():
-            warnings.warn("enable_model_cpu_offload: no CUDA GPU here, so everything stays on the CPU",
-                          stacklevel=2)
-            return
-        self.to("cpu")
-        self.offload_device = device
-
     @contextlib.contextmanager
     def running(self, model):
         """``model`` on the execution device for the duration (with offload: moved there, then back)."""
-        if not self.offload_device:
+        if not self.offload_device or model is None:
             yield model
             return
         model.to(self.offload_device)
@@ -135,7 +140,7 @@ class TextToVideoPipeline(TrainingFreeSwitches, CompiledPath, LoraLoaderMixin):
     def encode_prompt(self, prompt, device, num_videos_per_prompt=1, do_classifier_free_guidance=True,
                       negative_prompt=None, prompt_embeds=None, negative_prompt_embeds=None, clip_skip=None):
         """(cond, uncond) text embeddings, each (B * num_videos_per_prompt, 77, D); uncond is None
-        without guidance. Given embeddings are used as they are."""
+        without guidance. Given embeddings are used as they are (then no text encoder is needed)."""
         with self.running(self.text_encoder) as encoder, torch.no_grad():
             def embed(texts):
                 return encoder(self.tokenizer(texts).input_ids.to(encoder.device), clip_skip=clip_skip)
@@ -147,9 +152,10 @@ class TextToVideoPipeline(TrainingFreeSwitches, CompiledPath, LoraLoaderMixin):
                 if isinstance(negative, str):
                     negative = [negative] * len(prompt_embeds)
                 negative_prompt_embeds = embed(negative)
+        dtype = (self.text_encoder or self.unet).dtype  # as diffusers: the encoder's dtype, else the UNet's
 
         def per_video(e):
-            return e.to(device=device, dtype=self.text_encoder.dtype).repeat_interleave(num_videos_per_prompt, 0)
+            return e.to(device=device, dtype=dtype).repeat_interleave(num_videos_per_prompt, 0)
 
         return per_video(prompt_embeds), per_video(negative_prompt_embeds) if do_classifier_free_guidance else None
 
@@ -251,30 +257,43 @@ class TextToVideoPipeline(TrainingFreeSwitches, CompiledPath, LoraLoaderMixin):
                  image=None, image_strength=1.0):
         """Generate videos. Returns ``TextToVideoOutput`` (``.frames``), or a tuple without ``return_dict``.
 
-        ``image`` (a PIL image, an array or tensor (H, W, 3), or a path) starts every video from that image: its first
-        frame is anchored to it with weight ``image_strength`` (``t2vlab.image_to_video``; height, width: the image's).
+        ``prompt`` may be a dict {frame: text}: the text changes over the video (prompt travel). ``image`` (a PIL
+        image, an array or tensor (H, W, 3), or a path) starts every video from that image: its first frame is
+        anchored to it with weight ``image_strength`` (``techniques.keyframes``; height, width: the image's).
 
-        0. check every argument (``guards.check_generation_args``), before any work;
+        0. read the image, check every argument (``guards.check_generation_args``), before any work;
         1. encode the prompt and, for classifier-free guidance, the negative prompt -> context (with a
-           dict {frame: text}, one text per frame: ``t2vlab.prompt_travel``);
-        2. choose the timesteps, draw the starting noise (B, 4, F, H/8, W/8); with an image, anchor frame 0 (a hook);
+           dict {frame: text}, one text per frame: ``techniques.prompt_travel``);
+        2. choose the timesteps, draw the starting noise (B, 4, F, H/8, W/8) (rescheduled with FreeNoise);
+           with an image, anchor frame 0 (a step hook);
         3. denoise: for each t, eps = guided UNet(x, t, context); x = scheduler step (``denoise``; with
            FreeInit, several passes of it);
         4. decode the latents through the VAE -> frames (B, F, H, W, 3) in [0, 1].
         """
-        pixels, height, width = image_and_size(self, image, height, width, image_strength)  # (H, W, 3) or None
-        videos = check_generation_args(self, **locals())
+        pixels = None if image is None else torch.from_numpy(image_input(image))  # (H, W, 3) in [0, 1]
+        height, width = self.default_size(height, width, pixels)
+        videos = check_generation_args(
+            self, prompt, height, width, num_frames, num_inference_steps, guidance_scale, negative_prompt, eta,
+            generator, latents, prompt_embeds, negative_prompt_embeds, output_type, callback_on_step_end,
+            num_videos_per_prompt, noise_shared_ratio, None if pixels is None else pixels.shape[:2], image_strength)
         with explain_out_of_memory(self, videos, num_frames, height, width, num_inference_steps):
             device, guided = self.device, guidance_scale > 1.0
-            cond, uncond = encode_text(self, prompt, negative_prompt, num_frames, device, num_videos_per_prompt,
-                                       guided, prompt_embeds, negative_prompt_embeds, clip_skip)
+            if prompt_travel.is_travel(prompt, negative_prompt):  # a text per frame: (B, F, 77, D)
+                cond, uncond = prompt_travel.encode_prompt_travel(
+                    self, prompt, negative_prompt, num_frames, device, num_videos_per_prompt, guided, clip_skip,
+                    self.prompt_interpolation_callback)
+            else:  # one text per video: (B, 77, D)
+                cond, uncond = self.encode_prompt(prompt, device, num_videos_per_prompt, guided, negative_prompt,
+                                                  prompt_embeds, negative_prompt_embeds, clip_skip)
             context = torch.cat([uncond, cond]) if guided else cond
 
             self.scheduler.set_timesteps(num_inference_steps, device=device)
             x = self.prepare_latents(videos, num_frames, height, width, context.dtype, device, generator, latents,
                                      noise_shared_ratio)
             hooks = self.step_hooks(len(self.scheduler.timesteps), guidance_scale, callback_on_step_end)
-            x, hooks = anchored(self, pixels, x, image_strength, hooks)  # with an image, its first frame follows it
+            if pixels is not None:  # image-to-video: the first frame follows the image's latents, noised to each step
+                anchor = self.image_anchor(pixels, x, image_strength)
+                x, hooks = anchor.start(x), [anchor, *hooks]
 
             if self.free_init is None:
                 x = self.denoise(x, context, self.scheduler.timesteps, guidance_scale, eta, generator, hooks=hooks)
@@ -284,6 +303,20 @@ class TextToVideoPipeline(TrainingFreeSwitches, CompiledPath, LoraLoaderMixin):
 
             video = self.finish(x, output_type, guidance_scale)
         return TextToVideoOutput(frames=video) if return_dict else (video,)
+
+    def default_size(self, height, width, pixels=None):
+        """(height, width) of the video: as given, else the image's (``pixels`` (H, W, 3)), else the size the
+        model was trained at (the UNet's ``sample_size`` x the VAE's factor)."""
+        trained = self.unet.config.sample_size * self.vae.spatial_factor
+        size = tuple(pixels.shape[:2]) if pixels is not None else (trained, trained)
+        return size[0] if height is None else height, size[1] if width is None else width
+
+    def image_anchor(self, pixels, start_latents, strength=1.0):
+        """The step hook that holds the first frame to the image ``pixels`` (H, W, 3): the image's latents (the
+        VAE's mean) noised to each step's level with the first frame's own starting noise."""
+        image_latents = self.encode_video(pixels[None, None], sample=False).to(start_latents.dtype)
+        return anchor_first_frame(image_latents, start_latents, self.scheduler.init_noise_sigma, self.scheduler,
+                                  self.scheduler.timesteps, strength)
 
     def finish(self, x, output_type="np", guidance_scale=None):
         """Step 4: the denoised latents as ``output_type`` ("latent": as they are), decoded frames checked finite."""

@@ -11,7 +11,10 @@ Small s keeps the video's layout and motion (little noise: only details are redr
 from (almost) pure noise and keeps only what survives at t = T - 1. The argument names, defaults and
 random draws are those of diffusers' ``VideoToVideoSDPipeline``: one generator gives the same frames
 (the posterior sample of the VAE first, then the noise, both over the frames folded into the batch).
-Unlike the reference, the VAE encodes frame slices when ``enable_vae_slicing()`` is on.
+Unlike the reference, the VAE encodes frame slices when ``enable_vae_slicing()`` is on, and with FreeNoise
+on (``pipe.enable_free_noise``) the added noise is rescheduled as text-to-video's starting noise is (the
+reference's video-to-video pipelines window the attention only). FreeInit, whose passes start again from
+pure noise, is refused.
 
 The "hi-res fix" is the same call on a bigger model: generate small with one checkpoint, resize the
 frames (``resize_video``) and re-denoise them at strength 0.6-0.85 with a larger one (zeroscope_v2_576w
@@ -23,6 +26,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from . import checks
 from .guards import (
     check_frames_shape,
     check_video_count,
@@ -45,9 +49,8 @@ def resize_video(video, height, width):
     """Any accepted video (see ``t2vlab.video.video_input``) -> float32 tensor (videos, frames, height, width, 3)
     in [0, 1], each frame resized bicubically (antialiased when shrinking): the step between the two passes
     of the hi-res fix."""
-    for name, v in (("height", height), ("width", width)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    checks.positive_int("height", height)
+    checks.positive_int("width", width)
     pixels = torch.from_numpy(video_input(video))
     out = torch.empty((*pixels.shape[:2], height, width, 3))
     for b, f in ((b, f) for b in range(pixels.shape[0]) for f in range(pixels.shape[1])):
@@ -64,7 +67,7 @@ class VideoToVideoPipeline(TextToVideoPipeline):
     ``VideoToVideoPipeline.from_pipe(pipe)``. Everything but ``__call__`` is the text-to-video pipeline's.
     """
 
-    def read_video(self, video):
+    def video_tensor(self, video):
         """``video`` as a tensor: pixels (V, F, H, W, 3) in [0, 1] (on the CPU; moved slice by slice when
         encoded), or latents (V, 4, F, h, w) as given. Checked before any model runs."""
         if is_latents(video, self.vae.config.latent_channels):
@@ -84,10 +87,13 @@ class VideoToVideoPipeline(TextToVideoPipeline):
 
     def noise_video(self, z0, timestep, generator, noise=None):
         """x_t = q(x_t | z0): the forward process from the video's latents (B, C, F, h, w) to ``timestep``.
-        The noise is drawn over the frames folded into the batch (B*F, C, h, w), as the reference does."""
+        The noise is drawn over the frames folded into the batch (B*F, C, h, w), as the reference does; with
+        FreeNoise on, rescheduled as text-to-video's starting noise is."""
         if noise is None:
             b, c, f, h, w = z0.shape
             noise = draw_noise((b, f, c, h, w), generator, z0.device, z0.dtype).transpose(1, 2)
+            if self.free_noise is not None:  # FreeNoise: later frames reuse the first window's noise
+                noise = self.free_noise.reschedule(noise, generator)
         return self.scheduler.add_noise(z0, noise.to(z0.device, z0.dtype), timestep)
 
     def __call__(self, prompt=None, video=None, strength=0.6, num_inference_steps=50, guidance_scale=15.0,
@@ -109,8 +115,10 @@ class VideoToVideoPipeline(TextToVideoPipeline):
         4. denoise from there (``denoise``, the loop of text-to-video);
         5. decode the latents through the VAE -> frames (B, F, H, W, 3) in [0, 1].
         """
-        prompts = check_video_to_video_args(self, **locals())
-        source = self.read_video(video)
+        prompts = check_video_to_video_args(self, prompt, strength, num_inference_steps, guidance_scale,
+                                            negative_prompt, eta, generator, latents, prompt_embeds,
+                                            negative_prompt_embeds, output_type, callback_on_step_end)
+        source = self.video_tensor(video)
         if len(source) not in (1, prompts):
             raise ValueError(f"video: {len(source)} videos for {prompts} prompt(s); pass one video, or one per prompt")
         check_video_count(prompts, generator, f"{prompts} prompt(s)")

@@ -258,9 +258,10 @@ def _variants_of(names) -> set:
     return found
 
 
-def choose_variant(names, variant, where):
+def choose_variant(names, variant, where, torch_dtype=None):
     """The variant to load given the weight file names a checkpoint has (see the module docstring):
-    ``variant`` when present; None, with a note, when the checkpoint has no variants at all."""
+    ``variant`` when present; None, with a note saying what is loaded instead, when the checkpoint has no
+    variants at all (its one set of weights, cast to ``torch_dtype``, or float32 without one)."""
     if not variant:
         return None
     have = _variants_of(names)
@@ -269,8 +270,12 @@ def choose_variant(names, variant, where):
     if have:
         raise FileNotFoundError(f"{where}: no weights for variant={variant!r} (it has the variants "
                                 f"{', '.join(sorted(have))}, and plain weights)")
-    warnings.warn(f"{where} has one set of weights and no {variant!r} variant: loading those and casting them",
-                  stacklevel=3)
+    if torch_dtype is None:
+        what = "loading those in float32, the default without torch_dtype (pass torch_dtype=torch.float16 too for " \
+               "half precision)"
+    else:
+        what = f"loading those and casting them to {torch_dtype}"
+    warnings.warn(f"{where} has one set of weights and no {variant!r} variant: {what}", stacklevel=3)
     return None
 
 
@@ -356,11 +361,11 @@ def load_components(folder, torch_dtype=None, variant=None) -> dict:
     original ModelScope layout is converted on the way (``t2vlab.original``; it has no variants)."""
     folder = Path(folder)
     if original.is_original(folder):
-        choose_variant([], variant, str(folder))  # one set of weights: cast, with a note
+        choose_variant([], variant, str(folder), torch_dtype)  # one set of weights: cast, with a note
         return original.load_original(folder, torch_dtype)
     check_architecture(folder)
     names = [f"{c}/{p.name}" for c in WEIGHT_STEMS for p in (folder / c).iterdir()]
-    kw = dict(torch_dtype=torch_dtype, variant=choose_variant(names, variant, str(folder)))
+    kw = dict(torch_dtype=torch_dtype, variant=choose_variant(names, variant, str(folder), torch_dtype))
     return {"unet": UNet3DConditionModel.from_pretrained(folder, subfolder="unet", **kw),
             "vae": AutoencoderKL.from_pretrained(folder, subfolder="vae", **kw),
             "text_encoder": CLIPTextEncoder.from_pretrained(folder, subfolder="text_encoder", **kw),
