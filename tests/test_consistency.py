@@ -1,12 +1,14 @@
 """Consistency models: the boundary condition f(x, t_min) = x, the guidance-scale embedding, and the UNet's
 guidance embedding (time_cond_proj_dim / timestep_cond). The same against diffusers is in
-tests/parity/test_consistency_parity.py and tests/parity/test_unet_parity.py."""
+tests/parity/test_consistency_parity.py and tests/parity/test_unet_parity.py; the LCM sampler is in
+tests/test_schedulers.py."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+import t2vlab.schedulers as schedulers
 from t2vlab import UNet3DConditionModel
 from t2vlab.checkpoint import CheckpointError
 from t2vlab.techniques.consistency import boundary_scalings, consistency_output, guidance_scale_embedding
@@ -31,6 +33,15 @@ def test_boundary_condition_makes_f_the_identity_at_t_min(timestep_scaling):
     u = 3 * timestep_scaling
     assert boundary_scalings(3, timestep_scaling) == pytest.approx((0.25 / (u * u + 0.25), u / (u * u + 0.25) ** 0.5),
                                                                    rel=1e-12)
+
+
+def test_lcm_scheduler_step_at_t_min_returns_its_input():
+    """The sampler's side of the boundary condition: a schedule ending at t = 0 returns the sample as it is."""
+    s = schedulers.LCMScheduler()
+    s.set_timesteps(timesteps=[0])
+    x = torch.randn(1, 4, 2, 3, 3)
+    out = s.step(torch.randn(1, 4, 2, 3, 3), s.timesteps[0], x)
+    assert torch.equal(out.prev_sample, x) and torch.equal(out.denoised, x)
 
 
 # --------------------------------------------------------------------------------- guidance embedding w
