@@ -20,6 +20,7 @@ _PUBLIC = {
     "EulerAncestralDiscreteScheduler": "t2vlab.schedulers",
     "PNDMScheduler": "t2vlab.schedulers",
     "LMSDiscreteScheduler": "t2vlab.schedulers",
+    "LCMScheduler": "t2vlab.schedulers",
     "TextToVideoPipeline": "t2vlab.pipeline",
     "TextToVideoOutput": "t2vlab.pipeline",
     "VideoToVideoPipeline": "t2vlab.video_to_video",

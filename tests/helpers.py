@@ -60,9 +60,10 @@ def fake_model(x, t):
     return 0.8 * _BASE.to(x.dtype) * math.cos(tt / 300) + 0.3 * torch.tanh(x) * math.sin(tt / 170 + 0.3)
 
 
-def trajectory(sched, n, dtype, step_kwargs, seed=0):
-    """Timesteps, initial latents, then (prev_sample, pred_original_sample) of every step."""
-    sched.set_timesteps(n)
+def trajectory(sched, n, dtype, step_kwargs, seed=0, **set_timesteps_kwargs):
+    """Timesteps, initial latents, then (prev_sample, pred_original_sample) of every step (``denoised``
+    where the scheduler calls it that: diffusers' LCMScheduler). Extra keywords go to ``set_timesteps``."""
+    sched.set_timesteps(n, **set_timesteps_kwargs)
     accepts_generator = "generator" in inspect.signature(sched.step).parameters
     g = torch.Generator().manual_seed(seed)
     x = _LATENTS.to(dtype) * sched.init_noise_sigma
@@ -74,7 +75,7 @@ def trajectory(sched, n, dtype, step_kwargs, seed=0):
         x = res.prev_sample
         assert x.dtype == dtype
         out["samples"].append(x)
-        out["x0"].append(getattr(res, "pred_original_sample", None))
+        out["x0"].append(getattr(res, "pred_original_sample", getattr(res, "denoised", None)))
     return out
 
 

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import t2vlab.schedulers as ours
+from t2vlab.techniques.consistency import boundary_scalings
 
 from .helpers import SCHEDULER_CKPT as CKPT
 from .helpers import SCHEDULER_SHAPE as SHAPE
@@ -25,7 +26,7 @@ DPM = "DPMSolverMultistepScheduler"
 def test_stochastic_schedulers_follow_the_generator():
     """Same seed -> same trajectory, different seed -> different (so the parity tests really test the draw)."""
     for name, kwargs in (("DDPMScheduler", {}), ("DDIMScheduler", {"eta": 1.0}),
-                         ("EulerAncestralDiscreteScheduler", {})):
+                         ("EulerAncestralDiscreteScheduler", {}), ("LCMScheduler", {})):
         s = getattr(ours, name).from_config(CKPT)
         a = trajectory(s, 5, torch.float64, kwargs, seed=0)["samples"][-1]
         b = trajectory(s, 5, torch.float64, kwargs, seed=0)["samples"][-1]
@@ -51,7 +52,8 @@ def _alpha_sigma(sched, t):
        batch=st.integers(1, 3), seed=st.integers(0, 2**16))
 def test_add_noise_then_exact_prediction_recovers_x0(cls_name, pred, n, frac, shape, batch, seed):
     sched = getattr(ours, cls_name).from_config(CKPT, prediction_type=pred)
-    sched.set_timesteps(n)
+    lcm = cls_name == "LCMScheduler"
+    sched.set_timesteps(min(n, sched.config.original_inference_steps) if lcm else n)
     t = sched.timesteps[min(int(frac * len(sched.timesteps)), len(sched.timesteps) - 1)]
     g = torch.Generator().manual_seed(seed)
     x0 = torch.randn(batch, *shape, generator=g, dtype=torch.float64)
@@ -61,6 +63,9 @@ def test_add_noise_then_exact_prediction_recovers_x0(cls_name, pred, n, frac, sh
     exact = {"epsilon": eps, "v_prediction": alpha * eps - sigma * x0, "sample": x0}[pred]
     sched.scale_model_input(noisy, t)
     got = sched.step(exact, t, noisy).pred_original_sample
+    if lcm:  # LCM returns the consistency function f = c_skip x_t + c_out x0_hat, not x0_hat itself
+        c_skip, c_out = boundary_scalings(t.double(), sched.config.timestep_scaling)
+        x0 = c_skip * noisy + c_out * x0
     # float32 tables: ~6e-8 relative per coefficient; x0 = (x - sigma eps) / alpha amplifies the eps
     # term by sigma_VE (<= 14.6 here); Euler also rounds the sample to float32. 10x margin.
     tol = 1e-6 * (1 + sigma_ve.item()) * max(x0.abs().max().item(), eps.abs().max().item())
@@ -81,7 +86,7 @@ def test_from_name_dropdown():
     expected = {"ddim": ours.DDIMScheduler, "ddpm": ours.DDPMScheduler, "dpm++": ours.DPMSolverMultistepScheduler,
                 "dpm++-karras": ours.DPMSolverMultistepScheduler, "euler": ours.EulerDiscreteScheduler,
                 "euler-a": ours.EulerAncestralDiscreteScheduler, "pndm": ours.PNDMScheduler,
-                "lms": ours.LMSDiscreteScheduler}
+                "lms": ours.LMSDiscreteScheduler, "lcm": ours.LCMScheduler}
     assert set(expected) <= set(ours.SCHEDULER_NAMES)
     for name, cls in expected.items():
         s = ours.from_name(name, CKPT)
@@ -146,6 +151,7 @@ def test_bad_input_gets_a_clear_error(cls_name):
     ("DDPMScheduler", "variance_type", "learned_range"), (DPM, "use_exponential_sigmas", True),
     (DPM, "algorithm_type", "sde-dpmsolver++"), (DPM, "use_lu_lambdas", True),
     ("EulerDiscreteScheduler", "interpolation_type", "log_linear"), ("LMSDiscreteScheduler", "use_beta_sigmas", True),
+    ("LCMScheduler", "thresholding", True), ("LCMScheduler", "rescale_betas_zero_snr", True),
 ])
 def test_unimplemented_options_are_refused(cls_name, key, value):
     with pytest.raises(NotImplementedError, match=key):
@@ -157,7 +163,7 @@ def test_dpmsolver_with_zero_final_sigma_is_refused_like_diffusers():
         ours.DPMSolverMultistepScheduler.from_config(CKPT, algorithm_type="dpmsolver")
 
 
-@pytest.mark.parametrize("name", ["dpm++", "euler", "euler-a", "lms", "pndm"])
+@pytest.mark.parametrize("name", ["dpm++", "euler", "euler-a", "lms", "pndm", "lcm"])
 def test_a_second_pass_without_set_timesteps_says_what_to_do(name):
     """Stateful samplers keep a step counter (and past outputs): a second pass over the same schedule
     would index past its end (an IndexError) or silently reuse stale history. It must say to reset."""
@@ -172,3 +178,77 @@ def test_a_second_pass_without_set_timesteps_says_what_to_do(name):
     for t in s.timesteps:
         x = s.step(torch.randn(SHAPE), t, x).prev_sample
     assert torch.isfinite(x).all()
+
+
+# ----------------------------------------------------------------------------- LCM
+LCM = ours.LCMScheduler
+
+
+def timesteps_of(sched, n=None, **kwargs):
+    sched.set_timesteps(n, **kwargs)
+    return sched.timesteps.tolist()
+
+
+def test_t2v_turbo_spacing_is_the_stride_selection():
+    """T2V-Turbo's scheduler takes every (50 // n)-th of its 50 distillation timesteps 20 j - 1 from the top;
+    diffusers' LCMScheduler takes the floor(50 i / n)-th (the parity file checks that one against diffusers)."""
+    turbo = LCM(timestep_selection="stride")
+    assert timesteps_of(turbo, 4) == [999, 759, 519, 279]
+    assert timesteps_of(turbo, 8) == [999, 879, 759, 639, 519, 399, 279, 159]
+    assert timesteps_of(turbo, 1) == [999] and timesteps_of(turbo, 50) == list(range(999, 0, -20))
+    assert timesteps_of(LCM(), 4) == [999, 759, 499, 259]
+    assert timesteps_of(ours.from_name("lcm", CKPT, timestep_selection="stride"), 4) == [999, 759, 519, 279]
+
+
+def test_lcm_swaps_with_from_config_like_the_others():
+    """The checkpoint's DDIM config -> LCM -> DDIM gives the DDIM config back; LCM's own keys (ours too)
+    survive a trip through another sampler; the base class builds what _class_name says."""
+    ddim = ours.DDIMScheduler.from_config(CKPT)
+    lcm = LCM.from_config(ddim.config)
+    assert (lcm.config.beta_end, lcm.config.set_alpha_to_one, lcm.config.timestep_scaling) == (0.012, False, 10.0)
+    assert dict(ours.DDIMScheduler.from_config(lcm.config).config) == dict(ddim.config)
+    mcm = LCM.from_config(CKPT, timestep_scaling=4.0, original_inference_steps=40, timestep_selection="stride")
+    back = LCM.from_config(ours.DPMSolverMultistepScheduler.from_config(mcm.config).config)
+    assert (back.config.timestep_scaling, back.config.original_inference_steps, back.config.timestep_selection) == \
+        (4.0, 40, "stride")
+    assert type(ours.Scheduler.from_config(mcm.config)) is LCM
+    assert timesteps_of(back, 4) == timesteps_of(mcm, 4) == [999, 749, 499, 249]  # 25 j - 1, j = 40, 30, 20, 10
+
+
+def test_custom_timesteps_with_strength_do_not_noise_the_last_step():
+    """strength < 1 keeps the lowest int(n strength) custom timesteps and the last of them returns f without
+    noise. (diffusers keeps num_inference_steps at the full list's length there, so its last step noises.)"""
+    s = LCM()
+    assert timesteps_of(s, timesteps=[999, 759, 519, 279], strength=0.5) == [519, 279]
+    assert s.num_inference_steps == 2
+    x = torch.randn(SHAPE)
+    for t in s.timesteps:
+        out = s.step(0.1 * x, t, x, generator=torch.Generator().manual_seed(0))
+        x = out.prev_sample
+    assert torch.equal(out.prev_sample, out.denoised)
+
+
+def test_lcm_set_timesteps_refuses_bad_arguments_by_name():
+    s = LCM()
+    cases = [({"num_inference_steps": 51}, "num_inference_steps=51 is more than the 50"),
+             ({"num_inference_steps": 30, "strength": 0.5}, "num_inference_steps=30 is more than the 25"),
+             ({"num_inference_steps": 4, "original_inference_steps": 1001}, "original_inference_steps"),
+             ({"num_inference_steps": 4, "strength": 0}, "strength"),
+             ({"num_inference_steps": 4, "strength": 1.5}, "strength"),
+             ({"num_inference_steps": 4, "timesteps": [999, 499]}, "not both"),
+             ({}, "num_inference_steps"),
+             ({"timesteps": [499, 999]}, "strictly descending"),
+             ({"timesteps": [999, 999]}, "strictly descending"),
+             ({"timesteps": []}, "non-empty"),
+             ({"timesteps": [1000, 500]}, "timesteps"),
+             ({"timesteps": [500, -1]}, "timesteps"),
+             ({"timesteps": [500.5]}, "timesteps"),
+             ({"timesteps": "999"}, "timesteps"),
+             ({"timesteps": [999, 499], "strength": 0.4}, "strength=0.4 leaves none")]
+    for kwargs, word in cases:
+        with pytest.raises(ValueError, match=word):
+            s.set_timesteps(**kwargs)
+    for key, value in (("original_inference_steps", 0), ("original_inference_steps", 1001),
+                       ("timestep_scaling", 0.0), ("timestep_scaling", float("inf")), ("timestep_selection", "turbo")):
+        with pytest.raises(ValueError, match=key):
+            LCM(**{key: value})

@@ -11,12 +11,13 @@ from .ddim import DDIMScheduler
 from .ddpm import DDPMScheduler
 from .dpm_solver import DPMSolverMultistepScheduler
 from .euler import EulerAncestralDiscreteScheduler, EulerDiscreteScheduler
+from .lcm import LCMScheduler
 from .lms import LMSDiscreteScheduler
 from .pndm import PNDMScheduler
 
 SCHEDULER_CLASSES = {cls.__name__: cls for cls in (
     DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler,
-    EulerAncestralDiscreteScheduler, PNDMScheduler, LMSDiscreteScheduler)}
+    EulerAncestralDiscreteScheduler, PNDMScheduler, LMSDiscreteScheduler, LCMScheduler)}
 
 # short name -> (class, config overrides applied on top of the given config)
 NAMED_SCHEDULERS = {
@@ -30,6 +31,7 @@ NAMED_SCHEDULERS = {
     "euler-a": (EulerAncestralDiscreteScheduler, {}),
     "pndm": (PNDMScheduler, {}),
     "lms": (LMSDiscreteScheduler, {}),
+    "lcm": (LCMScheduler, {}),  # for consistency-distilled checkpoints (few steps, little or no guidance)
 }
 SCHEDULER_NAMES = tuple(NAMED_SCHEDULERS)
 
@@ -49,6 +51,6 @@ def from_config(config, **overrides) -> Scheduler:
 
 
 __all__ = ["DDIMScheduler", "DDPMScheduler", "DPMSolverMultistepScheduler", "EulerAncestralDiscreteScheduler",
-           "EulerDiscreteScheduler", "LMSDiscreteScheduler", "NAMED_SCHEDULERS", "PNDMScheduler",
+           "EulerDiscreteScheduler", "LCMScheduler", "LMSDiscreteScheduler", "NAMED_SCHEDULERS", "PNDMScheduler",
            "SCHEDULER_CLASSES", "SCHEDULER_NAMES", "Scheduler", "SchedulerConfig", "SchedulerOutput",
            "SigmaScheduler", "from_config", "from_name"]

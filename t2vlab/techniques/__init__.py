@@ -6,6 +6,8 @@
 - ``deepcache``      DeepCache (Ma et al., 2023): deep features reused between neighbouring steps
 - ``prompt_travel``  a text per frame, interpolated between keyframes
 - ``keyframes``      frames held to given latents while sampling (image-to-video's first-frame anchor)
+- ``consistency``    consistency models (Song et al., 2023; LCM, Luo et al., 2023): the boundary condition and the
+                     guidance-scale embedding of distilled checkpoints (sampled by ``schedulers.LCMScheduler``)
 
 A technique imports nothing of the models: it takes the network or the pipeline as an argument. The
 network shows only the hook point a technique uses (a ``windows``, ``freeu`` or ``deepcache`` attribute),

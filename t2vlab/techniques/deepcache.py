@@ -71,9 +71,9 @@ class DeepCache:
             self.shape = tuple(sample.shape)
         return shallow
 
-    def shallow_forward(self, unet, sample, timestep, encoder_hidden_states):
+    def shallow_forward(self, unet, sample, timestep, encoder_hidden_states, timestep_cond=None):
         """The outer levels 0..branch only, on the kept deep features: same inputs and output as ``unet``."""
-        x, temb, context, f = unet.inputs(sample, timestep, encoder_hidden_states)
+        x, temb, context, f = unet.inputs(sample, timestep, encoder_hidden_states, timestep_cond)
         skips = [x]
         for level, block in enumerate(unet.down_blocks[:self.branch + 1]):
             if level < self.branch:

@@ -37,15 +37,40 @@ def timestep_embedding(t, dim, max_period=10000):
 
 
 class TimestepEmbedding(nn.Module):
-    """Linear -> SiLU -> Linear on the sinusoidal features of t."""
+    """Linear -> SiLU -> Linear on the sinusoidal features of t.
 
-    def __init__(self, in_dim, dim):
+    With ``cond_dim`` (the config's ``time_cond_proj_dim``) a condition c, e.g. the guidance-scale embedding
+    of a consistency-distilled model (``t2vlab.techniques.consistency``), is projected and added first:
+        emb = linear_2(silu(linear_1(x + cond_proj(c))))      cond_proj: Linear(cond_dim -> in_dim), no bias
+    """
+
+    def __init__(self, in_dim, dim, cond_dim=None):
         super().__init__()
         self.linear_1 = nn.Linear(in_dim, dim)
         self.linear_2 = nn.Linear(dim, dim)
+        self.cond_proj = nn.Linear(cond_dim, in_dim, bias=False) if cond_dim is not None else None
 
-    def forward(self, x):
+    def forward(self, x, cond=None):
+        """x (N, in_dim) sinusoidal features; cond (N, cond_dim) or (1, cond_dim), given iff cond_proj exists."""
+        if self.cond_proj is not None:
+            x = x + self.cond_proj(check_timestep_cond(cond, self.cond_proj.in_features, x))
+        elif cond is not None:
+            raise ValueError("timestep_cond was given, but this UNet has no guidance embedding "
+                             "(its config's time_cond_proj_dim is None)")
         return self.linear_2(F.silu(self.linear_1(x)))
+
+
+def check_timestep_cond(cond, dim, x):
+    """The condition as (N, dim) or (1, dim) in x's dtype and device, or a ValueError naming timestep_cond."""
+    if cond is None:
+        raise ValueError(f"timestep_cond is required: this UNet embeds a guidance scale (time_cond_proj_dim={dim}); "
+                         "pass timestep_cond=guidance_scale_embedding(w, embedding_dim="
+                         f"{dim}) from t2vlab.techniques.consistency, shape (batch, {dim})")
+    if not isinstance(cond, torch.Tensor) or cond.ndim != 2 or cond.shape[1] != dim \
+            or cond.shape[0] not in (1, x.shape[0]):
+        got = tuple(cond.shape) if isinstance(cond, torch.Tensor) else type(cond).__name__
+        raise ValueError(f"timestep_cond must be a tensor of shape ({x.shape[0]}, {dim}) (or (1, {dim})), got {got}")
+    return cond.to(device=x.device, dtype=x.dtype)
 
 
 @dataclass
@@ -67,7 +92,7 @@ class UNetConfig:
     cross_attention_dim: int = 1024
     attention_head_dim: int = 64  # the width of one head; a level has channels // 64 heads
     num_attention_heads: int | None = None
-    time_cond_proj_dim: int | None = None
+    time_cond_proj_dim: int | None = None  # width of the guidance embedding added to t's (None: none)
 
     def validate(self):
         check_positive_ints(self, "sample_size", "in_channels", "out_channels", "block_out_channels",
@@ -91,9 +116,11 @@ class UNetConfig:
                                       f"({self.norm_num_groups}) and attention_head_dim ({self.attention_head_dim})")
         if self.act_fn != "silu":
             raise CheckpointError(f"UNet config act_fn={self.act_fn!r}: only 'silu' is used by this architecture")
-        if self.num_attention_heads is not None or self.time_cond_proj_dim is not None:
-            raise CheckpointError("UNet config: num_attention_heads and time_cond_proj_dim are not used by this "
-                                  "architecture (the heads follow from attention_head_dim)")
+        if self.num_attention_heads is not None:
+            raise CheckpointError("UNet config: num_attention_heads is not used by this architecture (the heads "
+                                  "follow from attention_head_dim)")
+        if self.time_cond_proj_dim is not None:  # a guidance embedding (consistency-distilled models)
+            check_positive_ints(self, "time_cond_proj_dim")
 
 
 class UNet3DConditionModel(ModelBase):
@@ -105,7 +132,7 @@ class UNet3DConditionModel(ModelBase):
         ch = cfg.block_out_channels
         temb = ch[0] * 4
         self.conv_in = nn.Conv2d(cfg.in_channels, ch[0], 3, padding=1)
-        self.time_embedding = TimestepEmbedding(ch[0], temb)
+        self.time_embedding = TimestepEmbedding(ch[0], temb, cfg.time_cond_proj_dim)
         self.transformer_in = TemporalTransformer(ch[0], 8, cfg.attention_head_dim, cfg.norm_num_groups)
 
         self.down_blocks = nn.ModuleList()
@@ -123,15 +150,17 @@ class UNet3DConditionModel(ModelBase):
         self.deepcache = None  # hook point: a DeepCache while enable_deepcache is on (t2vlab.techniques.deepcache)
 
     # ------------------------------------------------------------------------------------ forward
-    def forward(self, sample, timestep, encoder_hidden_states, return_dict=None):
+    def forward(self, sample, timestep, encoder_hidden_states, timestep_cond=None, return_dict=None):
         """sample (B, C, F, H, W), timestep (scalar or (B,)), encoder_hidden_states (B, 77, D) -> (B, C, F, H, W).
 
         ``encoder_hidden_states`` may also be (B, F, 77, D): one text per frame (prompt travel).
+        ``timestep_cond`` (B, time_cond_proj_dim): the guidance-scale embedding, for (and only for) a UNet
+        whose config has ``time_cond_proj_dim``.
         ``return_dict`` is accepted for drop-in use and ignored: the result is always a tensor.
         """
         if self.deepcache is not None and self.deepcache.reuse(sample, timestep):  # DeepCache: shallow levels only
-            return self.deepcache.shallow_forward(self, sample, timestep, encoder_hidden_states)
-        x, temb, context, f = self.inputs(sample, timestep, encoder_hidden_states)
+            return self.deepcache.shallow_forward(self, sample, timestep, encoder_hidden_states, timestep_cond)
+        x, temb, context, f = self.inputs(sample, timestep, encoder_hidden_states, timestep_cond)
 
         skips = [x]
         for block in self.down_blocks:
@@ -141,8 +170,9 @@ class UNet3DConditionModel(ModelBase):
         x = self.up(x, skips, temb, context, f, self.up_blocks)
         return self.head(x, f)
 
-    def inputs(self, sample, timestep, encoder_hidden_states):
-        """Embed t, fold the frames, conv_in, transformer_in -> (x (B*F, C, H, W), temb (B*F, T), context, F)."""
+    def inputs(self, sample, timestep, encoder_hidden_states, timestep_cond=None):
+        """Embed t (and the guidance embedding ``timestep_cond``, if any), fold the frames, conv_in, transformer_in
+        -> (x (B*F, C, H, W), temb (B*F, T), context, F)."""
         if sample.ndim != 5:
             raise ValueError(f"sample must be (batch, channels, frames, height, width), got {tuple(sample.shape)}")
         b, _, f, h, w = sample.shape
@@ -151,7 +181,7 @@ class UNet3DConditionModel(ModelBase):
         t = torch.as_tensor(timestep, device=sample.device)
         t = t.reshape(-1).expand(b) if t.numel() == 1 else t.reshape(b)
         t_features = timestep_embedding(t, self.config.block_out_channels[0]).to(self.conv_in.weight.dtype)
-        temb = self.time_embedding(t_features)
+        temb = self.time_embedding(t_features, timestep_cond)  # (B, T)
         temb = temb.repeat_interleave(f, dim=0)  # one row per frame
         if encoder_hidden_states.ndim == 4:  # one text per frame: (B, F, L, D) -> (B*F, L, D), frame fastest
             if encoder_hidden_states.shape[1] != f:

@@ -38,6 +38,7 @@ CASES = [
     ("euler-a", "EulerAncestralDiscreteScheduler", {}, {}),
     ("pndm", "PNDMScheduler", {}, {}),
     ("lms", "LMSDiscreteScheduler", {}, {}),
+    ("lcm", "LCMScheduler", {}, {}),
 ]
 DPM = "DPMSolverMultistepScheduler"
 EXTRA_CASES = [  # other options, with the checkpoint config, float64
@@ -69,6 +70,9 @@ EXTRA_CASES = [  # other options, with the checkpoint config, float64
     ("lms-cosine-sample-pred", "LMSDiscreteScheduler", {"beta_schedule": "squaredcos_cap_v2",
                                                         "prediction_type": "sample"}, {}),
 ]
+
+
+OURS_ONLY = {"timestep_selection"}  # LCM's T2V-Turbo spacing: a key of ours that diffusers does not have
 
 
 def make_pair(cls_name, config):
@@ -129,7 +133,7 @@ def test_option_trajectories_match_diffusers(case, spacing):
 def test_config_matches_diffusers_and_reads_both_ways(cls_name, tmp_path):
     mine, ref = make_pair(cls_name, CKPT)
     public = {k: v for k, v in ref.config.items() if not k.startswith("_")}
-    assert {k: v for k, v in mine.config.items() if not k.startswith("_")} == public
+    assert {k: v for k, v in mine.config.items() if not k.startswith("_") and k not in OURS_ONLY} == public
     assert mine.config["_class_name"] == cls_name == mine.config._class_name
     assert mine.config.num_train_timesteps == mine.config["num_train_timesteps"] == 1000
     assert dict(mine.config)["beta_schedule"] == "scaled_linear"
@@ -142,7 +146,8 @@ def test_config_matches_diffusers_and_reads_both_ways(cls_name, tmp_path):
     saved = json.loads((tmp_path / "scheduler" / "scheduler_config.json").read_text())
     assert saved["_class_name"] == cls_name
     back = getattr(diffusers, cls_name).from_pretrained(tmp_path, subfolder="scheduler")
-    assert {k: v for k, v in back.config.items() if not k.startswith("_")} == public
+    # (diffusers keeps a key it does not know in .config, with a warning, and ignores it)
+    assert {k: v for k, v in back.config.items() if not k.startswith("_") and k not in OURS_ONLY} == public
     again = getattr(ours, cls_name).from_pretrained(tmp_path, subfolder="scheduler")
     # every key is written, so none counts as "left at default" after reloading (as in diffusers)
     assert {k: v for k, v in again.config.items() if k != "_use_default_values"} == \
@@ -166,3 +171,56 @@ def test_keys_left_at_default_are_not_carried_over_like_diffusers():
     ref = diffusers.DPMSolverMultistepScheduler.from_config(diffusers.DDIMScheduler(steps_offset=1).config)
     assert mine.config.timestep_spacing == ref.config.timestep_spacing == "linspace"
     assert mine.config.steps_offset == ref.config.steps_offset == 1
+
+
+# ----------------------------------------------------------------------------- LCM
+
+
+DEFAULTS = {}  # diffusers' LCMScheduler defaults (LCM's own betas), as the consistency-distilled checkpoints ship
+LCM_CONFIGS = {
+    "defaults": DEFAULTS,
+    "ckpt": CKPT,  # the ModelScope checkpoint's DDIM config carried over (from_config), as from_name("lcm") does
+    "mcm-scaling-4": {**CKPT, "timestep_scaling": 4.0},  # MCM's setting
+    "scaling-1": {"timestep_scaling": 1.0},  # c_skip is far from 0 at the low timesteps: the skip is in play
+    "original-25": {"original_inference_steps": 25},
+    "original-100-scaling-4": {"original_inference_steps": 100, "timestep_scaling": 4.0},
+    "vpred-clip": {"prediction_type": "v_prediction", "clip_sample": True, "clip_sample_range": 0.5},
+    "sample-pred": {"prediction_type": "sample"},
+}
+
+
+def compare_lcm(config, n, **set_timesteps_kwargs):
+    """Timesteps, every prev_sample and every f(x_t, t) (``denoised``) of ours and diffusers' LCMScheduler."""
+    mine, ref = make_pair("LCMScheduler", config)
+    a = trajectory(mine, n, torch.float64, {}, **set_timesteps_kwargs)
+    b = trajectory(ref, n, torch.float64, {}, **set_timesteps_kwargs)
+    assert torch.equal(a["timesteps"], b["timesteps"]) and a["timesteps"].dtype == b["timesteps"].dtype
+    assert all(q is not None for q in b["x0"])  # diffusers' denoised is compared too
+    diffs = [rel(p, q) for p, q in zip(a["samples"] + a["x0"], b["samples"] + b["x0"])]
+    assert len(diffs) == 2 * len(a["timesteps"]) and max(diffs) <= TOL[torch.float64], max(diffs)
+    return a["timesteps"].tolist()
+
+
+@pytest.mark.parametrize("n", [4, 8])
+@pytest.mark.parametrize("name", list(LCM_CONFIGS))
+def test_lcm_matches_diffusers(name, n):
+    """4 and 8 steps, default and other timestep_scaling / original_inference_steps / predictions: the same
+    timesteps, and every step's output within 1e-6 in float64 (the same float32 tables and 0-d float32
+    coefficients on both sides; the noise between steps drawn from the same generator). timestep_scaling
+    shows only near t = 0 (c_skip(139) is 1.3e-7 at k = 10, 8e-7 at k = 4): the custom schedules below that
+    end at 20, 3 and 0 are where a sampler ignoring it fails (tried: scaling-1 at 8 steps and those fail)."""
+    timesteps = compare_lcm(LCM_CONFIGS[name], n)
+    assert len(timesteps) == n and timesteps[0] == 999
+
+
+def test_lcm_override_of_original_steps_and_strength_match_diffusers():
+    compare_lcm(DEFAULTS, 4, original_inference_steps=20)
+    assert compare_lcm(DEFAULTS, 4, strength=0.6) == [599, 459, 299, 159]  # of 30: j = 30, 23, 15, 8
+    compare_lcm({"timestep_scaling": 4.0}, 8, original_inference_steps=100, strength=0.5)
+
+
+@pytest.mark.parametrize("timesteps", [[999, 759, 519, 279], [999, 500, 20, 0], [700, 699, 3], [0]])
+def test_lcm_custom_timesteps_match_diffusers(timesteps):
+    """Custom schedules: T2V-Turbo's (off diffusers' own 4-step grid), uneven ones, one ending at t = 0."""
+    for config in (DEFAULTS, {"timestep_scaling": 4.0}):
+        assert compare_lcm(config, None, timesteps=timesteps) == timesteps

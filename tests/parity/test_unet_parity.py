@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from t2vlab import UNet3DConditionModel, configs
+from t2vlab.techniques.consistency import guidance_scale_embedding
 from tests.helpers import UNET_CONFIGS as CONFIGS
 from tests.helpers import randomize_, rel_err
 
@@ -23,8 +24,8 @@ pytestmark = pytest.mark.parity
 TOL = 1e-5
 
 
-def make_pair(name, seed=0):
-    cfg = dict(CONFIGS[name], sample_size=8)
+def make_pair(name, seed=0, **changes):
+    cfg = dict(CONFIGS[name], sample_size=8, **changes)
     ref = randomize_(diffusers.UNet3DConditionModel(**cfg), seed=seed).eval()
     ours = UNet3DConditionModel.from_config(cfg).eval()
     ours.load_state_dict(ref.state_dict(), strict=True)
@@ -131,3 +132,26 @@ def test_save_pretrained_round_trip_is_readable_by_diffusers(tmp_path):
     ref = diffusers.UNet3DConditionModel.from_pretrained(tmp_path)
     for k, v in ours.state_dict().items():
         assert torch.equal(ref.state_dict()[k], v), k
+
+
+# ------------------------------------------------------------------ guidance embedding (time_cond_proj_dim)
+@pytest.mark.parametrize("name,dim", [("two-levels", 256), ("three-levels-2-layers", 12)])
+def test_guidance_embedded_unet_matches_diffusers(name, dim, tmp_path):
+    """A UNet with time_cond_proj_dim (T2V-Turbo's 256 among them): the same random weights, cond_proj's
+    included (randomize_ fills every parameter), and the same timestep_cond give the same output; the
+    guidance scale moves it (so the comparison is not blind to the condition). diffusers' saved folder
+    (config.json with time_cond_proj_dim) loads here with the parameter name time_embedding.cond_proj.weight."""
+    ours, ref, cfg = make_pair(name, seed=2, time_cond_proj_dim=dim)
+    assert ours.time_embedding.cond_proj.weight.shape == (cfg["block_out_channels"][0], dim)
+    sample, t, text = inputs(cfg, 3)
+    cond = guidance_scale_embedding(torch.tensor([7.5, 2.0]), embedding_dim=dim)
+    with torch.no_grad():
+        expected = ref(sample, t, text, timestep_cond=cond).sample
+        other_w = ref(sample, t, text, timestep_cond=guidance_scale_embedding(torch.tensor([1.0, 2.0]), dim)).sample
+        got = ours(sample, t, text, timestep_cond=cond)
+        assert rel_err(got, expected) <= TOL
+        assert rel_err(other_w, expected) > 1e-3
+        ref.save_pretrained(tmp_path)
+        loaded = UNet3DConditionModel.from_pretrained(tmp_path).eval()
+        assert loaded.config.time_cond_proj_dim == dim
+        assert rel_err(loaded(sample, t, text, timestep_cond=cond), expected) <= TOL
