@@ -6,6 +6,8 @@
 - ``deepcache``      DeepCache (Ma et al., 2023): deep features reused between neighbouring steps
 - ``prompt_travel``  a text per frame, interpolated between keyframes
 - ``keyframes``      frames held to given latents while sampling (image-to-video's first-frame anchor)
+- ``prompt_weighting`` weighted prompts (sd-webui's and compel's syntaxes, each with its rule) and long prompts
+                     (chunks of 75 tokens, A1111's rule)
 - ``consistency``    consistency models (Song et al., 2023; LCM, Luo et al., 2023): the boundary condition and the
                      guidance-scale embedding of distilled checkpoints (sampled by ``schedulers.LCMScheduler``)
 
