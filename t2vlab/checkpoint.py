@@ -37,7 +37,7 @@ import torch
 from safetensors import SafetensorError
 from torch import nn
 
-from . import layerwise_casting
+from . import group_offload, layerwise_casting
 
 logger = logging.getLogger("t2vlab")
 
@@ -363,7 +363,7 @@ class ModelBase(nn.Module):
     def num_parameters(self):
         return sum(p.numel() for p in self.parameters())
 
-    # ------------------------------------------------------------------ memory: t2vlab.layerwise_casting
+    # ------------------------------------------------ memory: t2vlab.layerwise_casting, t2vlab.group_offload
     def enable_layerwise_casting(self, storage_dtype=torch.float8_e4m3fn, compute_dtype=None,
                                  skip_modules_pattern=None, skip_modules_classes=None, non_blocking=False):
         """Weights stored in ``storage_dtype``, each layer cast to ``compute_dtype`` for its forward."""
@@ -372,3 +372,18 @@ class ModelBase(nn.Module):
 
     def disable_layerwise_casting(self):
         layerwise_casting.disable_layerwise_casting(self)
+
+    def enable_group_offload(self, onload_device, offload_device="cpu", offload_type="block_level",
+                             num_blocks_per_group=1, non_blocking=False, use_stream=False, record_stream=False,
+                             low_cpu_mem_usage=False, offload_to_disk_path=None):
+        """Weights kept on ``offload_device`` (or in files), brought to ``onload_device`` a group at a time."""
+        group_offload.enable_group_offload(self, onload_device, offload_device, offload_type, num_blocks_per_group,
+                                           non_blocking, use_stream, record_stream, low_cpu_mem_usage,
+                                           offload_to_disk_path)
+
+    def disable_group_offload(self):
+        group_offload.disable_group_offload(self)
+
+    def enable_sequential_cpu_offload(self, device="cuda"):
+        """Every weight layer brought to ``device`` for its own forward only (leaf-level group offloading)."""
+        group_offload.enable_sequential_cpu_offload(self, device)
