@@ -3,7 +3,7 @@
 A forward pass reads its layers in order, so the GPU needs to hold only the group that runs now:
 
     group k's first module starts   ->  onload:  copy group k's weights to the onload device
-    group k's last module ends      ->  offload: drop the device copy (the CPU copy is kept)
+    group k's last module ends      ->  offload: drop the device copy (the CPU copy, or the file, stays)
 
 What a group is (diffusers 0.42.1's rules, ``hooks/group_offloading.py``):
 
@@ -36,6 +36,14 @@ model's forward ends.
 
 ``model.state_dict()`` (and so ``save_pretrained``) reads the files for the weights at rest in them.
 Enable layerwise casting before group offloading: the copies and files then hold the storage dtype.
+For inference: the weights change under autograd's feet, so a backward pass would not see them.
+
+Where this differs from diffusers: any module of a group brings it in (diffusers: the group's first, with a
+fallback for prefetched groups only); offloading never copies back (the weights do not change in a forward);
+prefetching works with several blocks a group (diffusers sets 1); a weight at rest in a file takes no memory
+(diffusers keeps an ``empty_like`` tensor of full size); the files go to a folder of our own, removed on
+disable (diffusers writes ``group_<hash>.safetensors`` into the folder itself and reuses a file of that name
+that it finds there); ``use_stream=True`` without CUDA warns and copies synchronously (diffusers refuses).
 """
 
 from __future__ import annotations
@@ -155,6 +163,12 @@ class GroupOffload:
             g.offload(self)
         if self.tracing:
             self.tracing = False
+            missed = [g.name for g in self.groups if g not in self.seen]
+            if missed:  # a model that reads a layer's weight without calling the layer would compute with it offloaded
+                warnings.warn(f"group offloading: {len(missed)} group(s) never ran in the first forward, so their "
+                              f"weights stayed offloaded: {', '.join(missed[:5])}{' ...' if len(missed) > 5 else ''}. "
+                              "If the model reads those weights without calling their modules, its output is wrong "
+                              "(NaN with offload_to_disk_path); a coarser offload_type may serve it", stacklevel=2)
             if self.stream is not None:
                 for a, b in zip(self.order, self.order[1:]):
                     a.next = b
@@ -287,9 +301,10 @@ def disable_group_offload(model: nn.Module):
         loaded = safetensors.torch.load_file(g.file) if g.file is not None else {}
         for t in g.tensors:
             source = loaded[g.keys[id(t)]] if id(t) in g.keys else g.home[id(t)]
-            if source.is_pinned():
+            device = plan.devices[id(t)]
+            if source.is_pinned() and device.type == "cpu":  # give back ordinary memory, as it was
                 source = torch.empty_like(source, pin_memory=False).copy_(source)
-            restored.append((t, source.to(plan.devices[id(t)])))
+            restored.append((t, source.to(device)))
     for h in plan.handles:
         h.remove()
     for t, source in restored:

@@ -35,6 +35,7 @@ casting on (or after switching it off): they write the layer's weight, which is 
 is restored, the values keep the storage rounding (reload the weights for the exact ones; diffusers offers
 no disable for this reason). While casting is on, ``model.dtype`` of a ``ModelBase`` is the compute dtype,
 as in diffusers, so that inputs the model makes for itself (the timestep features) are in the compute dtype.
+For inference: after a layer's forward its weight is back in the storage dtype, which a backward pass would meet.
 """
 
 from __future__ import annotations
@@ -123,9 +124,10 @@ def enable_layerwise_casting(model: nn.Module, storage_dtype=torch.float8_e4m3fn
     patterns = (patterns,) if isinstance(patterns, str) else tuple(patterns)
     classes = tuple(skip_modules_classes) if skip_modules_classes else ()
     for p in patterns:
-        if not isinstance(p, str):
-            raise ValueError(f"skip_modules_pattern must be regular expressions (strings), got {p!r}")
-        re.compile(p)
+        try:
+            re.compile(p)
+        except (TypeError, re.error):
+            raise ValueError(f"skip_modules_pattern must be regular expressions (strings), got {p!r:.80}") from None
 
     record = LayerwiseCasting(storage_dtype, compute_dtype)
     record.layers = dict(layers_to_cast(model, patterns, classes))
@@ -133,7 +135,8 @@ def enable_layerwise_casting(model: nn.Module, storage_dtype=torch.float8_e4m3fn
     kept = sorted({t.dtype for t in [*model.parameters(), *model.buffers()] if t.is_floating_point()
                    and id(t) not in cast and t.dtype != compute_dtype}, key=str)
     if kept:
-        raise ValueError(f"compute_dtype={compute_dtype}, but the layers that stay as they are (norms, embeddings) "
+        raise ValueError(f"compute_dtype={compute_dtype}, but the tensors that stay as they are (norms, embeddings, "
+                         f"LoRA adapters) "
                          f"are in {', '.join(map(str, kept))}: load the model in the compute dtype first "
                          f"(model.to({compute_dtype})) or pass compute_dtype={kept[0]}")
 

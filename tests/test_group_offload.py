@@ -229,3 +229,30 @@ def test_cuda_stream_prefetch_gives_the_same_numbers_with_less_gpu_memory(offloa
     assert all(g.next is not None for g in unet._group_offload.order[:-1])
     unet.disable_group_offload()
     assert unet.conv_in.weight.is_cuda  # back where it was
+
+
+def test_a_group_that_never_runs_is_named_once(plain, tmp_path):
+    """The text encoder reads its position embedding's weight without calling the layer: at leaf level that
+    weight stays in its file (NaN), and the first forward names the group; the UNet runs every group (no
+    warning), and block level serves the text encoder exactly."""
+    import warnings
+
+    from t2vlab.text import CLIPTextEncoder
+    from t2vlab.weights import TINY_TEXT
+
+    unet, expected = plain
+    unet.enable_group_offload("cpu", offload_type="leaf_level", offload_to_disk_path=tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        run(unet, inputs())
+    unet.disable_group_offload()
+    text = randomize_(CLIPTextEncoder.from_config(TINY_TEXT)).eval()
+    ids = torch.randint(0, 99, (1, 77), generator=torch.Generator().manual_seed(0))
+    reference = run(text, (ids,))
+    text.enable_group_offload("cpu", offload_type="leaf_level", offload_to_disk_path=tmp_path)
+    with pytest.warns(UserWarning, match=r"1 group\(s\) never ran .*text_model.embeddings.position_embedding"):
+        assert torch.isnan(run(text, (ids,))).all()
+    text.disable_group_offload()
+    text.enable_group_offload("cpu", offload_type="block_level", offload_to_disk_path=tmp_path)
+    assert torch.equal(run(text, (ids,)), reference)
+    text.disable_group_offload()

@@ -167,8 +167,10 @@ def test_argument_checks_name_the_argument():
         unet.enable_layerwise_casting(F8, "float16")
     with pytest.raises(ValueError, match="storage_dtype=torch.float16 has values that compute_dtype=torch.bfloat16"):
         unet.to(torch.bfloat16).enable_layerwise_casting(torch.float16, torch.bfloat16)
-    with pytest.raises(ValueError, match="compute_dtype=torch.float16, but the layers that stay .* torch.bfloat16"):
+    with pytest.raises(ValueError, match="compute_dtype=torch.float16, but the tensors that stay .* torch.bfloat16"):
         unet.enable_layerwise_casting(F8, torch.float16)
+    with pytest.raises(ValueError, match="skip_modules_pattern must be regular expressions"):
+        unet.enable_layerwise_casting(F8, torch.bfloat16, skip_modules_pattern=("norm", "(unclosed"))
     assert getattr(unet, "_layerwise_casting", None) is None and unet.conv_in.weight.dtype == torch.bfloat16
     unet.enable_layerwise_casting(F8)  # compute dtype: the model's
     assert unet.dtype == torch.bfloat16 and unet.conv_in.weight.dtype == F8
