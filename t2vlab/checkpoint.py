@@ -37,6 +37,8 @@ import torch
 from safetensors import SafetensorError
 from torch import nn
 
+from . import group_offload, layerwise_casting
+
 logger = logging.getLogger("t2vlab")
 
 DIFFUSERS_WEIGHTS = ("diffusion_pytorch_model",)
@@ -351,7 +353,8 @@ class ModelBase(nn.Module):
 
     @property
     def dtype(self):
-        return next(self.parameters()).dtype
+        """The dtype the model computes in: its parameters', or layerwise casting's compute dtype while that is on."""
+        return layerwise_casting.compute_dtype(self) or next(self.parameters()).dtype
 
     @property
     def device(self):
@@ -359,3 +362,28 @@ class ModelBase(nn.Module):
 
     def num_parameters(self):
         return sum(p.numel() for p in self.parameters())
+
+    # ------------------------------------------------ memory: t2vlab.layerwise_casting, t2vlab.group_offload
+    def enable_layerwise_casting(self, storage_dtype=torch.float8_e4m3fn, compute_dtype=None,
+                                 skip_modules_pattern=None, skip_modules_classes=None, non_blocking=False):
+        """Weights stored in ``storage_dtype``, each layer cast to ``compute_dtype`` for its forward."""
+        layerwise_casting.enable_layerwise_casting(self, storage_dtype, compute_dtype, skip_modules_pattern,
+                                                   skip_modules_classes, non_blocking)
+
+    def disable_layerwise_casting(self):
+        layerwise_casting.disable_layerwise_casting(self)
+
+    def enable_group_offload(self, onload_device, offload_device="cpu", offload_type="block_level",
+                             num_blocks_per_group=1, non_blocking=False, use_stream=False, record_stream=False,
+                             low_cpu_mem_usage=False, offload_to_disk_path=None):
+        """Weights kept on ``offload_device`` (or in files), brought to ``onload_device`` a group at a time."""
+        group_offload.enable_group_offload(self, onload_device, offload_device, offload_type, num_blocks_per_group,
+                                           non_blocking, use_stream, record_stream, low_cpu_mem_usage,
+                                           offload_to_disk_path)
+
+    def disable_group_offload(self):
+        group_offload.disable_group_offload(self)
+
+    def enable_sequential_cpu_offload(self, device="cuda"):
+        """Every weight layer brought to ``device`` for its own forward only (leaf-level group offloading)."""
+        group_offload.enable_sequential_cpu_offload(self, device)

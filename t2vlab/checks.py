@@ -20,6 +20,8 @@ from __future__ import annotations
 import math
 import numbers
 
+import torch
+
 
 def _fail(error, name, wanted, v, hint):
     raise error(f"{name} must be {wanted}, got {v!r:.80}{hint}")
@@ -95,4 +97,11 @@ def boolean(name, v, *, error=ValueError, hint="") -> bool:
 def callable_or_none(name, v, *, error=ValueError, hint=""):
     if v is not None and not callable(v):
         _fail(error, name, "callable (or None)", v, hint)
+    return v
+
+
+def float_dtype(name, v, *, error=ValueError, hint=""):
+    """A floating-point ``torch.dtype`` (float32, float16, bfloat16, float8_e4m3fn, ...)."""
+    if not isinstance(v, torch.dtype) or not v.is_floating_point:
+        _fail(error, name, "a floating-point torch.dtype (e.g. torch.float16)", v, hint)
     return v

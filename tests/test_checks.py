@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from t2vlab import checks
 
@@ -57,3 +58,11 @@ def test_the_error_class_can_be_chosen():
 
     with pytest.raises(Mine):
         checks.positive_int("rank", 0, error=Mine)
+
+
+def test_float_dtype_takes_floating_torch_dtypes_only():
+    for ok in (torch.float32, torch.bfloat16, torch.float8_e4m3fn):
+        assert checks.float_dtype("storage_dtype", ok) is ok
+    for bad in (torch.int8, torch.bool, "float16", None, float):
+        with pytest.raises(ValueError, match="^storage_dtype must be a floating-point torch.dtype"):
+            checks.float_dtype("storage_dtype", bad)

@@ -180,7 +180,7 @@ class UNet3DConditionModel(ModelBase):
             raise ValueError(f"encoder_hidden_states has batch {encoder_hidden_states.shape[0]}, sample has {b}")
         t = torch.as_tensor(timestep, device=sample.device)
         t = t.reshape(-1).expand(b) if t.numel() == 1 else t.reshape(b)
-        t_features = timestep_embedding(t, self.config.block_out_channels[0]).to(self.conv_in.weight.dtype)
+        t_features = timestep_embedding(t, self.config.block_out_channels[0]).to(self.dtype)
         temb = self.time_embedding(t_features, timestep_cond)  # (B, T)
         temb = temb.repeat_interleave(f, dim=0)  # one row per frame
         if encoder_hidden_states.ndim == 4:  # one text per frame: (B, F, L, D) -> (B*F, L, D), frame fastest
