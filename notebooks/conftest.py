@@ -5,6 +5,9 @@ that stopped drawing would still pass. Around each nbmake item this hook
 
 * starts the kernel with matplotlib's inline backend (``MPLBACKEND`` as the kernel sees it), so that
   figures become ``image/png`` outputs, and with ``T2VLAB_QUICK=1`` (notebook 10 trains a shorter run);
+* runs the notebook with every exercise cell (tagged ``exercise``, its key in the cell's ``exercise``
+  metadata) replaced by that exercise's solution (``t2vlab.course.solution_source``), so the checks after
+  them prove the solutions right (the committed notebook keeps the learner's stub);
 * keeps the notebook nbmake executed (nbmake's ``NotebookRun.execute`` returns it; we wrap that), and
 * fails the item when a notebook not listed in ``NO_FIGURES`` has no PNG output.
 
@@ -14,7 +17,9 @@ The notebooks run once: this inspects nbmake's own execution, it does not execut
 from __future__ import annotations
 
 import os
+import tempfile
 
+import nbformat
 import pytest
 
 INLINE = "module://matplotlib_inline.backend_inline"
@@ -31,6 +36,24 @@ def figures(nb) -> int:
                for out in cell.get("outputs", []) if out.get("output_type") in ("display_data", "execute_result"))
 
 
+def with_solutions(path) -> str | None:
+    """A copy of the notebook at ``path`` with its exercise cells filled in by their solutions, written to a
+    temporary file beside nothing of the repository; None when it has no exercise."""
+    from t2vlab.course import solution_source  # imported here: only notebooks with exercises need it
+
+    nb = nbformat.read(str(path), nbformat.NO_CONVERT)
+    cells = [c for c in nb.cells if "exercise" in c.get("metadata", {}).get("tags", [])]
+    if not cells:
+        return None
+    for cell in cells:
+        cell.source = solution_source(cell.metadata["exercise"])
+    fd, name = tempfile.mkstemp(suffix=".ipynb", prefix=f"solved-{os.path.basename(path)[:-6]}-",
+                                dir=os.path.dirname(os.path.abspath(path)))
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        nbformat.write(nb, f)
+    return name
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item):
     if not getattr(item, "nbmake", False):
@@ -41,7 +64,14 @@ def pytest_runtest_call(item):
     original = pytest_items.NotebookRun.execute
 
     def execute(run):
-        executed["result"] = result = original(run)
+        solved = with_solutions(run.filename)  # in the notebook's own folder: relative paths still work
+        if solved is not None:
+            run.filename = solved
+        try:
+            executed["result"] = result = original(run)
+        finally:
+            if solved is not None:
+                os.unlink(solved)
         return result
 
     saved = {k: os.environ.get(k) for k in ("MPLBACKEND", "T2VLAB_QUICK")}
