@@ -50,6 +50,7 @@ from accelerate.state import AcceleratorState, GradientState
 from tqdm.auto import tqdm
 
 from .checkpoint import atomic_folder
+from .inputs import image_input, video_input
 from .lora import (
     LORA_WEIGHT_NAME,
     TRAIN_CHOICES,
@@ -63,7 +64,7 @@ from .lora import (
 from .motion_director import APPEARANCE, MOTION, DualPath, add_adapters
 from .pipeline import TextToVideoPipeline
 from .schedulers import DDPMScheduler
-from .video import export_to_video, image_input, video_input
+from .video import export_to_video
 
 VIDEO_SUFFIXES = (".mp4", ".gif", ".webm", ".mov", ".avi", ".mkv")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")

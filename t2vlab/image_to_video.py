@@ -34,7 +34,7 @@ from __future__ import annotations
 import torch
 
 from .guards import check_image_anchor
-from .video import image_input
+from .inputs import image_input
 
 
 class FirstFrameAnchor:

@@ -30,9 +30,9 @@ from .guards import (
     check_video_to_video_args,
     explain_out_of_memory,
 )
+from .inputs import video_input
 from .noise import draw_noise
 from .pipeline import TextToVideoOutput, TextToVideoPipeline
-from .video import video_input
 
 
 def is_latents(video, channels=4) -> bool:

@@ -19,7 +19,7 @@ LAYERS = [
     ("facts and tensor helpers", ["t2vlab.configs", "t2vlab.frames", "t2vlab.noise", "t2vlab.checks",
                                   "t2vlab.atomic"]),
     ("building blocks and files", ["t2vlab.attention", "t2vlab.resnet", "t2vlab.checkpoint", "t2vlab.safe_pickle",
-                                   "t2vlab.video", "t2vlab.lora"]),
+                                   "t2vlab.video", "t2vlab.inputs", "t2vlab.display", "t2vlab.lora"]),
     ("models and schedulers", ["t2vlab.unet", "t2vlab.vae", "t2vlab.text", "t2vlab.schedulers"]),
     ("where weights come from", ["t2vlab.weights", "t2vlab.original"]),
     ("the method", ["t2vlab.guards", "t2vlab.free_init", "t2vlab.free_noise", "t2vlab.prompt_travel",

@@ -17,9 +17,10 @@ from PIL import Image
 
 from t2vlab import DDIMScheduler, TextToVideoPipeline
 from t2vlab.frames import batch_to_frames
+from t2vlab.inputs import video_input
 from t2vlab.unet import UNet3DConditionModel
 from t2vlab.vae import AutoencoderKL
-from t2vlab.video import export_to_video, video_input
+from t2vlab.video import export_to_video
 from t2vlab.video_to_video import VideoToVideoPipeline, resize_video
 from t2vlab.weights import make_tiny_checkpoint
 
