@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from t2vlab.toy import data
-from t2vlab.toy.evaluate import read_video, score
+from t2vlab.toy.evaluate import colour_and_direction, score
 
 
 def combos_of(labels):
@@ -65,8 +65,8 @@ def test_evaluator_reads_the_ground_truth_perfectly():
 
 def test_evaluator_is_not_fooled():
     clips, labels = data.make_clips(4, seed=1)
-    assert read_video(clips[0].flip(0))[1] != combos_of(labels)[0][2]  # played backwards: the other direction
-    assert read_video(torch.zeros(8, 64, 64, 3)) == (None, None)  # nothing drawn: no colour, no direction
+    assert colour_and_direction(clips[0].flip(0))[1] != combos_of(labels)[0][2]  # played backwards: the other direction
+    assert colour_and_direction(torch.zeros(8, 64, 64, 3)) == (None, None)  # nothing drawn: no colour, no direction
 
 
 def test_vae_loss_weighs_the_shape_more_than_the_background():
@@ -271,7 +271,7 @@ def test_the_main_job_draws_what_it_is_asked_for(tmp_path, monkeypatch, capsys):
     assert "embedded toy checkpoint" in said and "25 dpm++ steps" in said
     frames = torch.from_numpy(iio.imread(out, index=None, plugin="FFMPEG")).float() / 255
     assert frames.shape == (8, 64, 64, 3)
-    colour, direction = read_video(frames)  # read back from the H.264 file
+    colour, direction = colour_and_direction(frames)  # read back from the H.264 file
     assert colour == "red" and direction is not None  # which way it moves is not reliable yet (issue 10)
 
 
