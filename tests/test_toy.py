@@ -212,7 +212,7 @@ def test_the_toy_context_is_the_caption_itself(tmp_path):
     """The toy text encoder has 8 positions and its tokenizer pads to 8, so every caption fits whole
     and the UNet's cross-attention sees 8 tokens, not 77 of which 70 are padding (docs/toy-model.md)."""
     from t2vlab.pipeline import TextToVideoPipeline
-    from t2vlab.text import CLIPTextEncoder
+    from t2vlab.text_encoder import CLIPTextEncoder
     from t2vlab.toy import toy_checkpoint
     from t2vlab.toy.train import TOY_TEXT
     from t2vlab.weights import write_checkpoint

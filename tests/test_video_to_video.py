@@ -287,7 +287,7 @@ def test_upscale_never_has_both_unets_on_the_device(tiny, tmp_path, monkeypatch,
     --offload only the running model is there; without it (the whole pipeline is placed on the GPU) the
     first pipeline leaves before the second arrives."""
     from t2vlab.__main__ import main
-    from t2vlab.text import CLIPTextEncoder
+    from t2vlab.text_encoder import CLIPTextEncoder
     from t2vlab.vae import Decoder, Encoder
 
     where, real_to = {}, torch.nn.Module.to
