@@ -15,6 +15,7 @@ import math
 
 import torch
 
+from ..atomic import atomic_file
 from ..pipeline import TextToVideoPipeline
 from ..schedulers import from_name
 from ..weights import toy_checkpoint
@@ -147,13 +148,14 @@ def evaluate(pipe, seeds=(0,), steps=25, guidance_scale=None, combos=ALL_COMBOS,
 
 def save_grid(videos, rows, path, frames=8):
     """A PNG of generated videos, one row each (its frames left to right), titled with the caption and
-    what the evaluator read: the picture docs/toy-model.md shows."""
-    import matplotlib  # imported here: only the grid needs it
+    what the evaluator read: the picture docs/toy-model.md shows. Drawn on its own Agg canvas, not through
+    pyplot (a library call must not change the backend of the notebook it runs in); written whole or not at all."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # imported here: only the grid needs it
+    from matplotlib.figure import Figure  # (same reason)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # after choosing the backend
-
-    fig, axes = plt.subplots(len(rows), frames, figsize=(1.1 * frames, 1.35 * len(rows)), squeeze=False)
+    fig = Figure(figsize=(1.1 * frames, 1.35 * len(rows)))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(rows), frames, squeeze=False)
     fig.subplots_adjust(left=0.01, right=0.99, top=0.97, bottom=0.01, wspace=0.04, hspace=0.35)
     for r, (video, row) in enumerate(zip(videos, rows)):
         for f in range(frames):
@@ -162,8 +164,8 @@ def save_grid(videos, rows, path, frames=8):
         verdict = "ok" if row["colour_ok"] and row["direction_ok"] else f"read as {row['colour']} / {row['direction']}"
         held = ", held out" if row["held_out"] else ""
         axes[r, 0].set_title(f"{row['caption']}{held}: {verdict}", loc="left", fontsize=8)
-    fig.savefig(path, dpi=72)
-    plt.close(fig)
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=72)  # tmp keeps the target's extension, which picks the format
     return path
 
 
