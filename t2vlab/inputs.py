@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 
-from .video import decode_video_file, is_pil, is_tensor, to_numpy
+from .video import decode_video_file, is_pil, is_pixel_dtype, is_tensor, to_numpy
 
 __all__ = ["video_input", "image_input"]
 
@@ -35,7 +35,7 @@ def _pil_rgb(img, name):
 def _as_rgb_float(arr, name) -> np.ndarray:
     """(..., H, W, 3) pixels, uint8 (0-255) or float in [0, 1] -> float32 in [0, 1]."""
     shape = tuple(arr.shape)
-    if arr.dtype == np.bool_ or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+    if not is_pixel_dtype(arr.dtype):
         raise ValueError(f"{name}: expected uint8 or float pixels, got dtype {arr.dtype} with shape {shape}")
     if arr.size == 0:
         raise ValueError(f"{name}: the video is empty (shape {shape})")

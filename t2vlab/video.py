@@ -62,7 +62,7 @@ def to_uint8(frames, name: str = "to_uint8") -> np.ndarray:
     arr = to_numpy(frames)
     if arr.dtype == np.uint8:
         return arr
-    if arr.dtype == np.bool_ or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+    if not is_pixel_dtype(arr.dtype):
         raise TypeError(f"{name}: expected uint8, integer or float pixels, got dtype {arr.dtype}")
     if np.issubdtype(arr.dtype, np.integer):
         if arr.size and (arr.min() < 0 or arr.max() > 255):
@@ -73,6 +73,11 @@ def to_uint8(frames, name: str = "to_uint8") -> np.ndarray:
     if not np.isfinite(arr).all():
         raise ValueError(f"{name}: pixels contain NaN or infinite values")
     return np.rint(np.clip(arr.astype(np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def is_pixel_dtype(dtype) -> bool:
+    """Integers or floats; not bool (NumPy counts it as an integer), not complex, strings or objects."""
+    return dtype != np.bool_ and (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating))
 
 
 def is_tensor(x) -> bool:
@@ -99,7 +104,7 @@ def to_numpy(x) -> np.ndarray:
 def _check_pixels(arr: np.ndarray, name: str) -> np.ndarray:
     """Validate dtype and value range of an ``(..., H, W, C)`` array and return it as uint8 RGB."""
     shape = tuple(arr.shape)
-    if arr.dtype == np.bool_ or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+    if not is_pixel_dtype(arr.dtype):
         raise TypeError(f"{name}: expected uint8 or float pixels, got dtype {arr.dtype} with shape {shape}")
     channels = shape[-1]
     if channels not in (1, 3):
