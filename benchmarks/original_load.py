@@ -49,7 +49,7 @@ print(json.dumps({{"s": out["s"], "peak": mem}}))
 
 
 def build(unet_channels, text_width, text_blocks):
-    from t2vlab.text import CLIPTextEncoder
+    from t2vlab.text_encoder import CLIPTextEncoder
     from t2vlab.unet import UNet3DConditionModel
     from t2vlab.vae import AutoencoderKL
 

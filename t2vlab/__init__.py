@@ -11,8 +11,8 @@ __version__ = "0.1.0"
 _PUBLIC = {
     "UNet3DConditionModel": "t2vlab.unet",
     "AutoencoderKL": "t2vlab.vae",
-    "Tokenizer": "t2vlab.text",
-    "CLIPTextEncoder": "t2vlab.text",
+    "Tokenizer": "t2vlab.tokenizer",
+    "CLIPTextEncoder": "t2vlab.text_encoder",
     "DDIMScheduler": "t2vlab.schedulers",
     "DDPMScheduler": "t2vlab.schedulers",
     "DPMSolverMultistepScheduler": "t2vlab.schedulers",

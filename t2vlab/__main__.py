@@ -46,6 +46,7 @@ import torch
 
 from .batch import batch
 from .checkpoint import CheckpointError
+from .checks import positive_int
 from .compiled import COMPILE_MODES
 from .finetune import main as finetune_main
 from .guards import check_strength
@@ -63,9 +64,10 @@ def size_arg(text):
         w, h = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 1024x576, got {text!r}") from None
-    if w < 1 or h < 1:
-        raise argparse.ArgumentTypeError(f"expected positive sizes, got {text!r}")
-    return w, h
+    try:
+        return positive_int("width", w), positive_int("height", h)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected positive sizes, got {text!r}") from None
 
 
 def parse_args(argv=None):
@@ -248,38 +250,18 @@ def main(argv=None):
         return 2
     generator = torch.Generator().manual_seed(args.seed)
     pipe = load(args, args.model, VideoToVideoPipeline if args.video else TextToVideoPipeline)
-    rec = pipe.recommended
     steps, scheduler = prepare(pipe, args)
-    guidance = rec.guidance_scale if args.guidance is None else args.guidance
+    guidance = pipe.recommended.guidance_scale if args.guidance is None else args.guidance
     t0 = time.perf_counter()
     try:
         switch_on(pipe, args)
-        on = [name for name, used in (("FreeNoise", pipe.free_noise), ("FreeInit", pipe.free_init),
-                                      ("FreeU", pipe.unet.freeu_enabled), ("prompt travel", args.keyframes),
-                                      ("DeepCache", pipe.unet.deepcache), ("compiled", args.compile)) if used]
-        known = not (args.video or args.image)  # else the size comes from the file
-        compile_and_warm_up(pipe, args, (args.size or rec.height) if known else None, args.size or rec.width,
-                            args.frames or rec.num_frames, guidance)
-        if args.video:
-            frames = pipe(args.prompt, video=args.video, strength=args.strength, negative_prompt=args.negative,
-                          num_inference_steps=steps, guidance_scale=guidance, generator=generator).frames
-        else:
-            size = {} if args.image and not args.size else {"height": args.size or rec.height,
-                                                             "width": args.size or rec.width}
-            frames = pipe(prompt_of(args), negative_prompt=args.negative, num_inference_steps=steps,
-                          num_frames=args.frames or rec.num_frames, guidance_scale=guidance, generator=generator,
-                          image=args.image, image_strength=args.image_strength, **size).frames
+        on = techniques_on(pipe, args)
+        compile_and_warm_up(pipe, args, *shapes_to_compile_for(pipe, args), guidance)
+        frames = generate(pipe, args, steps, guidance, generator)
         if args.upscale_with:
             release(pipe)
             del pipe  # the first model leaves before the second arrives: never two UNets on the GPU
-            big = load(args, args.upscale_with, VideoToVideoPipeline)
-            big_steps, scheduler = prepare(big, args)
-            height, width = upscale_size(frames, big, args.upscale_size)
-            big_guidance = big.recommended.guidance_scale if args.guidance is None else args.guidance
-            print(f"t2vlab: upscaling to {width}x{height} with {args.upscale_with}, strength {args.upscale_strength}")
-            frames = big(args.prompt, video=resize_video(frames, height, width), strength=args.upscale_strength,
-                         negative_prompt=args.negative, num_inference_steps=big_steps, guidance_scale=big_guidance,
-                         generator=generator).frames
+            frames, scheduler = hi_res_fix(frames, args, generator)
     except (ValueError, FileNotFoundError) as e:  # bad input, named by the pipeline before any model ran
         print(f"t2vlab: {e}", file=sys.stderr)
         return 2
@@ -289,6 +271,47 @@ def main(argv=None):
     print(f"t2vlab: wrote {path}: {f} frames of {w}x{h}, {steps} {scheduler} steps{how}, "
           f"seed {args.seed}{', ' + ', '.join(on) if on else ''}, in {time.perf_counter() - t0:.1f} s")
     return 0
+
+
+def techniques_on(pipe, args) -> list[str]:
+    """The names of what is switched on, for the summary line."""
+    return [name for name, used in (("FreeNoise", pipe.free_noise), ("FreeInit", pipe.free_init),
+                                    ("FreeU", pipe.unet.freeu_enabled), ("prompt travel", args.keyframes),
+                                    ("DeepCache", pipe.unet.deepcache), ("compiled", args.compile)) if used]
+
+
+def shapes_to_compile_for(pipe, args):
+    """(height, width, frames) of the generation for --compile's warm-up; height None when a video or image
+    file decides the size."""
+    rec = pipe.recommended
+    known = not (args.video or args.image)
+    return (args.size or rec.height) if known else None, args.size or rec.width, args.frames or rec.num_frames
+
+
+def generate(pipe, args, steps, guidance, generator):
+    """The video the arguments ask for: restyled from --video, or generated (from --image's first frame)."""
+    rec = pipe.recommended
+    if args.video:
+        return pipe(args.prompt, video=args.video, strength=args.strength, negative_prompt=args.negative,
+                    num_inference_steps=steps, guidance_scale=guidance, generator=generator).frames
+    size = {} if args.image and not args.size else {"height": args.size or rec.height, "width": args.size or rec.width}
+    return pipe(prompt_of(args), negative_prompt=args.negative, num_inference_steps=steps,
+                num_frames=args.frames or rec.num_frames, guidance_scale=guidance, generator=generator,
+                image=args.image, image_strength=args.image_strength, **size).frames
+
+
+def hi_res_fix(frames, args, generator):
+    """--upscale-with: the frames resized to the upscaler's size and re-denoised by it (video-to-video at
+    --upscale-strength). The first model must be released before (``release``). Returns (frames, its sampler)."""
+    big = load(args, args.upscale_with, VideoToVideoPipeline)
+    steps, scheduler = prepare(big, args)
+    height, width = upscale_size(frames, big, args.upscale_size)
+    guidance = big.recommended.guidance_scale if args.guidance is None else args.guidance
+    print(f"t2vlab: upscaling to {width}x{height} with {args.upscale_with}, strength {args.upscale_strength}")
+    frames = big(args.prompt, video=resize_video(frames, height, width), strength=args.upscale_strength,
+                 negative_prompt=args.negative, num_inference_steps=steps, guidance_scale=guidance,
+                 generator=generator).frames
+    return frames, scheduler
 
 
 if __name__ == "__main__":

@@ -1,15 +1,18 @@
-"""Attention, the one module every transformer in the model uses.
+"""Attention: the one function every attention layer of the model computes with, and the UNet's and VAE's layer.
 
     Attention(Q, K, V) = softmax(Q K^T / sqrt(d)) V
 
-Three interchangeable ways to compute it (the "backend"), equal up to float rounding:
+:func:`attention` computes it in one of three interchangeable ways (the "backend"), equal up to float rounding:
 
 - ``"sdpa"``   PyTorch's ``scaled_dot_product_attention`` (fused kernels on GPU; the default).
 - ``"math"``   the formula above written out, for reading and for drawing attention maps.
 - ``"sliced"`` the formula, a few (batch x head) slices at a time, so the (N x N) score matrix of
                only ``slice_size`` slices exists at once: less peak memory, a little slower.
 
-Parameter names (``to_q``, ``to_k``, ``to_v``, ``to_out.0``) are those of the published checkpoint.
+The layer :class:`Attention` (the UNet's transformers, the VAE's mid-block) has the published checkpoint's
+parameter names (``to_q``, ``to_k``, ``to_v``, ``to_out.0``). The text encoder's layer has CLIP's names
+(``q_proj``, ``k_proj``, ``v_proj``, ``out_proj``), so it is its own module (``text_encoder.CLIPAttention``),
+calling the same :func:`attention`.
 """
 
 from __future__ import annotations

@@ -24,8 +24,9 @@ it: so ``--resume`` continues exactly as an uninterrupted run, and N processes w
 compute the same step as one process with N*B. (For the same reason the UNet's own dropout is off.)
 
 Out: ``DIR/pytorch_lora_weights.safetensors`` (diffusers' LoRA format: ``pipe.load_lora_weights(DIR)``),
-``DIR/log.jsonl`` and ``DIR/loss.png``, ``DIR/samples/step-N.gif``, and ``DIR/checkpoints/step-N/`` (the
-LoRA and the optimizer, each checkpoint written whole or not at all; the two newest are kept).
+``DIR/log.jsonl`` and ``DIR/loss.png``, ``DIR/samples/step-N.gif``, and the training states ``--resume``
+continues from, ``DIR/training-states/state-N/`` (the LoRA and the optimizer after step N, each written whole
+or not at all; the two newest are kept).
 ``accelerate`` is the engine: mixed precision (``--mixed-precision fp16|bf16``, fp16 with loss scaling),
 gradient accumulation, and data-parallel processes under ``accelerate launch``.
 """
@@ -34,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shutil
 import sys
 import warnings
@@ -49,7 +49,9 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
 from tqdm.auto import tqdm
 
-from .checkpoint import atomic_folder
+from .atomic import atomic_file, atomic_folder
+from .checks import number, positive_int
+from .inputs import image_input, video_input
 from .lora import (
     LORA_WEIGHT_NAME,
     TRAIN_CHOICES,
@@ -63,11 +65,12 @@ from .lora import (
 from .motion_director import APPEARANCE, MOTION, DualPath, add_adapters
 from .pipeline import TextToVideoPipeline
 from .schedulers import DDPMScheduler
-from .video import export_to_video, image_input, video_input
+from .video import export_to_video
 
 VIDEO_SUFFIXES = (".mp4", ".gif", ".webm", ".mov", ".avi", ".mkv")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 ADAPTER = "finetune"  # the adapter's name while training (--train motion: motion_director's two)
+STATES = "training-states"  # DIR/training-states/state-N/: what --resume continues from
 HALF = {"fp16": torch.float16, "bf16": torch.bfloat16}  # --mixed-precision: the frozen UNet's dtype
 APPEARANCE_WEIGHT_NAME = "appearance_lora.safetensors"  # --train motion: the spatial LoRA, to look at
 
@@ -173,9 +176,8 @@ def cached_data(pipe, accelerator, args, out):
                 meta = f.metadata()
         if not meta or meta.get("settings") != key:
             data = encode_data(pipe, find_clips(args.data, args.on_bad_clip), args)
-            tmp = cache.with_name(cache.name + ".partial")
-            safetensors.torch.save_file(data, str(tmp), metadata={"settings": key})
-            tmp.replace(cache)
+            with atomic_file(cache) as tmp:
+                safetensors.torch.save_file(data, str(tmp), metadata={"settings": key})
     accelerator.wait_for_everyone()
     return safetensors.torch.load_file(str(cache))
 
@@ -212,26 +214,27 @@ def motion_director_loss(dual_path, scheduler, data, draws):
     return dual_path(x_t, draws["t"], text, draws["noise"], draws["frame"], draws["anchor"])
 
 
-# ------------------------------------------------------------------------------------ checkpoints
-def save_checkpoint(out, step, unet, optimizer, losses, keep=2, adapters=(ADAPTER,)):
-    """DIR/checkpoints/step-N/ written whole or not at all; then the oldest beyond ``keep`` are removed."""
-    folder = out / "checkpoints" / f"step-{step:07d}"
-    with atomic_folder(folder, overwrite=True) as tmp:
+# --------------------------------------------------------------------------------- training states
+def save_training_state(out, step, unet, optimizer, losses, keep=2, adapters=(ADAPTER,)):
+    """DIR/training-states/state-N/ (the LoRA, the optimizer, the step and the losses so far) written whole
+    or not at all; then the oldest beyond ``keep`` are removed."""
+    with atomic_folder(out / STATES / f"state-{step:07d}", overwrite=True) as tmp:
         for name in adapters:
             safetensors.torch.save_file({k: v.contiguous() for k, v in lora_state_dict(unet, name).items()},
                                         str(tmp / f"lora-{name}.safetensors"))
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         (tmp / "state.json").write_text(json.dumps({"step": step, "losses": losses}))
-    for old in checkpoints(out)[:-keep]:
+    for old in training_states(out)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def checkpoints(out) -> list[Path]:
-    """Complete checkpoints, oldest first (an interrupted write leaves only a hidden temporary folder)."""
-    return sorted(p for p in (out / "checkpoints").glob("step-*") if (p / "state.json").is_file())
+def training_states(out) -> list[Path]:
+    """Complete training states, oldest first (an interrupted write leaves only a hidden temporary folder)."""
+    return sorted(p for p in (out / STATES).glob("state-*") if (p / "state.json").is_file())
 
 
-def load_checkpoint(folder, unet, optimizer, adapters=(ADAPTER,)):
+def load_training_state(folder, unet, optimizer, adapters=(ADAPTER,)):
+    """Put a training state's LoRA weights and optimizer state back; returns (step, losses)."""
     for name in adapters:
         tensors = safetensors.torch.load_file(str(folder / f"lora-{name}.safetensors"))
         own = lora_state_dict(unet, name)
@@ -244,19 +247,20 @@ def load_checkpoint(folder, unet, optimizer, adapters=(ADAPTER,)):
 
 
 def plot_losses(losses, path):
-    import matplotlib  # imported here: only the loss curve needs it
+    """The loss curve as a PNG at ``path``, written whole or not at all. Drawn on its own Agg canvas, not
+    through pyplot: a library call must not change the backend of the notebook it runs in."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # imported here: only the loss curve needs it
+    from matplotlib.figure import Figure  # (same reason)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # (same reason)
-
-    fig, ax = plt.subplots(figsize=(5, 3))
+    fig = Figure(figsize=(5, 3))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
     steps, values = zip(*losses)
     ax.plot(steps, values, lw=0.8)
     ax.set(xlabel="step", ylabel="loss", yscale="log", title="fine-tuning loss")
     fig.tight_layout()
-    fig.savefig(path.with_name(path.name + ".partial.png"))
-    plt.close(fig)
-    path.with_name(path.name + ".partial.png").replace(path)
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, format="png")
 
 
 # ------------------------------------------------------------------------------------- the trainer
@@ -270,97 +274,143 @@ def finetune(args):
 
 
 def train(args):
-    out = Path(args.out)
+    """The trainer, step by step (each a function below); returns the LoRA file's path."""
+    out, motion = Path(args.out), args.train == "motion"
     accelerator = Accelerator(mixed_precision=args.mixed_precision,
                               gradient_accumulation_steps=args.gradient_accumulation, cpu=args.cpu)
-    main = accelerator.is_main_process
-    if main and not args.resume and checkpoints(out):
-        raise DataError(f"--out {out} holds checkpoints already: pass --resume to continue, or another --out")
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-    accelerator.wait_for_everyone()
-    pipe = TextToVideoPipeline.from_pretrained(args.model)
-    pipe.set_progress_bar_config(disable=True)
-    pipe.to(accelerator.device)
+    start_output_folder(out, accelerator, args.resume)
+    pipe = frozen_pipeline(args.model, accelerator.device)
     data = cached_data(pipe, accelerator, args, out)
     pipe.text_encoder.to("cpu"), pipe.vae.to("cpu")  # the encoders leave the GPU; only the UNet trains
+    freeze_unet(pipe.unet, args.mixed_precision, args.gradient_checkpointing)
+    adapters, params = add_trained_adapters(pipe.unet, args)
+    optimizer = make_optimizer(params, args)
+    step, losses = resume_latest_state(out, pipe.unet, optimizer, adapters) if args.resume else (0, [])
+    model, optimizer = accelerator.prepare(DualPath(pipe.unet) if motion else pipe.unet, optimizer)
+    scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    data = {k: v.to(accelerator.device) for k, v in data.items()}
 
-    unet = pipe.unet
+    quiet = args.quiet or not accelerator.is_main_process
+    bar = tqdm(total=args.steps, initial=step, desc="fine-tuning", disable=quiet)
+    while step < args.steps:
+        loss = optimizer_step(step, model, optimizer, scheduler, data, accelerator, args)
+        step += 1
+        losses.append([step, loss])
+        bar.update()
+        bar.set_postfix(loss=f"{loss:.4f}")
+        if accelerator.is_main_process:
+            after_step(out, step, losses, pipe, optimizer, adapters, accelerator, args)
+        accelerator.wait_for_everyone()
+    bar.close()
+    if accelerator.is_main_process:
+        write_results(out, pipe.unet, losses, step, accelerator.num_processes, args)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return out / LORA_WEIGHT_NAME
+
+
+def start_output_folder(out, accelerator, resume):
+    """--out made by the main process; a folder holding training states already needs --resume."""
+    if accelerator.is_main_process:
+        if not resume and training_states(out):
+            raise DataError(f"--out {out} holds training states already: pass --resume to continue, or another --out")
+        out.mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()
+
+
+def frozen_pipeline(model, device):
+    pipe = TextToVideoPipeline.from_pretrained(model)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+def freeze_unet(unet, mixed_precision, gradient_checkpointing):
+    """The dtype policy of the frozen UNet: no gradients; with --mixed-precision its weights in half precision,
+    half their memory, as they are computed in it anyway (the LoRA's own weights stay float32); dropout off,
+    so that each step is a pure function of (seed, step)."""
     unet.requires_grad_(False)
-    if args.mixed_precision != "no":  # the frozen weights in half precision: half their memory, as they are
-        unet.to(HALF[args.mixed_precision])  # computed in it anyway (the LoRA's own weights stay float32)
-    unet.eval()  # the UNet's dropout off: each step is a pure function of (seed, step)
-    motion = args.train == "motion"
-    adapters = (APPEARANCE, MOTION) if motion else (ADAPTER,)
-    with torch.random.fork_rng(devices=[]):  # A's first values from --seed (B starts at zero)
+    if mixed_precision != "no":
+        unet.to(HALF[mixed_precision])
+    unet.eval()
+    if gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+
+
+def add_trained_adapters(unet, args):
+    """The LoRA adapters that train (--train motion: motion_director's two); returns (their names, their
+    parameters). A's first values come from --seed (B starts at zero)."""
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(args.seed)
-        if motion:
+        if args.train == "motion":
+            adapters = (APPEARANCE, MOTION)
             params = add_adapters(unet, args.lora_rank, args.lora_alpha, args.feed_forward)
         else:
+            adapters = (ADAPTER,)
             params = add_lora(unet, lora_targets(unet, args.train, args.feed_forward), args.lora_rank,
                               args.lora_alpha, ADAPTER)
     for p in params:  # trained weights in float32: the optimizer's small updates, and fp16's loss scaler, need it
         p.data = p.data.float()
-    if args.gradient_checkpointing:
-        unet.enable_gradient_checkpointing()
-    if args.optimizer == "adamw":
-        optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
-    else:
-        optimizer = torch.optim.SGD(params, lr=args.lr, weight_decay=args.weight_decay)
-    step, losses = 0, []
-    if args.resume:
-        found = checkpoints(out)
-        if not found:
-            raise DataError(f"--resume: no checkpoint in {out / 'checkpoints'}")
-        step, losses = load_checkpoint(found[-1], unet, optimizer, adapters)
-    model, optimizer = accelerator.prepare(DualPath(unet) if motion else unet, optimizer)
-    loss_of = motion_director_loss if motion else diffusion_loss
-    scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
-    world, rank, batch = accelerator.num_processes, accelerator.process_index, args.batch_size
-    data = {k: v.to(accelerator.device) for k, v in data.items()}
+    return adapters, params
 
-    bar = tqdm(total=args.steps, initial=step, desc="fine-tuning", disable=not main or args.quiet)
-    while step < args.steps:
-        loss_sum = 0.0
-        for micro in range(args.gradient_accumulation):  # one optimizer step = accumulation x global batch
-            draws = step_draws(step * args.gradient_accumulation + micro, args.seed, len(data["latents"]),
-                               world * batch, data["latents"].shape[1:], scheduler.config.num_train_timesteps,
-                               args.caption_dropout)
-            mine = {k: v[rank * batch:(rank + 1) * batch].to(accelerator.device) for k, v in draws.items()}
-            with accelerator.accumulate(model), accelerator.autocast():
-                loss = loss_of(model, scheduler, data, mine)
-                accelerator.backward(loss)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            loss_sum += accelerator.reduce(loss.detach(), "mean").item() / args.gradient_accumulation
-        step += 1
-        losses.append([step, loss_sum])
-        bar.update()
-        bar.set_postfix(loss=f"{loss_sum:.4f}")
-        if main:
-            with open(out / "log.jsonl", "a") as f:
-                f.write(json.dumps({"step": step, "loss": loss_sum}) + "\n")
-            if args.checkpoint_every and (step % args.checkpoint_every == 0 or step == args.steps):
-                save_checkpoint(out, step, unet, optimizer, losses, adapters=adapters)
-            if args.sample_every and step % args.sample_every == 0:
-                with accelerator.autocast():  # the UNet's frozen weights may be in half precision
-                    sample(pipe, args, out / "samples" / f"step-{step:07d}.gif")
-                plot_losses(losses, out / "loss.png")
-        accelerator.wait_for_everyone()
-    bar.close()
-    if main:
-        kept = MOTION if motion else ADAPTER  # motion only: the temporal LoRA is the result
-        save_lora_file(out / LORA_WEIGHT_NAME, lora_state_dict(unet, kept), adapter_config(unet, kept))
-        if motion:
-            save_lora_file(out / APPEARANCE_WEIGHT_NAME, lora_state_dict(unet, APPEARANCE),
-                           adapter_config(unet, APPEARANCE))
-        if losses:
-            plot_losses(losses, out / "loss.png")
-        print(f"LoRA written to {out / LORA_WEIGHT_NAME} ({step} steps, processes: {world}, "
-              f"global batch {world * batch * args.gradient_accumulation})")
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
-    return out / LORA_WEIGHT_NAME
+
+def make_optimizer(params, args):
+    if args.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
+    return torch.optim.SGD(params, lr=args.lr, weight_decay=args.weight_decay)
+
+
+def resume_latest_state(out, unet, optimizer, adapters):
+    """--resume: the newest training state put back; returns (step, losses)."""
+    found = training_states(out)
+    if not found:
+        raise DataError(f"--resume: no training state in {out / STATES}")
+    return load_training_state(found[-1], unet, optimizer, adapters)
+
+
+def optimizer_step(step, model, optimizer, scheduler, data, accelerator, args) -> float:
+    """One optimizer step: ``--gradient-accumulation`` micro-steps, each this process's share of the global
+    batch that (--seed, micro-step) draws; returns the loss averaged over processes and micro-steps."""
+    world, rank, batch = accelerator.num_processes, accelerator.process_index, args.batch_size
+    loss_of = motion_director_loss if args.train == "motion" else diffusion_loss
+    loss_sum = 0.0
+    for micro in range(args.gradient_accumulation):
+        draws = step_draws(step * args.gradient_accumulation + micro, args.seed, len(data["latents"]),
+                           world * batch, data["latents"].shape[1:], scheduler.config.num_train_timesteps,
+                           args.caption_dropout)
+        mine = {k: v[rank * batch:(rank + 1) * batch].to(accelerator.device) for k, v in draws.items()}
+        with accelerator.accumulate(model), accelerator.autocast():
+            loss = loss_of(model, scheduler, data, mine)
+            accelerator.backward(loss)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        loss_sum += accelerator.reduce(loss.detach(), "mean").item() / args.gradient_accumulation
+    return loss_sum
+
+
+def after_step(out, step, losses, pipe, optimizer, adapters, accelerator, args):
+    """The main process after each step: the log line; a training state every --state-every steps and after
+    the last; a sample video and the loss curve every --sample-every steps."""
+    with open(out / "log.jsonl", "a") as f:
+        f.write(json.dumps({"step": step, "loss": losses[-1][1]}) + "\n")
+    if args.state_every and (step % args.state_every == 0 or step == args.steps):
+        save_training_state(out, step, pipe.unet, optimizer, losses, adapters=adapters)
+    if args.sample_every and step % args.sample_every == 0:
+        with accelerator.autocast():  # the UNet's frozen weights may be in half precision
+            sample(pipe, args, out / "samples" / f"step-{step:07d}.gif")
+        plot_losses(losses, out / "loss.png")
+
+
+def write_results(out, unet, losses, step, world, args):
+    """The LoRA file (--train motion: the temporal adapter alone, the spatial one beside it) and the loss curve."""
+    kept = MOTION if args.train == "motion" else ADAPTER  # motion only: the temporal LoRA is the result
+    save_lora_file(out / LORA_WEIGHT_NAME, lora_state_dict(unet, kept), adapter_config(unet, kept))
+    if args.train == "motion":
+        save_lora_file(out / APPEARANCE_WEIGHT_NAME, lora_state_dict(unet, APPEARANCE),
+                       adapter_config(unet, APPEARANCE))
+    if losses:
+        plot_losses(losses, out / "loss.png")
+    print(f"LoRA written to {out / LORA_WEIGHT_NAME} ({step} steps, processes: {world}, "
+          f"global batch {world * args.batch_size * args.gradient_accumulation})")
 
 
 @torch.no_grad()
@@ -379,50 +429,56 @@ def sample(pipe, args, path):
 
 # ------------------------------------------------------------------------------------------- the CLI
 def positive(text):
-    v = int(text)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return v
+    """argparse's type for a positive integer."""
+    try:
+        return positive_int("value", int(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
 
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(prog="python -m t2vlab finetune", description=__doc__.splitlines()[0])
     ap.add_argument("--data", required=True, help="folder of clips (.mp4/.gif/frame folders) with same-named .txt")
-    ap.add_argument("--out", required=True, help="output folder: the LoRA, log, loss curve, samples, checkpoints")
+    ap.add_argument("--out", required=True, help="output folder: the LoRA, log, loss curve, samples, training states")
     ap.add_argument("--model", default="toy", help="checkpoint to fine-tune (folder, Hub id, 'toy', 'tiny')")
-    ap.add_argument("--lora-rank", type=positive, default=16)
+    ap.add_argument("--lora-rank", type=positive, default=16, help="the rank r of each LoRA (A: r x in, B: out x r)")
     ap.add_argument("--lora-alpha", type=float, default=None, help="default: the rank (scale 1)")
     ap.add_argument("--train", choices=(*TRAIN_CHOICES, "motion"), default="both",
                     help="which attention layers get LoRA; motion: MotionDirector's motion-only training, "
                          "which keeps the temporal LoRA alone")
     ap.add_argument("--feed-forward", action="store_true", help="also the transformers' feed-forwards")
-    ap.add_argument("--frames", type=positive, default=16)
+    ap.add_argument("--frames", type=positive, default=16, help="frames per clip")
     ap.add_argument("--stride", type=positive, default=1, help="take every STRIDE-th frame of each clip")
     ap.add_argument("--size", type=positive, default=256, help="height and width in pixels")
     ap.add_argument("--steps", type=positive, default=500, help="optimizer steps in all (also after --resume)")
     ap.add_argument("--batch-size", type=positive, default=1, help="clips per process per step")
-    ap.add_argument("--gradient-accumulation", type=positive, default=1)
-    ap.add_argument("--lr", type=float, default=1e-4)
-    ap.add_argument("--weight-decay", type=float, default=0.0)
+    ap.add_argument("--gradient-accumulation", type=positive, default=1,
+                    help="micro-steps of a global batch each per optimizer step")
+    ap.add_argument("--lr", type=float, default=1e-4, help="learning rate")
+    ap.add_argument("--weight-decay", type=float, default=0.0, help="the optimizer's weight decay")
     ap.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw",
                     help="sgd: the update is the gradient itself (handy to compare runs to float precision)")
     ap.add_argument("--caption-dropout", type=float, default=0.0, help="share of captions replaced by ''")
-    ap.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default="no")
+    ap.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default="no",
+                    help="the frozen UNet's weights and compute in half precision (fp16 with loss scaling)")
     ap.add_argument("--gradient-checkpointing", action="store_true", help="less memory, about 1.4x the time")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints (0: none)")
+    ap.add_argument("--seed", type=int, default=0, help="every draw of a step comes from (seed, step)")
+    ap.add_argument("--state-every", "--checkpoint-every", type=int, default=100, dest="state_every",
+                    help="steps between training states, which --resume continues from (0: none; "
+                         "--checkpoint-every is its old name)")
     ap.add_argument("--sample-every", type=int, default=0, help="steps between sample videos (0: none)")
-    ap.add_argument("--sample-prompt", default=None)
-    ap.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    ap.add_argument("--sample-prompt", default=None, help="the sample videos' prompt (default: the first caption)")
+    ap.add_argument("--resume", action="store_true", help="continue from the newest training state in --out")
     ap.add_argument("--on-bad-clip", choices=("stop", "skip"), default="stop",
                     help="a clip without caption, unreadable or too short: stop (default) or skip it with a warning")
     ap.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is there")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
-    if not 0 <= args.caption_dropout <= 1:
-        ap.error(f"--caption-dropout must be in [0, 1], got {args.caption_dropout}")
-    if not (args.lr > 0 and math.isfinite(args.lr)):
-        ap.error(f"--lr must be a positive number, got {args.lr}")
+    try:
+        number("--caption-dropout", args.caption_dropout, low=0, high=1)
+        number("--lr", args.lr, low=0, low_open=True)
+    except ValueError as e:
+        ap.error(str(e))
     if args.train == "motion" and args.gradient_checkpointing:  # the recomputed forward would see the adapter
         ap.error("--gradient-checkpointing does not work with --train motion: its two paths switch adapters "
                  "between forwards, and checkpointing reruns a forward during the backward pass, after the switch")

@@ -12,7 +12,7 @@ None of this is the method; the pipeline calls it before and around its steps:
 - ``check_callback_update``  what a ``callback_on_step_end`` may hand back;
 - ``check_video_to_video_args``, ``check_strength``, ``check_frames_shape``, ``check_video_latents``,
   ``check_image_anchor``  the same for video-to-video and image-to-video (the pixels themselves are
-                             read and checked by ``t2vlab.video.video_input`` / ``image_input``).
+                             read and checked by ``t2vlab.inputs.video_input`` / ``image_input``).
 """
 
 from __future__ import annotations

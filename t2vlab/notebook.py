@@ -168,7 +168,7 @@ def show_images(images, titles=None, ncols=None, size=2.2, cmap=None, suptitle=N
     return fig
 
 
-def frame_grid(frames, ncols=8, size=1.6, title=None):
+def show_frames(frames, ncols=8, size=1.6, title=None):
     """Draw video frames (F, H, W, 3) in [0, 1] (what ``decode_video`` returns for one video), or
     (C, F, H, W) in [-1, 1], one tile per frame with its index; returns the figure."""
     if frames.ndim == 4 and frames.shape[0] in (1, 3) and frames.shape[-1] not in (1, 3):

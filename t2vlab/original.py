@@ -50,7 +50,8 @@ from . import configs
 from .checkpoint import CheckpointError, atomic_folder, config_from_dict, read_json
 from .safe_pickle import LazyTensor, materialize, read_pickle
 from .schedulers import from_config as scheduler_from_config
-from .text import MAX_LENGTH, CLIPTextEncoder, Tokenizer
+from .text_encoder import CLIPTextEncoder
+from .tokenizer import MAX_LENGTH, Tokenizer
 from .unet import UNet3DConditionModel
 from .vae import AutoencoderKL
 

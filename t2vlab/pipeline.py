@@ -31,13 +31,13 @@ from .guards import (  # noqa: F401  (OutOfMemoryError: documented as t2vlab.pip
     check_generation_args,
     explain_out_of_memory,
 )
+from .inputs import image_input
 from .lora_loading import LoraLoaderMixin
 from .memory_switches import MemorySwitches
 from .noise import video_noise
 from .technique_switches import TechniqueSwitches
 from .techniques import prompt_travel
 from .techniques.keyframes import anchor_first_frame
-from .video import image_input
 from .weights import load_components, recommended_settings, resolve_checkpoint
 
 

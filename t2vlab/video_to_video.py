@@ -34,9 +34,9 @@ from .guards import (
     check_video_to_video_args,
     explain_out_of_memory,
 )
+from .inputs import video_input
 from .noise import draw_noise
 from .pipeline import TextToVideoOutput, TextToVideoPipeline
-from .video import video_input
 
 
 def is_latents(video, channels=4) -> bool:
@@ -46,7 +46,7 @@ def is_latents(video, channels=4) -> bool:
 
 
 def resize_video(video, height, width):
-    """Any accepted video (see ``t2vlab.video.video_input``) -> float32 tensor (videos, frames, height, width, 3)
+    """Any accepted video (see ``t2vlab.inputs.video_input``) -> float32 tensor (videos, frames, height, width, 3)
     in [0, 1], each frame resized bicubically (antialiased when shrinking): the step between the two passes
     of the hi-res fix."""
     checks.positive_int("height", height)

@@ -47,7 +47,8 @@ from .checkpoint import (
 )
 from .original import write_pipeline_files
 from .schedulers import from_config as scheduler_from_config
-from .text import CLIPTextEncoder, Tokenizer
+from .text_encoder import CLIPTextEncoder
+from .tokenizer import Tokenizer
 from .unet import UNet3DConditionModel
 from .vae import AutoencoderKL
 

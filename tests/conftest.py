@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from t2vlab.text import Tokenizer
+from t2vlab.tokenizer import Tokenizer
 from t2vlab.toy import data as toy
 from t2vlab.video import export_to_video
 from t2vlab.weights import make_tiny_checkpoint

@@ -237,7 +237,7 @@ def test_a_group_that_never_runs_is_named_once(plain, tmp_path):
     warning), and block level serves the text encoder exactly."""
     import warnings
 
-    from t2vlab.text import CLIPTextEncoder
+    from t2vlab.text_encoder import CLIPTextEncoder
     from t2vlab.weights import TINY_TEXT
 
     unet, expected = plain

@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from t2vlab import TextToVideoPipeline
 from t2vlab.checkpoint import CheckpointError, load_weight_file
-from t2vlab.text import CLIPTextEncoder
+from t2vlab.text_encoder import CLIPTextEncoder
 from t2vlab.unet import UNet3DConditionModel
 from t2vlab.vae import AutoencoderKL
 from t2vlab.weights import TINY_TEXT, TINY_UNET, TINY_VAE, make_tiny_checkpoint

@@ -104,7 +104,7 @@ def test_each_path_trains_its_own_adapter(unet):
 def test_the_trainer_keeps_the_temporal_lora_alone_and_resumes_exactly(clips, tmp_path, monkeypatch):
     def run(out, *extra):
         return ft.main(["--data", str(clips), "--out", str(out), *ARGS, "--train", "motion", "--steps", "3",
-                        "--checkpoint-every", "1", *extra])
+                        "--state-every", "1", *extra])
 
     assert run(tmp_path / "whole") == 0
     kept, appearance = lora(tmp_path / "whole"), lora(tmp_path / "whole", ft.APPEARANCE_WEIGHT_NAME)

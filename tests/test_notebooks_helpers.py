@@ -89,3 +89,16 @@ def test_film_strip_puts_the_frames_side_by_side_with_gaps():
     assert (strip[:, 4:6] == 1.0).all() and (strip[:, 10:12] == 1.0).all()
     maps = np.random.rand(2, 5, 4)                        # (F, H, W), e.g. attention maps
     assert np.isnan(nbh.film_strip(maps, fill=float("nan"))[:, 4:6]).all()
+
+
+def test_show_frames_draws_one_titled_tile_per_frame_in_both_layouts():
+    import matplotlib.pyplot as plt
+
+    video = torch.rand(5, 8, 12, 3)  # (F, H, W, 3) in [0, 1], as decode_video gives one video
+    for frames in (video, video.permute(3, 0, 1, 2) * 2 - 1):  # and (C, F, H, W) in [-1, 1]
+        fig = nbh.show_frames(frames, ncols=3, title="five frames")
+        drawn = [ax for ax in fig.axes if ax.images]
+        assert [ax.get_title() for ax in drawn] == [f"frame {i}" for i in range(5)]
+        assert len(fig.axes) == 6 and fig._suptitle.get_text() == "five frames"  # 2 rows of 3, one tile empty
+        np.testing.assert_allclose(drawn[4].images[0].get_array(), video[4].numpy(), atol=1e-6)  # (2x-1)/2+0.5 rounding
+        plt.close(fig)

@@ -31,7 +31,7 @@ from t2vlab.original import (
     write_original,
 )
 from t2vlab.safe_pickle import LazyTensor, Opaque, SafeReader, read_pickle
-from t2vlab.text import CLIPTextEncoder
+from t2vlab.text_encoder import CLIPTextEncoder
 from t2vlab.unet import UNet3DConditionModel
 from t2vlab.vae import AutoencoderKL
 from t2vlab.weights import recommended_settings

@@ -8,7 +8,7 @@ import torch
 from t2vlab import TextToVideoPipeline
 from t2vlab.schedulers import from_name
 from t2vlab.techniques.prompt_travel import encode_prompt_travel, frame_embeddings, lerp_embeddings
-from t2vlab.toy.evaluate import read_video
+from t2vlab.toy.evaluate import colour_and_direction
 
 from .helpers import rel_err, tiny_pipe
 
@@ -126,7 +126,7 @@ def test_toy_travels_from_red_to_blue():
     videos = pipe({0: "a red square moving right", 16: "a blue square moving right"}, num_frames=24,
                   num_inference_steps=25, guidance_scale=9.0, num_videos_per_prompt=len(seeds),
                   generator=[torch.Generator().manual_seed(s) for s in seeds]).frames
-    first = [read_video(v[:8])[0] for v in videos]
-    last = [read_video(v[16:])[0] for v in videos]
+    first = [colour_and_direction(v[:8])[0] for v in videos]
+    last = [colour_and_direction(v[16:])[0] for v in videos]
     hits = sum(a == "red" and b == "blue" for a, b in zip(first, last))
     assert hits >= 0.9 * len(seeds), list(zip(first, last))

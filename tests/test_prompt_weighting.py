@@ -12,7 +12,7 @@ import torch
 
 from t2vlab.techniques import prompt_weighting as pw
 from t2vlab.techniques.prompt_weighting import BREAK, parse_a1111, parse_compel
-from t2vlab.text import CLIPTextEncoder
+from t2vlab.text_encoder import CLIPTextEncoder
 from tests.helpers import TEXT_TINY, randomize_, rel_err
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 
 import t2vlab
 from t2vlab import TextToVideoPipeline
+from t2vlab.atomic import PARTIAL
 from t2vlab.checkpoint import CheckpointError
 from t2vlab.pipeline import OutOfMemoryError
 from t2vlab.schedulers import SCHEDULER_CLASSES
@@ -254,7 +255,7 @@ def test_export_to_video_arguments_property(tmp_path):
             (tmp_path / "exists.gif").write_bytes(before)
         elif not overwrite:
             assert (tmp_path / "exists.gif").read_bytes() == before
-        assert not [p for p in tmp_path.rglob("*") if ".part" in p.name], "a partial file was left behind"
+        assert not [p for p in tmp_path.rglob("*") if PARTIAL in p.name], "a partial file was left behind"
 
     check()
     print(f"\nexport_to_video cases: {sum(counts.values())} {dict(counts)}")

@@ -12,14 +12,8 @@ import pytest
 import torch
 
 from t2vlab.checkpoint import CheckpointError
-from t2vlab.text import (
-    CLIPTextConfig,
-    CLIPTextEncoder,
-    Tokenizer,
-    bytes_to_unicode,
-    clip_vocab_and_merges,
-    token_text,
-)
+from t2vlab.text_encoder import CLIPTextConfig, CLIPTextEncoder
+from t2vlab.tokenizer import Tokenizer, bytes_to_unicode, clip_vocab_and_merges, token_text
 
 from .helpers import CAT_IDS, rel_err
 from .helpers import TEXT_TINY as TINY

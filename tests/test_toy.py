@@ -1,12 +1,13 @@
 """The toy world (issue 10): the dataset, the evaluator, the training code and, once shipped, the trained checkpoint."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
 from t2vlab.toy import data
-from t2vlab.toy.evaluate import read_video, score
+from t2vlab.toy.evaluate import colour_and_direction, score
 
 
 def combos_of(labels):
@@ -65,8 +66,38 @@ def test_evaluator_reads_the_ground_truth_perfectly():
 
 def test_evaluator_is_not_fooled():
     clips, labels = data.make_clips(4, seed=1)
-    assert read_video(clips[0].flip(0))[1] != combos_of(labels)[0][2]  # played backwards: the other direction
-    assert read_video(torch.zeros(8, 64, 64, 3)) == (None, None)  # nothing drawn: no colour, no direction
+    assert colour_and_direction(clips[0].flip(0))[1] != combos_of(labels)[0][2]  # played backwards: the other direction
+    assert colour_and_direction(torch.zeros(8, 64, 64, 3)) == (None, None)  # nothing drawn: no colour, no direction
+
+
+def test_the_evaluators_picture_leaves_the_plotting_backend_alone_and_is_written_whole(tmp_path, monkeypatch):
+    import matplotlib
+    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
+
+    from t2vlab.toy.evaluate import save_grid
+
+    videos = torch.rand(2, 8, 16, 16, 3)
+    rows = [{"caption": "a red circle moving left", "held_out": i == 1, "colour": "red", "direction": "up",
+             "colour_ok": True, "direction_ok": i == 0} for i in range(2)]
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")  # stands in for a notebook's inline backend: any backend but the one a file needs
+    try:
+        figures = plt.get_fignums()
+        assert save_grid(videos, rows, tmp_path / "grid.png") == tmp_path / "grid.png"
+        assert matplotlib.get_backend() == "svg" and plt.get_fignums() == figures
+    finally:
+        matplotlib.use(before)
+    assert (tmp_path / "grid.png").read_bytes()[:4] == b"\x89PNG"
+
+    def half_then_fail(self, fname, *a, **kw):
+        Path(fname).write_bytes(b"\x89PNG half")
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(Figure, "savefig", half_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        save_grid(videos, rows, tmp_path / "other.png")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.png"]
 
 
 def test_vae_loss_weighs_the_shape_more_than_the_background():
@@ -212,7 +243,7 @@ def test_the_toy_context_is_the_caption_itself(tmp_path):
     """The toy text encoder has 8 positions and its tokenizer pads to 8, so every caption fits whole
     and the UNet's cross-attention sees 8 tokens, not 77 of which 70 are padding (docs/toy-model.md)."""
     from t2vlab.pipeline import TextToVideoPipeline
-    from t2vlab.text import CLIPTextEncoder
+    from t2vlab.text_encoder import CLIPTextEncoder
     from t2vlab.toy import toy_checkpoint
     from t2vlab.toy.train import TOY_TEXT
     from t2vlab.weights import write_checkpoint
@@ -271,7 +302,7 @@ def test_the_main_job_draws_what_it_is_asked_for(tmp_path, monkeypatch, capsys):
     assert "embedded toy checkpoint" in said and "25 dpm++ steps" in said
     frames = torch.from_numpy(iio.imread(out, index=None, plugin="FFMPEG")).float() / 255
     assert frames.shape == (8, 64, 64, 3)
-    colour, direction = read_video(frames)  # read back from the H.264 file
+    colour, direction = colour_and_direction(frames)  # read back from the H.264 file
     assert colour == "red" and direction is not None  # which way it moves is not reliable yet (issue 10)
 
 

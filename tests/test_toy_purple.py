@@ -13,19 +13,19 @@ import torch
 from t2vlab import AutoencoderKL, TextToVideoPipeline, toy_checkpoint
 from t2vlab.toy import data, purple
 from t2vlab.toy.decoder import colours_kept, train_decoder
-from t2vlab.toy.evaluate import read_video
+from t2vlab.toy.evaluate import colour_and_direction
 from t2vlab.toy.train import TOY_VAE
 
 
 def test_purple_is_drawn_and_read_and_the_original_world_is_unchanged():
     clips, labels = data.make_clips(6, seed=0, combos=data.PURPLE_COMBOS)
     assert all(c.startswith("a purple ") for c in data.captions(labels))
-    assert [read_video(c)[0] for c in clips] == ["purple"] * 6
+    assert [colour_and_direction(c)[0] for c in clips] == ["purple"] * 6
     # the four colours keep their indices: a clip of the original world is drawn with the same numbers
     original, labels = data.make_clips(4, seed=3)
     colour = torch.tensor([[0.90, 0.12, 0.10], [0.12, 0.80, 0.20], [0.15, 0.25, 0.95], [0.95, 0.85, 0.10]])
     assert torch.equal(torch.tensor(list(data.PALETTE.values()))[:4], colour)
-    assert [read_video(c)[0] for c in original] == [list(data.COLOURS)[i] for i in labels["colour"].tolist()]
+    assert [colour_and_direction(c)[0] for c in original] == [list(data.COLOURS)[i] for i in labels["colour"].tolist()]
 
 
 def test_lora_data_leaves_the_held_out_purple_combinations_out(tmp_path):

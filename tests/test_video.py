@@ -1,4 +1,5 @@
-"""Tests for t2vlab.video: export to mp4/gif, atomic writes, input checks, and the notebook helpers.
+"""Video files and showing them: t2vlab.video (export to mp4/gif, atomic writes, input checks, reading back)
+and t2vlab.display (the notebook helpers).
 
 Files are read back with imageio directly (not only through our read_video), so a bug shared by our writer and
 reader cannot hide itself. Videos are tiny (8 frames of 64x48) to keep the whole file around a few seconds.
@@ -8,6 +9,7 @@ import base64
 import os
 import stat
 import tempfile
+from pathlib import Path
 
 import imageio.v3 as iio
 import imageio_ffmpeg
@@ -17,8 +19,10 @@ import torch
 from PIL import Image
 
 import t2vlab
-from t2vlab import video as tv
-from t2vlab.video import export_to_video, frame_grid, read_video, show_video, to_uint8
+from t2vlab import display
+from t2vlab.atomic import leftovers
+from t2vlab.display import frame_grid, show_video
+from t2vlab.video import export_to_video, read_video, to_uint8
 
 F, H, W = 8, 48, 64
 
@@ -197,12 +201,13 @@ GOOD = np.zeros((2, 8, 8, 3), np.float32)
         ([np.zeros((8, 8, 3)), 7], {}, TypeError, r"video_frames\[1\]: .*got int"),
         ([np.zeros((8, 8, 3)), np.zeros((8, 9, 3))], {}, ValueError, r"video_frames\[1\]: .*same size"),
         ([np.zeros((8, 8))], {}, ValueError, r"video_frames\[0\]: .*shape \(8, 8\)"),
-        (GOOD, {"fps": 0}, ValueError, r"fps: .*0.001 to 1000.*got 0"),
-        (GOOD, {"fps": 1e300}, ValueError, r"fps: .*got 1e\+300"),
-        (GOOD, {"fps": -8}, ValueError, r"fps: .*got -8"),
-        (GOOD, {"fps": float("nan")}, ValueError, r"fps: .*got nan"),
-        (GOOD, {"fps": float("inf")}, ValueError, r"fps: .*got inf"),
-        (GOOD, {"fps": "8"}, TypeError, r"fps: .*got str"),
+        (GOOD, {"fps": 0}, ValueError, r"fps must be a number in \[0.001, 1000\], got 0 \(frames per second\)"),
+        (GOOD, {"fps": 1e300}, ValueError, r"fps must .*got 1e\+300"),
+        (GOOD, {"fps": -8}, ValueError, r"fps must .*got -8"),
+        (GOOD, {"fps": float("nan")}, ValueError, r"fps must .*got nan"),
+        (GOOD, {"fps": float("inf")}, ValueError, r"fps must .*got inf"),
+        (GOOD, {"fps": "8"}, ValueError, r"fps must .*got '8'"),
+        (GOOD, {"fps": True}, ValueError, r"fps must .*got True"),
         (GOOD, {"name": "clip.avi"}, ValueError, r"output_video_path: .*'\.avi'.*\.mp4, \.gif"),
         (GOOD, {"name": "clip"}, ValueError, r"output_video_path: .*\(none\)"),
     ],
@@ -218,6 +223,12 @@ def test_bad_inputs_raise_naming_the_argument(tmp_path, frames, kwargs, exc, mat
 def test_bad_path_type():
     with pytest.raises(TypeError, match="output_video_path"):
         export_to_video(GOOD, 42)
+
+
+def test_a_missing_folder_is_named_and_not_made(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"output_video_path: no folder .*'clip.gif'"):
+        export_to_video(GOOD, tmp_path / "no" / "such" / "clip.gif")
+    assert listing(tmp_path) == []
 
 
 # --------------------------------------------------------------------------------------------- atomic writing
@@ -237,6 +248,7 @@ def _fail_after_two_frames(exc):
                 writer.send((yield))
             yield
             seen["existed"] = os.path.exists(path)  # the partial file is really there at this point
+            seen["leftovers"] = leftovers(os.path.dirname(path))
             raise exc
         finally:
             writer.close()
@@ -252,6 +264,7 @@ def test_failed_mp4_write_leaves_nothing(tmp_path, monkeypatch, exc):
     with pytest.raises(type(exc)):
         export_to_video(moving_square(), target)
     assert seen["existed"] and os.path.dirname(seen["path"]) == str(tmp_path)  # it wrote next to the target
+    assert seen["leftovers"] == [Path(seen["path"])]  # what a killed process would leave, atomic.leftovers finds
     assert listing(tmp_path) == []  # neither the target nor the temporary file
 
 
@@ -306,6 +319,7 @@ def test_path_none_writes_a_temporary_mp4():
     try:
         assert isinstance(out, str) and out.endswith(".mp4")
         assert os.path.dirname(out) == tempfile.gettempdir()
+        assert stat.S_IMODE(os.stat(out).st_mode) == 0o600  # private, as a temporary file is made
         assert read_mp4(out).shape == (3, 16, 16, 3)
     finally:
         os.unlink(out)
@@ -365,7 +379,7 @@ def test_show_video_from_a_path_and_without_ffmpeg(tmp_path, monkeypatch):
     gif = export_to_video(moving_square(2, 16, 16), tmp_path / "a.gif")
     assert "data:image/gif;base64," in show_video(gif)._repr_html_()
 
-    monkeypatch.setattr(tv, "_ffmpeg_available", lambda: False)
+    monkeypatch.setattr(display, "_ffmpeg_available", lambda: False)
     html = show_video(moving_square(2, 16, 16))._repr_html_()
     assert "<img" in html and "<video" not in html
     path = tmp_path / "embedded.gif"

@@ -17,9 +17,10 @@ from PIL import Image
 
 from t2vlab import DDIMScheduler, TextToVideoPipeline
 from t2vlab.frames import batch_to_frames
+from t2vlab.inputs import video_input
 from t2vlab.unet import UNet3DConditionModel
 from t2vlab.vae import AutoencoderKL
-from t2vlab.video import export_to_video, video_input
+from t2vlab.video import export_to_video
 from t2vlab.video_to_video import VideoToVideoPipeline, resize_video
 from t2vlab.weights import make_tiny_checkpoint
 
@@ -286,7 +287,7 @@ def test_upscale_never_has_both_unets_on_the_device(tiny, tmp_path, monkeypatch,
     --offload only the running model is there; without it (the whole pipeline is placed on the GPU) the
     first pipeline leaves before the second arrives."""
     from t2vlab.__main__ import main
-    from t2vlab.text import CLIPTextEncoder
+    from t2vlab.text_encoder import CLIPTextEncoder
     from t2vlab.vae import Decoder, Encoder
 
     where, real_to = {}, torch.nn.Module.to

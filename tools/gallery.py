@@ -35,7 +35,7 @@ from t2vlab.noise import video_noise  # noqa: E402
 from t2vlab.notebook import video_rows  # noqa: E402
 from t2vlab.schedulers import DDPMScheduler, from_name  # noqa: E402
 from t2vlab.toy import data, toy_checkpoint  # noqa: E402
-from t2vlab.toy.evaluate import read_video  # noqa: E402
+from t2vlab.toy.evaluate import colour_and_direction  # noqa: E402
 
 DPI = 72
 
@@ -62,7 +62,8 @@ def toy_samples(pipe):
                "a yellow circle moving down", "a green triangle moving left", "a blue square moving up"]
     videos = _generate(pipe, prompts)
     held = data.all_captions("held_out")
-    labels = [f"{p}{' (held out)' if p in held else ''}: reads as {read_video(v)}" for p, v in zip(prompts, videos)]
+    labels = [f"{p}{' (held out)' if p in held else ''}: reads as {colour_and_direction(v)}"
+              for p, v in zip(prompts, videos)]
     return video_rows(list(videos), labels, size=1.0, title="the trained toy model (notebooks 00, 10)"), (
         "Six captions (four of them combinations never seen in training), one seed each, 25 DPM-Solver++ steps "
         "at guidance 9; every frame of each video. The "
@@ -117,7 +118,7 @@ def guidance_sweep(pipe):
     """Classifier-free guidance at 1, 3, 9 and 15 on one prompt and seed."""
     scales = (1, 3, 9, 15)
     videos = [_generate(pipe, "a red circle moving left", guidance_scale=g)[0] for g in scales]
-    labels = [f"g = {g}: reads as {read_video(v)}" for g, v in zip(scales, videos)]
+    labels = [f"g = {g}: reads as {colour_and_direction(v)}" for g, v in zip(scales, videos)]
     return video_rows(videos, labels, size=1.0, title="'a red circle moving left', guidance g per row (notebook 06)"), (
         "Without guidance (g = 1) the toy draws the shape moving left but yellow; g = 3 makes it orange, g = 9 "
         "red. Guidance is what makes the colour follow the prompt.")

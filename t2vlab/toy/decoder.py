@@ -42,7 +42,7 @@ from ..schedulers import from_name
 from ..vae import AutoencoderKL
 from ..weights import resolve_checkpoint
 from . import data
-from .evaluate import read_video
+from .evaluate import colour_and_direction
 from .train import log, to_frames, weighted_error
 
 
@@ -121,7 +121,8 @@ def colours_kept(vae, combos, n=48, seed=77):
     for clip, colour in zip(clips, labels["colour"].tolist()):
         x = (clip.permute(0, 3, 1, 2) * 2 - 1).to(vae.device, vae.dtype)
         recon = vae.decode(vae.encode(x).mean).float().cpu()
-        right += read_video(((recon + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1))[0] == list(data.PALETTE)[colour]
+        seen, _ = colour_and_direction(((recon + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1))
+        right += seen == list(data.PALETTE)[colour]
     return right / n
 
 

@@ -15,6 +15,7 @@ import math
 
 import torch
 
+from ..atomic import atomic_file
 from ..pipeline import TextToVideoPipeline
 from ..schedulers import from_name
 from ..weights import toy_checkpoint
@@ -39,7 +40,7 @@ def nearest_colour(rgb):
     return list(PALETTE)[int((palette - rgb).norm(dim=1).argmin())]
 
 
-def read_video(video):
+def colour_and_direction(video):
     """(colour name or None, direction name or None) as seen in one video (F, H, W, 3)."""
     video = torch.as_tensor(video, dtype=torch.float32)
     mask, _ = foreground(video)
@@ -64,7 +65,7 @@ def read_video(video):
     return colour, direction
 
 
-def read_frames(video):
+def colours_and_centroids(video):
     """Per frame of a video (F, H, W, 3): (colour name or None, centroid (x, y) in pixels or None) of the
     pixels that differ from the background (the shape and its trail)."""
     video = torch.as_tensor(video, dtype=torch.float32)
@@ -86,15 +87,15 @@ def long_video_report(video, colour, direction, window=8):
 
     colour     fraction of the frames showing a shape whose colour reads as ``colour`` (constancy)
     direction  fraction of the consecutive windows of ``window`` frames (the toy's clip length) whose
-               motion reads as ``direction`` (``read_video`` on each window)
+               motion reads as ``direction`` (``colour_and_direction`` on each window)
     max_jump   the largest move of the shape's centroid between two consecutive frames, in pixels
                (a training clip moves it about 32 px over 7 steps, ~4.6 px a frame; a jump of 20+ px
                is the shape starting over somewhere else)
     shown      fraction of frames in which a shape is seen at all
     """
-    frames = read_frames(video)
+    frames = colours_and_centroids(video)
     seen = [c for c, _ in frames if c is not None]
-    windows = [read_video(video[s:s + window])[1] for s in range(0, len(frames) - window + 1, window)]
+    windows = [colour_and_direction(video[s:s + window])[1] for s in range(0, len(frames) - window + 1, window)]
     jumps = [math.dist(a, b) for (_, a), (_, b) in zip(frames, frames[1:]) if a is not None and b is not None]
     return {"colour": sum(c == colour for c in seen) / max(len(seen), 1),
             "direction": sum(d == direction for d in windows) / max(len(windows), 1),
@@ -105,7 +106,7 @@ def score(videos, combos):
     """Per-video results and accuracies for videos (N, F, H, W, 3) made for ``combos`` (colour, shape, direction)."""
     rows = []
     for video, (colour, shape, direction) in zip(videos, combos):
-        seen_colour, seen_direction = read_video(video)
+        seen_colour, seen_direction = colour_and_direction(video)
         held_out = (colour, shape, direction) in HELD_OUT + PURPLE_HELD_OUT
         rows.append({"caption": caption(colour, shape, direction), "held_out": held_out,
                      "colour": seen_colour, "direction": seen_direction,
@@ -147,13 +148,14 @@ def evaluate(pipe, seeds=(0,), steps=25, guidance_scale=None, combos=ALL_COMBOS,
 
 def save_grid(videos, rows, path, frames=8):
     """A PNG of generated videos, one row each (its frames left to right), titled with the caption and
-    what the evaluator read: the picture docs/toy-model.md shows."""
-    import matplotlib  # imported here: only the grid needs it
+    what the evaluator read: the picture docs/toy-model.md shows. Drawn on its own Agg canvas, not through
+    pyplot (a library call must not change the backend of the notebook it runs in); written whole or not at all."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # imported here: only the grid needs it
+    from matplotlib.figure import Figure  # (same reason)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # after choosing the backend
-
-    fig, axes = plt.subplots(len(rows), frames, figsize=(1.1 * frames, 1.35 * len(rows)), squeeze=False)
+    fig = Figure(figsize=(1.1 * frames, 1.35 * len(rows)))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(rows), frames, squeeze=False)
     fig.subplots_adjust(left=0.01, right=0.99, top=0.97, bottom=0.01, wspace=0.04, hspace=0.35)
     for r, (video, row) in enumerate(zip(videos, rows)):
         for f in range(frames):
@@ -162,8 +164,8 @@ def save_grid(videos, rows, path, frames=8):
         verdict = "ok" if row["colour_ok"] and row["direction_ok"] else f"read as {row['colour']} / {row['direction']}"
         held = ", held out" if row["held_out"] else ""
         axes[r, 0].set_title(f"{row['caption']}{held}: {verdict}", loc="left", fontsize=8)
-    fig.savefig(path, dpi=72)
-    plt.close(fig)
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=72)  # tmp keeps the target's extension, which picks the format
     return path
 
 

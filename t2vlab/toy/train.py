@@ -33,7 +33,8 @@ import torch.nn.functional as F
 
 from ..pipeline import TextToVideoPipeline
 from ..schedulers import DDPMScheduler
-from ..text import CLIPTextEncoder, Tokenizer
+from ..text_encoder import CLIPTextEncoder
+from ..tokenizer import Tokenizer
 from ..unet import UNet3DConditionModel
 from ..vae import AutoencoderKL
 from ..weights import SCHEDULER_CONFIG, write_checkpoint

@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..display import show_video
 from ..schedulers import SCHEDULER_NAMES, from_name
-from ..video import export_to_video, show_video
+from ..video import export_to_video
 
 FPS = 8
 

@@ -23,6 +23,12 @@ from ..schedulers import SCHEDULER_NAMES
 from .generation import Settings, download_html, error_html, generate, video_html
 
 MAX_SEED = 2**31 - 1
+LABEL = {"description_width": "110px"}  # every control's label column
+
+
+def _gpu_only() -> str:
+    """What a GPU-only control's label says on a machine without one."""
+    return "" if torch.cuda.is_available() else " (needs a GPU)"
 
 
 class Studio:
@@ -36,67 +42,85 @@ class Studio:
 
     def __init__(self, pipe=None, settings=None, out_dir=None):
         self.pipe = pipe
-        self.out_dir = out_dir
-        self.history = []
-        self.last_error = None
-        self._listeners = []
+        self.out_dir = out_dir       # the folder of this studio's videos (a new temporary one on the first run)
+        self.history = []            # a generation.Result per finished run
+        self.last_error = None       # the exception of the last run, None after a success
+        self._listeners = []         # on_result's functions
         s = settings or self._defaults()
-        wide = w.Layout(width="98%")
-        label = {"description_width": "110px"}
-        self.prompt = w.Textarea(value=s.prompt, description="Prompt", rows=2, layout=wide, style=label,
-                                 placeholder="describe the video")
-        self.negative_prompt = w.Text(value=s.negative_prompt, description="Negative prompt", layout=wide,
-                                      style=label, placeholder="what to steer away from (optional)")
-        self.steps = w.IntSlider(value=s.steps, min=1, max=100, description="Steps", style=label)
+        self._add_prompt_boxes(s)        # prompt, negative_prompt
+        self._add_sampling_controls(s)   # steps, guidance, frames, width, height, seed and its dice, scheduler
+        self._add_memory_switches(s)     # fp16, offload, vae_slicing
+        self._add_technique_controls(s)  # free_noise, free_init, freeu, deepcache, compiled, prompt_at
+        self._add_outputs(s)             # generate, progress, status, video, download, history_box
+        self.dice.on_click(self._roll_dice)
+        self.generate.on_click(self._on_generate)
+        self.widget = self._layout()
+        self.widget.add_class("t2vlab-studio")
+
+    # --------------------------------------------------------------------- building the controls
+    def _add_prompt_boxes(self, s):
+        self.prompt = w.Textarea(value=s.prompt, description="Prompt", rows=2, layout=w.Layout(width="98%"),
+                                 style=LABEL, placeholder="describe the video")
+        self.negative_prompt = w.Text(value=s.negative_prompt, description="Negative prompt",
+                                      layout=w.Layout(width="98%"), style=LABEL,
+                                      placeholder="what to steer away from (optional)")
+
+    def _add_sampling_controls(self, s):
+        self.steps = w.IntSlider(value=s.steps, min=1, max=100, description="Steps", style=LABEL)
         self.guidance = w.FloatSlider(value=s.guidance, min=0.0, max=20.0, step=0.5, description="Guidance",
-                                      style=label)
-        self.frames = w.IntSlider(value=s.frames, min=1, max=64, description="Frames", style=label)
+                                      style=LABEL)
+        self.frames = w.IntSlider(value=s.frames, min=1, max=64, description="Frames", style=LABEL)
         self.width = w.BoundedIntText(value=s.width, min=8, max=1024, step=8, description="Width",
-                                      style=label, layout=w.Layout(width="200px"))
+                                      style=LABEL, layout=w.Layout(width="200px"))
         self.height = w.BoundedIntText(value=s.height, min=8, max=1024, step=8, description="Height",
-                                       style=label, layout=w.Layout(width="200px"))
-        self.seed = w.BoundedIntText(value=s.seed, min=0, max=MAX_SEED, description="Seed", style=label,
+                                       style=LABEL, layout=w.Layout(width="200px"))
+        self.seed = w.BoundedIntText(value=s.seed, min=0, max=MAX_SEED, description="Seed", style=LABEL,
                                      layout=w.Layout(width="240px"))
         self.dice = w.Button(description="", icon="dice", tooltip="random seed", layout=w.Layout(width="40px"))
         self.scheduler = w.Dropdown(options=list(SCHEDULER_NAMES), value=s.scheduler, description="Scheduler",
-                                    style=label)
+                                    style=LABEL)
+
+    def _add_memory_switches(self, s):
         cuda = torch.cuda.is_available()
-        gpu_only = "" if cuda else " (needs a GPU)"
-        self.fp16 = w.Checkbox(value=s.fp16, description="fp16" + gpu_only, disabled=not cuda, indent=False)
-        self.offload = w.Checkbox(value=s.offload, description="CPU offload" + gpu_only, disabled=not cuda,
+        self.fp16 = w.Checkbox(value=s.fp16, description="fp16" + _gpu_only(), disabled=not cuda, indent=False)
+        self.offload = w.Checkbox(value=s.offload, description="CPU offload" + _gpu_only(), disabled=not cuda,
                                   indent=False)
         self.vae_slicing = w.Checkbox(value=s.vae_slicing, description="VAE slicing", indent=False)
-        # long videos and training-free quality (t2vlab.techniques: free_noise, free_init, freeu, prompt_travel)
+
+    def _add_technique_controls(self, s):
+        """Long videos, training-free quality and speed (t2vlab.techniques: free_noise, free_init,
+        freeu, prompt_travel, deepcache; t2vlab.compiled)."""
         self.free_noise = w.BoundedIntText(value=s.free_noise, min=0, max=1024, description="FreeNoise context",
-                                           style=label, layout=w.Layout(width="220px"),
+                                           style=LABEL, layout=w.Layout(width="220px"),
                                            tooltip="windows of this many frames (0: off); the model's clip length")
         self.free_init = w.BoundedIntText(value=s.free_init, min=1, max=10, description="FreeInit passes",
-                                          style=label, layout=w.Layout(width="200px"), tooltip="1: off")
+                                          style=LABEL, layout=w.Layout(width="200px"), tooltip="1: off")
         self.freeu = w.Checkbox(value=s.freeu, description="FreeU", indent=False)
         self.deepcache = w.BoundedIntText(value=s.deepcache, min=1, max=10, description="DeepCache interval",
-                                          style=label, layout=w.Layout(width="220px"),
+                                          style=LABEL, layout=w.Layout(width="220px"),
                                           tooltip="the deep UNet levels every N steps only; 1: off")
-        self.compiled = w.Checkbox(value=s.compiled, description="torch.compile" + gpu_only, disabled=not cuda,
-                                   indent=False)
-        self.prompt_at = w.Textarea(value=s.prompt_at, description="Prompt at frame", rows=2, layout=wide,
-                                    style=label, placeholder="prompt travel, one per line: '16: a blue square'")
+        self.compiled = w.Checkbox(value=s.compiled, description="torch.compile" + _gpu_only(),
+                                   disabled=not torch.cuda.is_available(), indent=False)
+        self.prompt_at = w.Textarea(value=s.prompt_at, description="Prompt at frame", rows=2,
+                                    layout=w.Layout(width="98%"), style=LABEL,
+                                    placeholder="prompt travel, one per line: '16: a blue square'")
+
+    def _add_outputs(self, s):
         self.generate = w.Button(description="Generate", button_style="primary", icon="play")
-        self.progress = w.IntProgress(value=0, min=0, max=s.steps, description="Denoising", style=label)
+        self.progress = w.IntProgress(value=0, min=0, max=s.steps, description="Denoising", style=LABEL)
         self.status = w.HTML()
         self.video = w.HTML()
         self.download = w.HTML()
         self.history_box = w.HTML("<i>No videos yet.</i>")
 
-        self.dice.on_click(self._roll_dice)
-        self.generate.on_click(self._on_generate)
-        memory = w.HBox([w.Label("Memory:", layout=w.Layout(width="110px")), self.fp16, self.offload,
-                         self.vae_slicing])
+    def _layout(self):
+        """The controls in rows, then the video, its download link and the history."""
         controls = w.VBox([
             self.prompt, self.negative_prompt,
             w.HBox([self.steps, self.guidance]),
             w.HBox([self.frames, self.scheduler]),
             w.HBox([self.width, self.height, self.seed, self.dice]),
-            memory,
+            w.HBox([w.Label("Memory:", layout=w.Layout(width="110px")), self.fp16, self.offload, self.vae_slicing]),
             w.HBox([self.free_noise, self.free_init, self.freeu]),
             w.HBox([w.Label("Speed:", layout=w.Layout(width="110px")), self.deepcache, self.compiled]),
             self.prompt_at,
@@ -104,8 +128,7 @@ class Studio:
             self.status,
         ])
         history = w.Accordion(children=[self.history_box], titles=("History",), selected_index=0)
-        self.widget = w.VBox([w.HTML("<h3>t2vlab studio</h3>"), controls, self.video, self.download, history])
-        self.widget.add_class("t2vlab-studio")
+        return w.VBox([w.HTML("<h3>t2vlab studio</h3>"), controls, self.video, self.download, history])
 
     def _defaults(self):
         """The pipeline's recommended settings (its checkpoint's size, frames, steps, sampler, a prompt it

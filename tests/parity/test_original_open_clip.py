@@ -16,7 +16,7 @@ pytest.importorskip("ftfy")  # open_clip's tokenizer needs it
 import torch  # noqa: E402
 
 from t2vlab import original  # noqa: E402
-from t2vlab.text import Tokenizer  # noqa: E402
+from t2vlab.tokenizer import Tokenizer  # noqa: E402
 from tests.helpers import randomize_, rel_err  # noqa: E402
 from tests.parity.oracles import open_clip_files  # noqa: E402
 

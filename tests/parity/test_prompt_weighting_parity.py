@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from t2vlab.techniques import prompt_weighting as pw
-from t2vlab.text import CLIPTextEncoder
+from t2vlab.text_encoder import CLIPTextEncoder
 from tests.helpers import TEXT_TINY, rel_err
 
 compel = pytest.importorskip("compel")

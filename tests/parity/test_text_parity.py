@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from t2vlab import configs
-from t2vlab.text import CLIPTextEncoder, Tokenizer
+from t2vlab.text_encoder import CLIPTextEncoder
+from t2vlab.tokenizer import Tokenizer
 from tests.helpers import CAT_IDS, rel_err
 from tests.helpers import TEXT_TINY as TINY
 from tests.helpers import text_inputs as inputs

@@ -1,7 +1,8 @@
-"""The text side: prompt -> token ids -> the context the UNet attends to.
+"""The tokenizer: prompt -> token ids, the first half of the text side.
 
     "a photo of a cat" --Tokenizer--> [49406, 320, 1125, 539, 320, 2368, 49407, 0, 0, ...]  (B, 77)
-                       --CLIPTextEncoder--> last hidden state                             (B, 77, 1024)
+
+(``t2vlab.text_encoder`` takes the ids on to the context the UNet attends to.)
 
 The tokenizer is CLIP's byte-pair encoding (BPE): text is lower-cased, split into words, each
 word's UTF-8 bytes are merged pairwise by a ranked list of merges learnt from data; ``</w>`` marks
@@ -9,10 +10,6 @@ the end of a word. Every prompt is framed by ``<|startoftext|>`` and ``<|endofte
 padded to 77 positions, the text encoder's length. We wrap transformers' ``CLIPTokenizer`` for the
 splitting and merging; the real 49,408-token vocabulary is built here from OpenAI's merges file,
 shipped in ``t2vlab/data/`` (MIT licence, see ``CLIP-LICENSE.txt``).
-
-The text encoder is the text half of OpenCLIP ViT-H/14: token + position embeddings, 23 pre-norm
-transformer blocks (causal self-attention: token i sees tokens 0..i only; then an MLP), a final
-LayerNorm. Parameter names are those of the published ``text_encoder/`` files.
 """
 
 from __future__ import annotations
@@ -27,11 +24,9 @@ import warnings
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
-from .attention import BACKENDS, attention
-from .checkpoint import TRANSFORMERS_WEIGHTS, CheckpointError, ModelBase, check_positive_ints, check_small_positive
+from .atomic import write_text
+from .checkpoint import CheckpointError
 
 DATA = Path(__file__).resolve().parent / "data"
 BPE_MERGES_FILE = DATA / "bpe_simple_vocab_16e6.txt.gz"
@@ -191,14 +186,14 @@ class Tokenizer:
         tok = self.tokenizer
         model = json.loads(tok.backend_tokenizer.to_str())["model"]
         merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
-        (folder / "vocab.json").write_text(json.dumps(model["vocab"], ensure_ascii=False), encoding="utf-8")
-        (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
+        write_text(folder / "vocab.json", json.dumps(model["vocab"], ensure_ascii=False))
+        write_text(folder / "merges.txt", "#version: 0.2\n" + "\n".join(merges) + "\n")
         special = {"bos_token": str(tok.bos_token), "eos_token": str(tok.eos_token),
                    "pad_token": str(tok.pad_token), "unk_token": str(tok.unk_token)}
-        (folder / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n")
+        write_text(folder / "special_tokens_map.json", json.dumps(special, indent=2) + "\n")
         config = {"tokenizer_class": "CLIPTokenizer", "model_max_length": self.max_length,
                   "do_lower_case": True, "errors": "replace", "add_prefix_space": False, **special}
-        (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
+        write_text(folder / "tokenizer_config.json", json.dumps(config, indent=2) + "\n")
         return folder
 
     # -- the reference call
@@ -268,185 +263,3 @@ class Tokenizer:
     def __repr__(self):
         return (f"Tokenizer(vocab_size={self.vocab_size}, max_length={self.max_length}, "
                 f"pad={self.special_tokens['pad'][0]!r}{', as OpenCLIP' if self.clean else ''})")
-
-
-# ------------------------------------------------------------------------------------ text encoder
-ACTIVATIONS = {
-    "gelu": F.gelu,                                        # exact: x * Phi(x)
-    "quick_gelu": lambda x: x * torch.sigmoid(1.702 * x),  # OpenAI CLIP's sigmoid approximation
-}
-
-
-@dataclasses.dataclass
-class CLIPTextConfig:
-    """Field names as in transformers' ``text_encoder/config.json``; defaults: ms-1.7b's encoder."""
-
-    vocab_size: int = 49408
-    hidden_size: int = 1024
-    intermediate_size: int = 4096
-    num_hidden_layers: int = 23
-    num_attention_heads: int = 16
-    max_position_embeddings: int = 77
-    hidden_act: str = "gelu"
-    layer_norm_eps: float = 1e-5
-    bos_token_id: int = 0        # kept only so save_pretrained writes back what it read
-    eos_token_id: int = 2
-    pad_token_id: int = 1
-    use_attention_mask: bool = False  # diffusers' pipelines pass the padding mask only when this is set
-
-    def validate(self):
-        check_positive_ints(self, "hidden_size", "intermediate_size", "num_hidden_layers",
-                            "num_attention_heads", "max_position_embeddings")
-        check_positive_ints(self, "num_hidden_layers", limit=256)
-        check_positive_ints(self, "vocab_size", limit=1 << 20)
-        if self.hidden_size % self.num_attention_heads:
-            raise CheckpointError(f"config hidden_size={self.hidden_size} is not divisible by "
-                                  f"num_attention_heads={self.num_attention_heads}")
-        if self.hidden_act not in ACTIVATIONS:
-            raise CheckpointError(f"config hidden_act={self.hidden_act!r}: "
-                                  f"expected one of {sorted(ACTIVATIONS)}")
-        check_small_positive(self, "layer_norm_eps")
-
-
-class TextEmbeddings(nn.Module):
-    """Token embedding + learnt position embedding: ids (B, T) -> (B, T, C)."""
-
-    def __init__(self, config):
-        super().__init__()
-        self.token_embedding = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.position_embedding = nn.Embedding(config.max_position_embeddings, config.hidden_size)
-
-    def forward(self, input_ids):
-        return self.token_embedding(input_ids) + self.position_embedding.weight[:input_ids.shape[1]]
-
-
-class CLIPAttention(nn.Module):
-    """Multi-head self-attention with CLIP's names (q_proj, k_proj, v_proj, out_proj, with bias)."""
-
-    def __init__(self, config):
-        super().__init__()
-        c = config.hidden_size
-        self.heads = config.num_attention_heads
-        self.q_proj, self.k_proj, self.v_proj = nn.Linear(c, c), nn.Linear(c, c), nn.Linear(c, c)
-        self.out_proj = nn.Linear(c, c)
-        self.backend, self.slice_size = "sdpa", None
-
-    def forward(self, x, mask=None):
-        q, k, v = self.split_heads(self.q_proj(x)), self.split_heads(self.k_proj(x)), \
-            self.split_heads(self.v_proj(x))
-        out = attention(q, k, v, backend=self.backend, slice_size=self.slice_size, causal=True, mask=mask)
-        return self.out_proj(out.transpose(1, 2).flatten(2))
-
-    def split_heads(self, t):  # (B, T, C) -> (B, H, T, C/H)
-        return t.unflatten(-1, (self.heads, -1)).transpose(1, 2)
-
-
-class CLIPMLP(nn.Module):
-    """fc1 (C -> 4C), GELU or quick-GELU, fc2 (4C -> C)."""
-
-    def __init__(self, config):
-        super().__init__()
-        self.fc1 = nn.Linear(config.hidden_size, config.intermediate_size)
-        self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size)
-        self.act = ACTIVATIONS[config.hidden_act]
-
-    def forward(self, x):
-        return self.fc2(self.act(self.fc1(x)))
-
-
-class CLIPLayer(nn.Module):
-    """Pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x))."""
-
-    def __init__(self, config):
-        super().__init__()
-        self.layer_norm1 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.self_attn = CLIPAttention(config)
-        self.layer_norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.mlp = CLIPMLP(config)
-
-    def forward(self, x, mask=None):
-        x = x + self.self_attn(self.layer_norm1(x), mask)
-        return x + self.mlp(self.layer_norm2(x))
-
-
-class CLIPLayers(nn.Module):
-    """The stack of blocks (``encoder.layers.N`` in the files); runs the first ``n`` of them."""
-
-    def __init__(self, config):
-        super().__init__()
-        self.layers = nn.ModuleList(CLIPLayer(config) for _ in range(config.num_hidden_layers))
-
-    def forward(self, x, mask=None, n=None):
-        for layer in self.layers[:n]:
-            x = layer(x, mask)
-        return x
-
-
-class TextTransformer(nn.Module):
-    """Embeddings -> blocks -> final LayerNorm (``text_model.*`` in the files)."""
-
-    def __init__(self, config):
-        super().__init__()
-        self.embeddings = TextEmbeddings(config)
-        self.encoder = CLIPLayers(config)
-        self.final_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-
-    def forward(self, input_ids, mask=None, n_layers=None):
-        return self.final_layer_norm(self.encoder(self.embeddings(input_ids), mask, n_layers))
-
-
-class CLIPTextEncoder(ModelBase):
-    """CLIP's text transformer: ids (B, T) -> last hidden state after the final norm (B, T, C).
-
-    ``clip_skip=k`` stops k blocks early and applies the final norm to that output, as the
-    reference pipeline does (``hidden_states[-(k + 1)]`` then ``final_layer_norm``).
-    ``attention_mask`` (B, T; 1 keep, 0 padding) hides padding keys, on top of the causal mask.
-    """
-
-    config_class = CLIPTextConfig
-    weight_stems = TRANSFORMERS_WEIGHTS
-    ignore_unexpected = ("embeddings.position_ids",)  # an index buffer older files carry
-    prefix = "text_model."
-
-    def __init__(self, config):
-        super().__init__()
-        self.config = config
-        self.text_model = TextTransformer(config)
-
-    def forward(self, input_ids, attention_mask=None, clip_skip=None):
-        if input_ids.ndim != 2 or input_ids.shape[1] > self.config.max_position_embeddings:
-            raise ValueError(f"input_ids: expected shape (batch, tokens <= "
-                             f"{self.config.max_position_embeddings}), got {tuple(input_ids.shape)}")
-        n_layers = self.config.num_hidden_layers
-        if clip_skip is not None and not (isinstance(clip_skip, int) and 0 <= clip_skip <= n_layers):
-            raise ValueError(f"clip_skip: expected an int from 0 to {n_layers}, got {clip_skip!r}")
-        mask = None
-        if attention_mask is not None:  # (B, T) -> additive (B, 1, 1, T): padding keys get a huge negative
-            dtype = self.text_model.final_layer_norm.weight.dtype
-            keep = attention_mask.to(device=input_ids.device, dtype=torch.bool)[:, None, None, :]
-            mask = torch.zeros(keep.shape, dtype=dtype, device=input_ids.device).masked_fill(
-                ~keep, torch.finfo(dtype).min)
-        return self.text_model(input_ids, mask, n_layers - (clip_skip or 0))
-
-    def set_attention_backend(self, backend="sdpa", slice_size=None):
-        if backend not in BACKENDS:
-            raise ValueError(f"unknown attention backend {backend!r}; choose one of {BACKENDS}")
-        for m in self.modules():
-            if isinstance(m, CLIPAttention):
-                m.backend, m.slice_size = backend, slice_size
-
-    @classmethod
-    def convert_state_dict(cls, state):
-        """transformers 5 writes the tensors without the ``text_model.`` prefix published files carry."""
-        if state and not any(k.startswith(cls.prefix) for k in state):
-            return {cls.prefix + k: v for k, v in state.items()}
-        return state
-
-    def save_pretrained(self, folder, variant=None, safe_serialization=True):
-        """Weights as ``model[.variant].safetensors`` (or ``pytorch_model.bin``) with the published
-        names, and a config.json that transformers' ``CLIPTextModel.from_pretrained`` reads."""
-        target = super().save_pretrained(folder, variant=variant, safe_serialization=safe_serialization)
-        config = {"architectures": ["CLIPTextModel"], "model_type": "clip_text_model",
-                  **dataclasses.asdict(self.config)}
-        (Path(folder) / self.config_filename()).write_text(json.dumps(config, indent=2) + "\n")
-        return target
