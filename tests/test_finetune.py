@@ -27,7 +27,6 @@ from safetensors.torch import load_file
 from t2vlab import TextToVideoPipeline
 from t2vlab import finetune as ft
 from t2vlab.atomic import leftovers
-from tests.helpers import rel_err
 
 ARGS = ["--model", "tiny", "--frames", "4", "--size", "32", "--lora-rank", "4", "--lr", "1e-2", "--quiet"]
 
@@ -190,7 +189,12 @@ def test_two_processes_under_accelerate_launch_equal_one_with_the_same_global_ba
     for name in ["pytorch_lora_weights.safetensors"] + ([ft.APPEARANCE_WEIGHT_NAME] if train == "motion" else []):
         a, b = lora(tmp_path / "two", name), lora(tmp_path / "one", name)
         assert set(a) == set(b)
-        assert max(rel_err(a[k], b[k]) for k in a) <= 1e-5
+        # Relative to the file's largest value, not to each tensor's own: a layer whose true gradient is zero (at
+        # 32x32 pixels the mid level is 1x1, where self-attention's softmax over its one key is 1 whatever q and k
+        # are, so to_q's and to_k's adapters learn nothing) holds float rounding noise, ~1e-10, which differs
+        # with the thread count and grouping; relative to itself that noise is O(1), relative to the LoRA 1e-9.
+        scale = max(v.abs().max() for v in b.values())
+        assert max((a[k] - b[k]).abs().max() for k in a) <= 1e-5 * scale
         assert max(a[k].abs().max() for k in a if "lora_B" in k) > 1e-3  # the B (zero at first) moved: it trained
     losses = [[json.loads(line)["loss"] for line in (tmp_path / d / "log.jsonl").read_text().splitlines()]
               for d in ("two", "one")]
