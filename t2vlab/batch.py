@@ -43,6 +43,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from .atomic import write_text
 from .compiled import COMPILE_MODES
 from .noise import video_noise
 from .schedulers import SCHEDULER_NAMES
@@ -191,13 +192,11 @@ def generate(pipe, call):
 
 
 def write(out, job, frames, fps, seconds):
-    """The video, then its sidecar (each written to a temporary file and renamed): a job is done when both exist."""
+    """The video, then its sidecar (each appears whole or not at all): a job is done when both exist."""
     export_to_video(frames, str(out / f"{job.stem}.mp4"), fps=fps, overwrite=True)
     sidecar = {**job.settings(), "line": job.line, "fps": fps, "video": f"{job.stem}.mp4",
                "seconds": round(seconds, 3)}
-    tmp = out / f".{job.stem}.json.tmp"
-    tmp.write_text(json.dumps(sidecar, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, out / f"{job.stem}.json")
+    write_text(out / f"{job.stem}.json", json.dumps(sidecar, indent=1) + "\n")
 
 
 def run_call(pipe, call, out, fps, report):

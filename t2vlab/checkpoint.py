@@ -22,20 +22,19 @@ Loading a model (``ModelBase.from_pretrained``) is four plain steps:
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
 import os
 import pickle
-import shutil
-import tempfile
 from pathlib import Path
 
 import safetensors.torch
 import torch
 from safetensors import SafetensorError
 from torch import nn
+
+from .atomic import atomic_file, write_text
 
 logger = logging.getLogger("t2vlab")
 
@@ -239,26 +238,6 @@ def check_state_dict(model: nn.Module, state: dict, source, ignore_unexpected=()
                               f"(is the config.json from the same checkpoint?): " + " | ".join(problems))
 
 
-@contextlib.contextmanager
-def atomic_folder(path, overwrite=False):
-    """Write a folder whole or not at all: yields a temporary sibling folder to fill, renamed to ``path``
-    when the block ends without an exception (an exception or Ctrl-C removes it and leaves ``path`` as it
-    was). An existing ``path`` is an error unless ``overwrite``, checked before anything is written."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        yield tmp
-        if path.exists():
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 # ----------------------------------------------------------------------------------- the base class
 class ModelBase(nn.Module):
     """from_config / from_pretrained / save_pretrained for every model of the package.
@@ -329,24 +308,23 @@ class ModelBase(nn.Module):
         """Rename the tensors of another file layout to this model's names (default: none)."""
         return state
 
+    def config_dict(self) -> dict:
+        """What ``save_pretrained`` writes as config.json (a subclass adds the keys its other readers expect)."""
+        return config_to_dict(self.config, type(self).__name__)
+
     def save_pretrained(self, folder, variant=None, safe_serialization=True):
+        """Write ``config.json`` and the weight file into ``folder``; each appears whole or not at all
+        (``t2vlab.atomic``: written beside the target, then renamed). Returns the weight file's path."""
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        data = config_to_dict(self.config, type(self).__name__)
-        (folder / self.config_filename()).write_text(json.dumps(data, indent=2) + "\n")
+        write_text(folder / self.config_filename(), json.dumps(self.config_dict(), indent=2) + "\n")
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         stem = self.weight_stems[0] if safe_serialization else self.weight_stems[-1]
         target = folder / add_variant(f"{stem}.{'safetensors' if safe_serialization else 'bin'}", variant)
-        tmp = target.with_name(target.name + ".partial")
-        try:  # written beside the target, then renamed: never a half-written weight file
+        with atomic_file(target) as tmp:
             if safe_serialization:
                 safetensors.torch.save_file(state, str(tmp), metadata={"format": "pt"})
             else:
                 torch.save(state, tmp)
-            os.replace(tmp, target)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
         return target
 
     @property

@@ -49,7 +49,7 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
 from tqdm.auto import tqdm
 
-from .checkpoint import atomic_folder
+from .atomic import atomic_folder
 from .lora import (
     LORA_WEIGHT_NAME,
     TRAIN_CHOICES,

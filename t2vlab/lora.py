@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from collections import Counter
 from pathlib import Path
@@ -36,6 +35,8 @@ import safetensors.torch
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .atomic import atomic_file
 
 LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 METADATA_KEY = "lora_adapter_metadata"
@@ -254,16 +255,11 @@ def adapter_config(model, adapter_name="default") -> dict:
 def save_lora_file(path, tensors, config, prefix="unet"):
     """Write ``tensors`` (peft names) and ``config`` in diffusers' file format, atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {f"{prefix}.{k}": v.detach().cpu().contiguous() for k, v in tensors.items()}
     metadata = {"format": "pt", METADATA_KEY: json.dumps({f"{prefix}.{k}": v for k, v in config.items()},
                                                         indent=2, sort_keys=True)}
-    tmp = path.with_name(path.name + ".partial")
-    try:
+    with atomic_file(path) as tmp:
         safetensors.torch.save_file(state, str(tmp), metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -47,7 +47,8 @@ import torch
 from tqdm.auto import tqdm
 
 from . import configs
-from .checkpoint import CheckpointError, atomic_folder, config_from_dict, read_json
+from .atomic import atomic_folder
+from .checkpoint import CheckpointError, config_from_dict, read_json
 from .safe_pickle import LazyTensor, materialize, read_pickle
 from .schedulers import from_config as scheduler_from_config
 from .text import MAX_LENGTH, CLIPTextEncoder, Tokenizer

@@ -37,11 +37,11 @@ from pathlib import Path
 import torch
 
 from . import configs, original
+from .atomic import atomic_folder
 from .checkpoint import (
     DIFFUSERS_WEIGHTS,
     TRANSFORMERS_WEIGHTS,
     CheckpointError,
-    atomic_folder,
     read_json,
     weight_candidates,
 )

@@ -11,6 +11,8 @@ import json
 import os
 from collections.abc import Mapping
 
+from ..atomic import write_text
+
 CONFIG_NAME = "scheduler_config.json"
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
@@ -135,11 +137,9 @@ class ConfigMixin:
 
     def save_pretrained(self, folder) -> str:
         """Write ``scheduler_config.json`` in the diffusers format (readable by diffusers' classes)."""
-        os.makedirs(folder, exist_ok=True)
         data = {k: v for k, v in self.config.items() if k != "_use_default_values"}
         file = os.path.join(folder, CONFIG_NAME)
-        with open(file, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
+        write_text(file, json.dumps(data, indent=2, sort_keys=True))  # whole or not at all
         return file
 
     def __repr__(self):
