@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 import os
 import re
 import sys
@@ -44,6 +43,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .atomic import write_text
+from .checks import integer, number
 from .compiled import COMPILE_MODES
 from .noise import video_noise
 from .schedulers import SCHEDULER_NAMES
@@ -101,12 +101,8 @@ def check_value(key, value):
             raise BadLine(f"{key} must be a non-empty string, got {value!r:.60}")
         return value
     if kind is int:
-        if isinstance(value, bool) or not isinstance(value, int) or value < (0 if key == "seed" else 1):
-            raise BadLine(f"{key} must be an integer >= {0 if key == 'seed' else 1}, got {value!r:.60}")
-        return value
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise BadLine(f"{key} must be a finite number >= 0, got {value!r:.60}")
-    return float(value)
+        return integer(key, value, low=0 if key == "seed" else 1, error=BadLine)
+    return number(key, value, low=0, error=BadLine)
 
 
 def parse_line(text):

@@ -35,6 +35,7 @@ from safetensors import SafetensorError
 from torch import nn
 
 from .atomic import atomic_file, write_text
+from .checks import number, positive_int
 
 logger = logging.getLogger("t2vlab")
 
@@ -103,17 +104,15 @@ def check_positive_ints(config, *names, limit=1 << 16):
     """Refuse absurd sizes (negative channels, a billion layers) before anything is allocated."""
     for name in names:
         values = getattr(config, name)
-        for v in values if isinstance(values, (tuple, list)) else (values,):
-            if isinstance(v, bool) or not isinstance(v, int) or not 0 < v <= limit:
-                raise CheckpointError(f"config {name}={values!r}: expected positive integers up to {limit}")
+        many = isinstance(values, (tuple, list))
+        for i, v in enumerate(values if many else (values,)):
+            positive_int(f"config {name}" + (f"[{i}]" if many else ""), v, high=limit, error=CheckpointError)
 
 
 def check_small_positive(config, *names):
     """Refuse epsilons and scales that are not finite numbers in (0, 1]."""
     for name in names:
-        v = getattr(config, name)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1:
-            raise CheckpointError(f"config {name}={v!r}: expected a number in (0, 1]")
+        number(f"config {name}", getattr(config, name), low=0, high=1, low_open=True, error=CheckpointError)
 
 
 # ------------------------------------------------------------------------------------ weight files

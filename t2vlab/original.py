@@ -49,6 +49,7 @@ from tqdm.auto import tqdm
 from . import configs
 from .atomic import atomic_folder
 from .checkpoint import CheckpointError, config_from_dict, read_json
+from .checks import integer, is_number, positive_int
 from .safe_pickle import LazyTensor, materialize, read_pickle
 from .schedulers import from_config as scheduler_from_config
 from .text import MAX_LENGTH, CLIPTextEncoder, Tokenizer
@@ -107,9 +108,8 @@ def read_configuration(folder) -> OriginalCheckpoint:
             raise CheckpointError(f"{path}: model_args.{key}={name!r} must be a file name beside "
                                   f"configuration.json (no folders)")
         files[component] = folder / name
-    frames = args.get("max_frames", 16)
-    if isinstance(frames, bool) or not isinstance(frames, int) or not 0 < frames <= 1024:
-        raise CheckpointError(f"{path}: model_args.max_frames={frames!r}: expected a positive integer")
+    frames = positive_int(f"{path}: model_args.max_frames", args.get("max_frames", 16), high=1024,
+                          error=CheckpointError)
     cfg = model["model_cfg"]
     return OriginalCheckpoint(folder, files, unet_config_from(cfg, path), frames, cfg)
 
@@ -120,16 +120,20 @@ def unet_config_from(cfg: dict, source) -> dict:
     Level i (0 = full resolution) has attention when its scale 1/2^i is in ``unet_attn_scales``: a
     CrossAttn*Block3D, else a plain one. The up path visits the levels deepest first.
     """
-    def get(key, kind):
+    def get(key, kind=int):
         value = cfg.get(key)
-        if not isinstance(value, kind) or isinstance(value, bool):
-            raise CheckpointError(f"{source}: model_cfg.{key}={value!r}: expected a {kind.__name__}")
+        if kind is int:
+            return integer(f"{source}: model_cfg.{key}", value, error=CheckpointError)
+        if not isinstance(value, list):
+            raise CheckpointError(f"{source}: model_cfg.{key}={value!r}: expected a list")
         return value
 
-    dim, mult = get("unet_dim", int), get("unet_dim_mult", list)
+    dim, mult = get("unet_dim"), get("unet_dim_mult", list)
     scales = get("unet_attn_scales", list)
-    if not mult or not all(isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in mult):
-        raise CheckpointError(f"{source}: model_cfg.unet_dim_mult={mult!r}: expected positive integers")
+    if not mult:
+        raise CheckpointError(f"{source}: model_cfg.unet_dim_mult is empty: expected positive integers")
+    for i, m in enumerate(mult):
+        positive_int(f"{source}: model_cfg.unet_dim_mult[{i}]", m, error=CheckpointError)
     if str(cfg.get("temporal_attention", "True")) != "True":
         raise CheckpointError(f"{source}: model_cfg.temporal_attention={cfg.get('temporal_attention')!r}: this "
                               "architecture always has temporal attention")
@@ -138,15 +142,15 @@ def unet_config_from(cfg: dict, source) -> dict:
         raise CheckpointError(f"{source}: model_cfg.unet_num_heads={heads!r}: the first temporal transformer "
                               f"(transformer_in) has {TRANSFORMER_IN_HEADS} heads in this architecture")
     levels = len(mult)
-    attn = [2.0 ** -i in [float(s) for s in scales if isinstance(s, (int, float))] for i in range(levels)]
+    attn = [2.0 ** -i in [float(s) for s in scales if is_number(s)] for i in range(levels)]
     return {
-        "sample_size": SAMPLE_SIZE, "in_channels": get("unet_in_dim", int), "out_channels": get("unet_out_dim", int),
+        "sample_size": SAMPLE_SIZE, "in_channels": get("unet_in_dim"), "out_channels": get("unet_out_dim"),
         "down_block_types": [("CrossAttnDownBlock3D" if a else "DownBlock3D") for a in attn],
         "up_block_types": [("CrossAttnUpBlock3D" if a else "UpBlock3D") for a in attn[::-1]],
-        "block_out_channels": [dim * m for m in mult], "layers_per_block": get("unet_res_blocks", int),
+        "block_out_channels": [dim * m for m in mult], "layers_per_block": get("unet_res_blocks"),
         "downsample_padding": 1, "mid_block_scale_factor": 1, "act_fn": "silu", "norm_num_groups": GROUPS,
-        "norm_eps": 1e-5, "cross_attention_dim": get("unet_context_dim", int),
-        "attention_head_dim": get("unet_head_dim", int),
+        "norm_eps": 1e-5, "cross_attention_dim": get("unet_context_dim"),
+        "attention_head_dim": get("unet_head_dim"),
     }
 
 

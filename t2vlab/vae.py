@@ -28,7 +28,6 @@ decodes in float16 too).
 from __future__ import annotations
 
 import dataclasses
-import math
 import warnings
 
 import torch
@@ -38,6 +37,7 @@ from torch.func import functional_call
 
 from .attention import Attention
 from .checkpoint import CheckpointError, ModelBase, check_positive_ints
+from .checks import boolean, integer, number, positive_int
 from .frames import batch_to_frames, frames_to_batch
 from .noise import draw_noise
 from .resnet import Downsample2D, ResnetBlock2D, Upsample2D
@@ -90,16 +90,13 @@ class VAEConfig:
                                   f"block_out_channels {bad}")
         if self.act_fn != "silu":
             raise CheckpointError(f"config act_fn={self.act_fn!r}: only 'silu' is supported")
-        sf = self.scaling_factor
-        if isinstance(sf, bool) or not isinstance(sf, (int, float)) or not (0 < sf < math.inf):
-            raise CheckpointError(f"config scaling_factor={sf!r}: expected a positive finite number")
+        number("config scaling_factor", self.scaling_factor, low=0, low_open=True, error=CheckpointError)
         for name in ("shift_factor", "latents_mean", "latents_std"):
             if getattr(self, name) is not None:
                 raise CheckpointError(f"config {name}={getattr(self, name)!r}: not supported (only null); "
                                       "this checkpoint is not an SD-1.x-style VAE")
         for name in ("force_upcast", "use_quant_conv", "use_post_quant_conv", "mid_block_add_attention"):
-            if not isinstance(getattr(self, name), bool):
-                raise CheckpointError(f"config {name}={getattr(self, name)!r}: expected true or false")
+            boolean(f"config {name}", getattr(self, name), error=CheckpointError, hint=" (true or false in JSON)")
 
 
 # ------------------------------------------------------------------------------------------ blocks
@@ -255,10 +252,7 @@ class AutoencoderKL(ModelBase):
     # ------------------------------------------------------------------------------ switches
     def enable_slicing(self, frames_per_slice=1):
         """Decode (and encode) ``frames_per_slice`` images at a time."""
-        n = frames_per_slice
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"frames_per_slice must be a positive int, got {n!r}")
-        self.use_slicing, self.frames_per_slice = True, n
+        self.use_slicing, self.frames_per_slice = True, positive_int("frames_per_slice", frames_per_slice)
 
     def disable_slicing(self):
         self.use_slicing = False
@@ -266,14 +260,11 @@ class AutoencoderKL(ModelBase):
     def enable_tiling(self, tile_size=None, overlap=None):
         """Decode frames larger than ``tile_size`` pixels (default: config.sample_size) in tiles that
         overlap by ``overlap`` pixels (default: a quarter tile). Both are multiples of spatial_factor."""
-        tile = self.config.sample_size if tile_size is None else tile_size
-        overlap = tile // 4 if overlap is None else overlap
         f = self.spatial_factor
-        if not isinstance(tile, int) or tile < f or tile % f:
-            raise ValueError(f"tile_size must be a positive multiple of {f} pixels, got {tile!r}")
-        if not isinstance(overlap, int) or overlap < 0 or overlap % f or overlap >= tile:
-            raise ValueError(f"overlap must be a multiple of {f} pixels in [0, tile_size={tile}), "
-                             f"got {overlap!r}")
+        tile = integer("tile_size", self.config.sample_size if tile_size is None else tile_size, low=f,
+                       multiple_of=f, hint=" (pixels)")
+        overlap = integer("overlap", tile // 4 if overlap is None else overlap, low=0, high=tile - f, multiple_of=f,
+                          hint=f" (pixels, less than tile_size={tile})")
         self.use_tiling, self.tile_size, self.tile_overlap = True, tile, overlap
 
     def disable_tiling(self):

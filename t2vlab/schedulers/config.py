@@ -12,6 +12,7 @@ import os
 from collections.abc import Mapping
 
 from ..atomic import write_text
+from ..checks import integer
 
 CONFIG_NAME = "scheduler_config.json"
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
@@ -83,9 +84,7 @@ class ConfigMixin:
             if cfg[key] not in allowed:
                 raise NotImplementedError(f"{name}: {key}={cfg[key]!r} is not implemented in t2vlab "
                                           f"(supported: {allowed})")
-        T = cfg["num_train_timesteps"]
-        if isinstance(T, bool) or not isinstance(T, int) or not 2 <= T <= 100_000:
-            raise ValueError(f"num_train_timesteps must be an integer from 2 to 100000, got {T!r}")
+        integer("num_train_timesteps", cfg["num_train_timesteps"], low=2, high=100_000)
         self._cfg, self._explicit, self._hidden = cfg, set(config), {}
         return cfg
 
