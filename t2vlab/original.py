@@ -556,6 +556,15 @@ def _original_state(component, model) -> dict:
     return state
 
 
+# =========================================================================== tiny checkpoints
+def tiny_models(sizes: dict, seed=0) -> dict:
+    """{"unet", "vae", "text_encoder"} built from the configs ``sizes`` holds, with random weights drawn from
+    ``seed`` (always in this order, so that a seed always gives the same weights): the tiny checkpoints of both
+    layouts (this one's below, the published one's in ``t2vlab.weights``) are these models, written."""
+    torch.manual_seed(seed)
+    return {name: cls.from_config(sizes[name]) for name, cls in MODELS.items()}
+
+
 # tiny models the original layout can hold (GroupNorm 32 everywhere; OpenCLIP heads 64 wide)
 TINY_UNET = dict(sample_size=8, block_out_channels=(32, 64, 64), layers_per_block=1, attention_head_dim=8,
                  norm_num_groups=GROUPS, cross_attention_dim=64,
@@ -565,6 +574,7 @@ TINY_VAE = dict(block_out_channels=(32, 32, 32, 32), layers_per_block=1, norm_nu
                 down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
 TINY_TEXT = dict(hidden_size=CLIP_HEAD_WIDTH, intermediate_size=128, num_hidden_layers=2,
                  num_attention_heads=1)
+TINY_SIZES = {"unet": TINY_UNET, "vae": TINY_VAE, "text_encoder": TINY_TEXT}
 
 
 def make_tiny_original_checkpoint(path, seed=0, overwrite=False) -> Path:
@@ -572,7 +582,4 @@ def make_tiny_original_checkpoint(path, seed=0, overwrite=False) -> Path:
     16 MB (the text tower's 49,408-token embedding is most of it): for trying the converter."""
     if Path(path).exists() and not overwrite:  # before building anything
         raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
-    torch.manual_seed(seed)
-    models = {"unet": UNet3DConditionModel.from_config(TINY_UNET), "vae": AutoencoderKL.from_config(TINY_VAE),
-              "text_encoder": CLIPTextEncoder.from_config(TINY_TEXT)}
-    return write_original(path, models, max_frames=8, overwrite=overwrite)
+    return write_original(path, tiny_models(TINY_SIZES, seed), max_frames=8, overwrite=overwrite)

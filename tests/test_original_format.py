@@ -21,14 +21,12 @@ from t2vlab.__main__ import main
 from t2vlab.checkpoint import CheckpointError, ModelBase
 from t2vlab.original import (
     FILES,
-    TINY_TEXT,
-    TINY_UNET,
-    TINY_VAE,
+    TINY_SIZES,
     convert_original,
     is_original,
     load_original,
     make_tiny_original_checkpoint,
-    write_original,
+    tiny_models,
 )
 from t2vlab.safe_pickle import LazyTensor, Opaque, SafeReader, read_pickle
 from t2vlab.text import CLIPTextEncoder
@@ -55,12 +53,9 @@ def copy(tiny, tmp_path):
 
 
 # --------------------------------------------------------------------------------- names and shapes
-def test_writing_and_reading_the_original_layout_is_the_identity(tmp_path):
-    torch.manual_seed(0)
-    models = {"unet": UNet3DConditionModel.from_config(TINY_UNET), "vae": AutoencoderKL.from_config(TINY_VAE),
-              "text_encoder": CLIPTextEncoder.from_config(TINY_TEXT)}
-    write_original(tmp_path / "o", models)
-    loaded = load_original(tmp_path / "o")
+def test_writing_and_reading_the_original_layout_is_the_identity(tiny):
+    models = tiny_models(TINY_SIZES, seed=1)  # what the fixture's make_tiny_original_checkpoint(seed=1) wrote
+    loaded = load_original(tiny)
     for name, model in models.items():
         a, b = model.state_dict(), loaded[name].state_dict()
         assert a.keys() == b.keys()
