@@ -226,15 +226,22 @@ def check_state_dict(model: nn.Module, state: dict, source, ignore_unexpected=()
     wrong = [f"{k}: file {tuple(state[k].shape)} vs model {expected[k]}"
              for k in sorted(expected.keys() & state.keys()) if tuple(state[k].shape) != expected[k]]
     not_float = [f"{k} ({v.dtype})" for k, v in state.items() if k in expected and not v.is_floating_point()]
-    problems = []
-    for title, items in (("missing tensors", missing), ("unexpected tensors", unexpected),
-                         ("shape mismatches", wrong), ("non-float tensors", not_float)):
-        if items:
-            more = f" (and {len(items) - 8} more)" if len(items) > 8 else ""
-            problems.append(f"{len(items)} {title}: {'; '.join(items[:8])}{more}")
+    problems = tensor_problems({"missing tensors": missing, "unexpected tensors": unexpected,
+                                "shape mismatches": wrong, "non-float tensors": not_float})
     if problems:
         raise CheckpointError(f"{source} does not match {type(model).__name__} built from its config "
-                              f"(is the config.json from the same checkpoint?): " + " | ".join(problems))
+                              f"(is the config.json from the same checkpoint?): {problems}")
+
+
+def tensor_problems(found: dict, most=8) -> str:
+    """What is wrong with a file's tensors, in one line: '2 missing tensors: a; b | 1 shape mismatches: c: ...'
+    for each non-empty {title: [item, ...]}, listing at most ``most`` items of each; '' when all are empty."""
+    parts = []
+    for title, items in found.items():
+        if items:
+            more = f" (and {len(items) - most} more)" if len(items) > most else ""
+            parts.append(f"{len(items)} {title}: {'; '.join(items[:most])}{more}")
+    return " | ".join(parts)
 
 
 # ----------------------------------------------------------------------------------- the base class

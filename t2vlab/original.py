@@ -48,7 +48,7 @@ from tqdm.auto import tqdm
 
 from . import configs
 from .atomic import atomic_folder
-from .checkpoint import CheckpointError, config_from_dict, read_json
+from .checkpoint import CheckpointError, config_from_dict, read_json, tensor_problems
 from .checks import integer, is_number, positive_int
 from .safe_pickle import LazyTensor, materialize, read_pickle
 from .schedulers import from_config as scheduler_from_config
@@ -372,16 +372,11 @@ def gather(component: str, model, tensors: dict, source, ignored=(), on_tensor=N
             t = t.reshape(want).chunk(part[1])[part[0]]
         state[ours] = t.reshape(shape)
     unexpected = sorted(k for k in tensors if k not in used and not ignored(k))
-    problems = []
-    for title, items in (("missing tensors", missing), ("shape mismatches", wrong),
-                         ("unexpected tensors", unexpected)):
-        if items:
-            more = f" (and {len(items) - 8} more)" if len(items) > 8 else ""
-            problems.append(f"{len(items)} {title}: {'; '.join(items[:8])}{more}")
+    problems = tensor_problems({"missing tensors": missing, "shape mismatches": wrong,
+                                "unexpected tensors": unexpected})
     if problems:
         raise CheckpointError(f"{source} does not match {type(model).__name__} built from "
-                              f"{'configuration.json' if component == 'unet' else 'its tensor shapes'}: "
-                              + " | ".join(problems))
+                              f"{'configuration.json' if component == 'unet' else 'its tensor shapes'}: {problems}")
     return state
 
 
