@@ -221,32 +221,30 @@ def test_a_truncated_file_is_named(copy, component):
         TextToVideoPipeline.from_pretrained(copy)
 
 
-def test_a_missing_tensor_is_named_in_both_layouts(copy):
-    path = copy / FILES["vae"]
+TENSOR_PROBLEMS = {  # the file, its tensor, the tensor's new value (None: removed), the refusal naming both
+    "missing": ("vae", "first_stage_model.decoder.mid.attn_1.k.weight", None,
+                r"VQGAN_autoencoder\.pth.*missing.*decoder\.mid\.attn_1\.k\.weight "
+                r"\(t2vlab: decoder\.mid_block\.attentions\.0\.to_k\.weight\)"),  # in both layouts' names
+    "wrong shape": ("text_encoder", "transformer.resblocks.1.mlp.c_fc.weight", torch.zeros(100, 64),
+                    r"open_clip_pytorch_model\.bin.*resblocks\.1\.mlp\.c_fc\.weight: "
+                    r"file \(100, 64\) vs expected \(128, 64\)"),
+    "unexpected": ("unet", "fps_embedding.0.weight", torch.zeros(4, 4),
+                   r"unexpected tensors: fps_embedding\.0\.weight"),
+}
+
+
+@pytest.mark.parametrize("problem", list(TENSOR_PROBLEMS))
+def test_a_tensor_problem_is_named_with_its_file(copy, problem):
+    component, name, value, message = TENSOR_PROBLEMS[problem]
+    path = copy / FILES[component]
     obj = torch.load(path, weights_only=True)
-    del obj["state_dict"]["first_stage_model.decoder.mid.attn_1.k.weight"]
+    state = obj["state_dict"] if component == "vae" else obj  # the VAE's file is a training checkpoint
+    if value is None:
+        del state[name]
+    else:
+        state[name] = value
     torch.save(obj, path)
-    with pytest.raises(CheckpointError, match=r"VQGAN_autoencoder\.pth.*missing.*decoder\.mid\.attn_1\.k\.weight "
-                                              r"\(t2vlab: decoder\.mid_block\.attentions\.0\.to_k\.weight\)"):
-        TextToVideoPipeline.from_pretrained(copy)
-
-
-def test_a_wrong_shape_is_named(copy):
-    path = copy / FILES["text_encoder"]
-    state = torch.load(path, weights_only=True)
-    state["transformer.resblocks.1.mlp.c_fc.weight"] = torch.zeros(100, 64)
-    torch.save(state, path)
-    with pytest.raises(CheckpointError, match=r"open_clip_pytorch_model\.bin.*resblocks\.1\.mlp\.c_fc\.weight: "
-                                              r"file \(100, 64\) vs expected \(128, 64\)"):
-        TextToVideoPipeline.from_pretrained(copy)
-
-
-def test_an_unexpected_tensor_in_the_unet_file_is_named(copy):
-    path = copy / FILES["unet"]
-    state = torch.load(path, weights_only=True)
-    state["fps_embedding.0.weight"] = torch.zeros(4, 4)
-    torch.save(state, path)
-    with pytest.raises(CheckpointError, match=r"unexpected tensors: fps_embedding\.0\.weight"):
+    with pytest.raises(CheckpointError, match=message):
         TextToVideoPipeline.from_pretrained(copy)
 
 
