@@ -51,6 +51,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from benchmarks.common import full_configs, measure, mib, print_table, randomize_  # noqa: E402
+from t2vlab.atomic import write_text  # noqa: E402
 
 PROMPT = "Spiderman is surfing"
 TOLERANCE = {torch.float16: 1e-2, torch.bfloat16: 5e-2}  # relative L2 error vs fp32 that we consider healthy
@@ -412,9 +413,7 @@ def write_docs(res, path):
         text = text[:text.index(begin)] + "\n".join(lines) + text[text.index(end) + len(end):]
     else:
         text = text.rstrip("\n") + "\n\n## GPU table (written by benchmarks/gpu.py)\n\n" + "\n".join(lines) + "\n"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, text)  # whole or not at all: a failure leaves the page as it was
 
 
 # ------------------------------------------------------------------------------ 4. LoRA fine-tuning
@@ -630,7 +629,7 @@ def main():
     elapsed["total"] = time.perf_counter() - t_start
     print(f"\ntotal {elapsed['total']:.1f} s")
     if args.json:
-        args.json.write_text(json.dumps(res, indent=2, default=str) + "\n")
+        write_text(args.json, json.dumps(res, indent=2, default=str) + "\n")
         print(f"results written to {os.fspath(args.json)}")
     if args.docs:
         write_docs(res, args.docs)

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checks import one_of, positive_int
+
 BACKENDS = ("sdpa", "math", "sliced")
 
 
@@ -94,10 +96,9 @@ class Attention(nn.Module):
         self.last_probs = None
 
     def set_backend(self, backend="sdpa", slice_size=None):
-        if backend not in BACKENDS:
-            raise ValueError(f"unknown attention backend {backend!r}; choose one of {BACKENDS}")
-        if slice_size is not None and (not isinstance(slice_size, int) or slice_size < 1):
-            raise ValueError(f"slice_size must be a positive int, got {slice_size!r}")
+        one_of("backend", backend, BACKENDS)
+        if slice_size is not None:
+            slice_size = positive_int("slice_size", slice_size)
         self.backend, self.slice_size = backend, slice_size
 
     def split_heads(self, t):  # (B, N, H*D) -> (B, H, N, D)

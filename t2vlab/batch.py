@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 import os
 import re
 import sys
@@ -43,6 +42,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from .atomic import write_text
+from .checks import integer, number
 from .compiled import COMPILE_MODES
 from .noise import video_noise
 from .schedulers import SCHEDULER_NAMES
@@ -100,12 +101,8 @@ def check_value(key, value):
             raise BadLine(f"{key} must be a non-empty string, got {value!r:.60}")
         return value
     if kind is int:
-        if isinstance(value, bool) or not isinstance(value, int) or value < (0 if key == "seed" else 1):
-            raise BadLine(f"{key} must be an integer >= {0 if key == 'seed' else 1}, got {value!r:.60}")
-        return value
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise BadLine(f"{key} must be a finite number >= 0, got {value!r:.60}")
-    return float(value)
+        return integer(key, value, low=0 if key == "seed" else 1, error=BadLine)
+    return number(key, value, low=0, error=BadLine)
 
 
 def parse_line(text):
@@ -191,13 +188,11 @@ def generate(pipe, call):
 
 
 def write(out, job, frames, fps, seconds):
-    """The video, then its sidecar (each written to a temporary file and renamed): a job is done when both exist."""
+    """The video, then its sidecar (each appears whole or not at all): a job is done when both exist."""
     export_to_video(frames, str(out / f"{job.stem}.mp4"), fps=fps, overwrite=True)
     sidecar = {**job.settings(), "line": job.line, "fps": fps, "video": f"{job.stem}.mp4",
                "seconds": round(seconds, 3)}
-    tmp = out / f".{job.stem}.json.tmp"
-    tmp.write_text(json.dumps(sidecar, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, out / f"{job.stem}.json")
+    write_text(out / f"{job.stem}.json", json.dumps(sidecar, indent=1) + "\n")
 
 
 def run_call(pipe, call, out, fps, report):

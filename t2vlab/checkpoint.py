@@ -22,14 +22,11 @@ Loading a model (``ModelBase.from_pretrained``) is four plain steps:
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
 import os
 import pickle
-import shutil
-import tempfile
 from pathlib import Path
 
 import safetensors.torch
@@ -38,6 +35,8 @@ from safetensors import SafetensorError
 from torch import nn
 
 from . import group_offload, layerwise_casting
+from .atomic import atomic_file, write_text
+from .checks import number, positive_int
 
 logger = logging.getLogger("t2vlab")
 
@@ -106,17 +105,15 @@ def check_positive_ints(config, *names, limit=1 << 16):
     """Refuse absurd sizes (negative channels, a billion layers) before anything is allocated."""
     for name in names:
         values = getattr(config, name)
-        for v in values if isinstance(values, (tuple, list)) else (values,):
-            if isinstance(v, bool) or not isinstance(v, int) or not 0 < v <= limit:
-                raise CheckpointError(f"config {name}={values!r}: expected positive integers up to {limit}")
+        many = isinstance(values, (tuple, list))
+        for i, v in enumerate(values if many else (values,)):
+            positive_int(f"config {name}" + (f"[{i}]" if many else ""), v, high=limit, error=CheckpointError)
 
 
 def check_small_positive(config, *names):
     """Refuse epsilons and scales that are not finite numbers in (0, 1]."""
     for name in names:
-        v = getattr(config, name)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1:
-            raise CheckpointError(f"config {name}={v!r}: expected a number in (0, 1]")
+        number(f"config {name}", getattr(config, name), low=0, high=1, low_open=True, error=CheckpointError)
 
 
 # ------------------------------------------------------------------------------------ weight files
@@ -230,35 +227,22 @@ def check_state_dict(model: nn.Module, state: dict, source, ignore_unexpected=()
     wrong = [f"{k}: file {tuple(state[k].shape)} vs model {expected[k]}"
              for k in sorted(expected.keys() & state.keys()) if tuple(state[k].shape) != expected[k]]
     not_float = [f"{k} ({v.dtype})" for k, v in state.items() if k in expected and not v.is_floating_point()]
-    problems = []
-    for title, items in (("missing tensors", missing), ("unexpected tensors", unexpected),
-                         ("shape mismatches", wrong), ("non-float tensors", not_float)):
-        if items:
-            more = f" (and {len(items) - 8} more)" if len(items) > 8 else ""
-            problems.append(f"{len(items)} {title}: {'; '.join(items[:8])}{more}")
+    problems = tensor_problems({"missing tensors": missing, "unexpected tensors": unexpected,
+                                "shape mismatches": wrong, "non-float tensors": not_float})
     if problems:
         raise CheckpointError(f"{source} does not match {type(model).__name__} built from its config "
-                              f"(is the config.json from the same checkpoint?): " + " | ".join(problems))
+                              f"(is the config.json from the same checkpoint?): {problems}")
 
 
-@contextlib.contextmanager
-def atomic_folder(path, overwrite=False):
-    """Write a folder whole or not at all: yields a temporary sibling folder to fill, renamed to ``path``
-    when the block ends without an exception (an exception or Ctrl-C removes it and leaves ``path`` as it
-    was). An existing ``path`` is an error unless ``overwrite``, checked before anything is written."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        yield tmp
-        if path.exists():
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+def tensor_problems(found: dict, most=8) -> str:
+    """What is wrong with a file's tensors, in one line: '2 missing tensors: a; b | 1 shape mismatches: c: ...'
+    for each non-empty {title: [item, ...]}, listing at most ``most`` items of each; '' when all are empty."""
+    parts = []
+    for title, items in found.items():
+        if items:
+            more = f" (and {len(items) - most} more)" if len(items) > most else ""
+            parts.append(f"{len(items)} {title}: {'; '.join(items[:most])}{more}")
+    return " | ".join(parts)
 
 
 # ----------------------------------------------------------------------------------- the base class
@@ -331,24 +315,23 @@ class ModelBase(nn.Module):
         """Rename the tensors of another file layout to this model's names (default: none)."""
         return state
 
+    def config_dict(self) -> dict:
+        """What ``save_pretrained`` writes as config.json (a subclass adds the keys its other readers expect)."""
+        return config_to_dict(self.config, type(self).__name__)
+
     def save_pretrained(self, folder, variant=None, safe_serialization=True):
+        """Write ``config.json`` and the weight file into ``folder``; each appears whole or not at all
+        (``t2vlab.atomic``: written beside the target, then renamed). Returns the weight file's path."""
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        data = config_to_dict(self.config, type(self).__name__)
-        (folder / self.config_filename()).write_text(json.dumps(data, indent=2) + "\n")
+        write_text(folder / self.config_filename(), json.dumps(self.config_dict(), indent=2) + "\n")
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         stem = self.weight_stems[0] if safe_serialization else self.weight_stems[-1]
         target = folder / add_variant(f"{stem}.{'safetensors' if safe_serialization else 'bin'}", variant)
-        tmp = target.with_name(target.name + ".partial")
-        try:  # written beside the target, then renamed: never a half-written weight file
+        with atomic_file(target) as tmp:
             if safe_serialization:
                 safetensors.torch.save_file(state, str(tmp), metadata={"format": "pt"})
             else:
                 torch.save(state, tmp)
-            os.replace(tmp, target)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
         return target
 
     @property

@@ -8,6 +8,8 @@ otherwise raises an error that names the argument and shows what it got:
                                            ValueError: strength must be a number in (0, 1], got 1.5
     one_of("method", "box", ("ideal", "gaussian"))
                                            ValueError: method must be one of ('ideal', 'gaussian'), got 'box'
+    integer("height", 60, low=8, multiple_of=8)
+                                           ValueError: height must be a positive integer divisible by 8, got 60
 
 ``True`` and ``False`` are never numbers here (Python counts them as 0 and 1, users never mean that),
 NaN and infinity are never numbers, and NumPy scalars count as the Python numbers they stand for.
@@ -48,10 +50,18 @@ def is_number(v) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def integer(name, v, *, low=None, high=None, error=ValueError, hint="") -> int:
-    """An integer in [low, high] (either bound optional)."""
-    if not is_integer(v) or (low is not None and v < low) or (high is not None and v > high):
-        _fail(error, name, _range_words(low, high, kind="an integer"), v, hint)
+def integer(name, v, *, low=None, high=None, multiple_of=None, error=ValueError, hint="") -> int:
+    """An integer in [low, high] (either bound optional); with ``multiple_of``, also a multiple of it (sizes
+    that a model halves several times: pixels, tiles)."""
+    if (not is_integer(v) or (low is not None and v < low) or (high is not None and v > high)
+            or (multiple_of is not None and v % multiple_of)):
+        if multiple_of is None:
+            wanted = _range_words(low, high, kind="an integer")
+        elif high is None and low is not None and 0 < low <= multiple_of:  # the same as any low in (0, step]
+            wanted = f"a positive integer divisible by {multiple_of}"
+        else:
+            wanted = _range_words(low, high, kind=f"an integer divisible by {multiple_of}")
+        _fail(error, name, wanted, v, hint)
     return int(v)
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from collections import Counter
 from pathlib import Path
@@ -36,6 +35,9 @@ import safetensors.torch
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .atomic import atomic_file
+from .checks import one_of, positive_int
 
 LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 METADATA_KEY = "lora_adapter_metadata"
@@ -68,10 +70,8 @@ class LoRALinear(nn.Linear):
 
     def add_adapter(self, name, rank, alpha=None, use_rslora=False):
         """A new adapter: A (rank, in) drawn as nn.Linear draws weights, B (out, rank) zeros."""
-        if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= min(self.in_features,
-                                                                                      self.out_features):
-            raise LoRAError(f"LoRA rank must be an integer from 1 to the layer's width "
-                            f"min({self.in_features}, {self.out_features}), got {rank!r}")
+        positive_int("LoRA rank", rank, high=min(self.in_features, self.out_features), error=LoRAError,
+                     hint=f" (at most the layer's width min({self.in_features}, {self.out_features}))")
         alpha = rank if alpha is None else alpha
         kw = dict(bias=False, device=self.weight.device, dtype=self.weight.dtype)
         self.lora_A[name] = nn.Linear(self.in_features, rank, **kw)
@@ -135,8 +135,7 @@ def lora_targets(model, train="both", feed_forward=False) -> list[str]:
     (attention across frames: ``temp_attentions.*`` and ``transformer_in``) or "both";
     ``feed_forward``: also the feed-forwards of those transformers (ff.net.0.proj, ff.net.2).
     """
-    if train not in TRAIN_CHOICES:
-        raise LoRAError(f"train must be one of {TRAIN_CHOICES}, got {train!r}")
+    one_of("train", train, TRAIN_CHOICES, error=LoRAError)
     leaves = ATTENTION_PROJECTIONS + (FEED_FORWARD if feed_forward else ())
     paths = []
     for path, module in model.named_modules():
@@ -254,16 +253,11 @@ def adapter_config(model, adapter_name="default") -> dict:
 def save_lora_file(path, tensors, config, prefix="unet"):
     """Write ``tensors`` (peft names) and ``config`` in diffusers' file format, atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {f"{prefix}.{k}": v.detach().cpu().contiguous() for k, v in tensors.items()}
     metadata = {"format": "pt", METADATA_KEY: json.dumps({f"{prefix}.{k}": v for k, v in config.items()},
                                                         indent=2, sort_keys=True)}
-    tmp = path.with_name(path.name + ".partial")
-    try:
+    with atomic_file(path) as tmp:
         safetensors.torch.save_file(state, str(tmp), metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

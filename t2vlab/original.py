@@ -47,7 +47,9 @@ import torch
 from tqdm.auto import tqdm
 
 from . import configs
-from .checkpoint import CheckpointError, atomic_folder, config_from_dict, read_json
+from .atomic import atomic_folder
+from .checkpoint import CheckpointError, config_from_dict, read_json, tensor_problems
+from .checks import integer, is_number, positive_int
 from .safe_pickle import LazyTensor, materialize, read_pickle
 from .schedulers import from_config as scheduler_from_config
 from .text_encoder import CLIPTextEncoder
@@ -107,9 +109,8 @@ def read_configuration(folder) -> OriginalCheckpoint:
             raise CheckpointError(f"{path}: model_args.{key}={name!r} must be a file name beside "
                                   f"configuration.json (no folders)")
         files[component] = folder / name
-    frames = args.get("max_frames", 16)
-    if isinstance(frames, bool) or not isinstance(frames, int) or not 0 < frames <= 1024:
-        raise CheckpointError(f"{path}: model_args.max_frames={frames!r}: expected a positive integer")
+    frames = positive_int(f"{path}: model_args.max_frames", args.get("max_frames", 16), high=1024,
+                          error=CheckpointError)
     cfg = model["model_cfg"]
     return OriginalCheckpoint(folder, files, unet_config_from(cfg, path), frames, cfg)
 
@@ -120,16 +121,20 @@ def unet_config_from(cfg: dict, source) -> dict:
     Level i (0 = full resolution) has attention when its scale 1/2^i is in ``unet_attn_scales``: a
     CrossAttn*Block3D, else a plain one. The up path visits the levels deepest first.
     """
-    def get(key, kind):
+    def get(key, kind=int):
         value = cfg.get(key)
-        if not isinstance(value, kind) or isinstance(value, bool):
-            raise CheckpointError(f"{source}: model_cfg.{key}={value!r}: expected a {kind.__name__}")
+        if kind is int:
+            return integer(f"{source}: model_cfg.{key}", value, error=CheckpointError)
+        if not isinstance(value, list):
+            raise CheckpointError(f"{source}: model_cfg.{key}={value!r}: expected a list")
         return value
 
-    dim, mult = get("unet_dim", int), get("unet_dim_mult", list)
+    dim, mult = get("unet_dim"), get("unet_dim_mult", list)
     scales = get("unet_attn_scales", list)
-    if not mult or not all(isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in mult):
-        raise CheckpointError(f"{source}: model_cfg.unet_dim_mult={mult!r}: expected positive integers")
+    if not mult:
+        raise CheckpointError(f"{source}: model_cfg.unet_dim_mult is empty: expected positive integers")
+    for i, m in enumerate(mult):
+        positive_int(f"{source}: model_cfg.unet_dim_mult[{i}]", m, error=CheckpointError)
     if str(cfg.get("temporal_attention", "True")) != "True":
         raise CheckpointError(f"{source}: model_cfg.temporal_attention={cfg.get('temporal_attention')!r}: this "
                               "architecture always has temporal attention")
@@ -138,15 +143,15 @@ def unet_config_from(cfg: dict, source) -> dict:
         raise CheckpointError(f"{source}: model_cfg.unet_num_heads={heads!r}: the first temporal transformer "
                               f"(transformer_in) has {TRANSFORMER_IN_HEADS} heads in this architecture")
     levels = len(mult)
-    attn = [2.0 ** -i in [float(s) for s in scales if isinstance(s, (int, float))] for i in range(levels)]
+    attn = [2.0 ** -i in [float(s) for s in scales if is_number(s)] for i in range(levels)]
     return {
-        "sample_size": SAMPLE_SIZE, "in_channels": get("unet_in_dim", int), "out_channels": get("unet_out_dim", int),
+        "sample_size": SAMPLE_SIZE, "in_channels": get("unet_in_dim"), "out_channels": get("unet_out_dim"),
         "down_block_types": [("CrossAttnDownBlock3D" if a else "DownBlock3D") for a in attn],
         "up_block_types": [("CrossAttnUpBlock3D" if a else "UpBlock3D") for a in attn[::-1]],
-        "block_out_channels": [dim * m for m in mult], "layers_per_block": get("unet_res_blocks", int),
+        "block_out_channels": [dim * m for m in mult], "layers_per_block": get("unet_res_blocks"),
         "downsample_padding": 1, "mid_block_scale_factor": 1, "act_fn": "silu", "norm_num_groups": GROUPS,
-        "norm_eps": 1e-5, "cross_attention_dim": get("unet_context_dim", int),
-        "attention_head_dim": get("unet_head_dim", int),
+        "norm_eps": 1e-5, "cross_attention_dim": get("unet_context_dim"),
+        "attention_head_dim": get("unet_head_dim"),
     }
 
 
@@ -368,16 +373,11 @@ def gather(component: str, model, tensors: dict, source, ignored=(), on_tensor=N
             t = t.reshape(want).chunk(part[1])[part[0]]
         state[ours] = t.reshape(shape)
     unexpected = sorted(k for k in tensors if k not in used and not ignored(k))
-    problems = []
-    for title, items in (("missing tensors", missing), ("shape mismatches", wrong),
-                         ("unexpected tensors", unexpected)):
-        if items:
-            more = f" (and {len(items) - 8} more)" if len(items) > 8 else ""
-            problems.append(f"{len(items)} {title}: {'; '.join(items[:8])}{more}")
+    problems = tensor_problems({"missing tensors": missing, "shape mismatches": wrong,
+                                "unexpected tensors": unexpected})
     if problems:
         raise CheckpointError(f"{source} does not match {type(model).__name__} built from "
-                              f"{'configuration.json' if component == 'unet' else 'its tensor shapes'}: "
-                              + " | ".join(problems))
+                              f"{'configuration.json' if component == 'unet' else 'its tensor shapes'}: {problems}")
     return state
 
 
@@ -552,6 +552,15 @@ def _original_state(component, model) -> dict:
     return state
 
 
+# =========================================================================== tiny checkpoints
+def tiny_models(sizes: dict, seed=0) -> dict:
+    """{"unet", "vae", "text_encoder"} built from the configs ``sizes`` holds, with random weights drawn from
+    ``seed`` (always in this order, so that a seed always gives the same weights): the tiny checkpoints of both
+    layouts (this one's below, the published one's in ``t2vlab.weights``) are these models, written."""
+    torch.manual_seed(seed)
+    return {name: cls.from_config(sizes[name]) for name, cls in MODELS.items()}
+
+
 # tiny models the original layout can hold (GroupNorm 32 everywhere; OpenCLIP heads 64 wide)
 TINY_UNET = dict(sample_size=8, block_out_channels=(32, 64, 64), layers_per_block=1, attention_head_dim=8,
                  norm_num_groups=GROUPS, cross_attention_dim=64,
@@ -561,6 +570,7 @@ TINY_VAE = dict(block_out_channels=(32, 32, 32, 32), layers_per_block=1, norm_nu
                 down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
 TINY_TEXT = dict(hidden_size=CLIP_HEAD_WIDTH, intermediate_size=128, num_hidden_layers=2,
                  num_attention_heads=1)
+TINY_SIZES = {"unet": TINY_UNET, "vae": TINY_VAE, "text_encoder": TINY_TEXT}
 
 
 def make_tiny_original_checkpoint(path, seed=0, overwrite=False) -> Path:
@@ -568,7 +578,4 @@ def make_tiny_original_checkpoint(path, seed=0, overwrite=False) -> Path:
     16 MB (the text tower's 49,408-token embedding is most of it): for trying the converter."""
     if Path(path).exists() and not overwrite:  # before building anything
         raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
-    torch.manual_seed(seed)
-    models = {"unet": UNet3DConditionModel.from_config(TINY_UNET), "vae": AutoencoderKL.from_config(TINY_VAE),
-              "text_encoder": CLIPTextEncoder.from_config(TINY_TEXT)}
-    return write_original(path, models, max_frames=8, overwrite=overwrite)
+    return write_original(path, tiny_models(TINY_SIZES, seed), max_frames=8, overwrite=overwrite)

@@ -28,7 +28,6 @@ decodes in float16 too).
 from __future__ import annotations
 
 import dataclasses
-import math
 import warnings
 
 import torch
@@ -38,6 +37,7 @@ from torch.func import functional_call
 
 from .attention import Attention
 from .checkpoint import CheckpointError, ModelBase, check_positive_ints
+from .checks import boolean, integer, number, positive_int
 from .frames import batch_to_frames, frames_to_batch
 from .noise import draw_noise
 from .resnet import Downsample2D, ResnetBlock2D, Upsample2D
@@ -90,16 +90,13 @@ class VAEConfig:
                                   f"block_out_channels {bad}")
         if self.act_fn != "silu":
             raise CheckpointError(f"config act_fn={self.act_fn!r}: only 'silu' is supported")
-        sf = self.scaling_factor
-        if isinstance(sf, bool) or not isinstance(sf, (int, float)) or not (0 < sf < math.inf):
-            raise CheckpointError(f"config scaling_factor={sf!r}: expected a positive finite number")
+        number("config scaling_factor", self.scaling_factor, low=0, low_open=True, error=CheckpointError)
         for name in ("shift_factor", "latents_mean", "latents_std"):
             if getattr(self, name) is not None:
                 raise CheckpointError(f"config {name}={getattr(self, name)!r}: not supported (only null); "
                                       "this checkpoint is not an SD-1.x-style VAE")
         for name in ("force_upcast", "use_quant_conv", "use_post_quant_conv", "mid_block_add_attention"):
-            if not isinstance(getattr(self, name), bool):
-                raise CheckpointError(f"config {name}={getattr(self, name)!r}: expected true or false")
+            boolean(f"config {name}", getattr(self, name), error=CheckpointError, hint=" (true or false in JSON)")
 
 
 # ------------------------------------------------------------------------------------------ blocks
@@ -255,10 +252,7 @@ class AutoencoderKL(ModelBase):
     # ------------------------------------------------------------------------------ switches
     def enable_slicing(self, frames_per_slice=1):
         """Decode (and encode) ``frames_per_slice`` images at a time."""
-        n = frames_per_slice
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"frames_per_slice must be a positive int, got {n!r}")
-        self.use_slicing, self.frames_per_slice = True, n
+        self.use_slicing, self.frames_per_slice = True, positive_int("frames_per_slice", frames_per_slice)
 
     def disable_slicing(self):
         self.use_slicing = False
@@ -266,14 +260,11 @@ class AutoencoderKL(ModelBase):
     def enable_tiling(self, tile_size=None, overlap=None):
         """Decode frames larger than ``tile_size`` pixels (default: config.sample_size) in tiles that
         overlap by ``overlap`` pixels (default: a quarter tile). Both are multiples of spatial_factor."""
-        tile = self.config.sample_size if tile_size is None else tile_size
-        overlap = tile // 4 if overlap is None else overlap
         f = self.spatial_factor
-        if not isinstance(tile, int) or tile < f or tile % f:
-            raise ValueError(f"tile_size must be a positive multiple of {f} pixels, got {tile!r}")
-        if not isinstance(overlap, int) or overlap < 0 or overlap % f or overlap >= tile:
-            raise ValueError(f"overlap must be a multiple of {f} pixels in [0, tile_size={tile}), "
-                             f"got {overlap!r}")
+        tile = integer("tile_size", self.config.sample_size if tile_size is None else tile_size, low=f,
+                       multiple_of=f, hint=" (pixels)")
+        overlap = integer("overlap", tile // 4 if overlap is None else overlap, low=0, high=tile - f, multiple_of=f,
+                          hint=f" (pixels, less than tile_size={tile})")
         self.use_tiling, self.tile_size, self.tile_overlap = True, tile, overlap
 
     def disable_tiling(self):
@@ -283,13 +274,7 @@ class AutoencoderKL(ModelBase):
     def encode(self, images) -> DiagonalGaussian:
         """images (B, in_channels, H, W) in [-1, 1] -> the posterior over latents (B, latent, H/f, W/f)."""
         check_shape("images", images, 4, self.config.in_channels, "(B, C, H, W)")
-        x = images.to(self.dtype)
-        step = self.frames_per_slice if self.use_slicing else max(len(x), 1)
-        moments = []
-        for chunk in x.split(step):
-            m = self.encoder(chunk)
-            moments.append(m if self.quant_conv is None else self.quant_conv(m))
-        return DiagonalGaussian(torch.cat(moments))
+        return DiagonalGaussian(self._by_slice(images.to(self.dtype), self._encode_plain))
 
     def encode_video(self, frames, generator=None, sample=True):
         """frames (B, F, H, W, 3) in [0, 1] -> latents (B, latent, F, H/f, W/f) times scaling_factor: the
@@ -305,14 +290,12 @@ class AutoencoderKL(ModelBase):
             shape = tuple(frames.shape) if isinstance(frames, torch.Tensor) else type(frames).__name__
             raise ValueError(f"frames: expected a tensor (B, F, H, W, {self.config.in_channels}), got {shape}")
         b, f = frames.shape[:2]
-        flat = frames.flatten(0, 1)  # (B*F, H, W, 3)
-        step = self.frames_per_slice if self.use_slicing else max(len(flat), 1)
-        moments = []
-        for chunk in flat.split(step):
+
+        def encode(chunk):  # (n, H, W, 3) in [0, 1], anywhere -> moments (n, 2 * latent, h, w) on the model's device
             x = chunk.to(self.device).permute(0, 3, 1, 2).float().mul(2).sub(1).to(self.dtype).contiguous()
-            m = self.encoder(x)
-            moments.append(m if self.quant_conv is None else self.quant_conv(m))
-        posterior = DiagonalGaussian(torch.cat(moments))
+            return self._encode_plain(x)
+
+        posterior = DiagonalGaussian(self._by_slice(frames.flatten(0, 1), encode))  # frames folded: (B*F, ...)
         z = posterior.mean
         if sample:
             eps = draw_noise((b, f, *z.shape[1:]), generator, z.device, z.dtype).flatten(0, 1)
@@ -326,12 +309,7 @@ class AutoencoderKL(ModelBase):
         Unclamped, in the model's dtype; honours slicing, tiling and upcasting.
         """
         check_shape("latents", latents, 4, self.config.latent_channels, "(B, C, h, w)")
-        out = None
-        for s, x in self._decode_slices(latents.to(self.dtype)):
-            if out is None:
-                out = x.new_empty((len(latents), *x.shape[1:]))
-            out[s] = x
-        return out
+        return self._by_slice(latents.to(self.dtype), self._decode_slice)
 
     def decode_video(self, latents):
         """latents (B, latent, F, h, w) as the denoising loop leaves them -> frames (B, F, H, W, 3).
@@ -342,12 +320,11 @@ class AutoencoderKL(ModelBase):
         check_shape("latents", latents, 5, self.config.latent_channels, "(B, C, F, h, w)")
         b, c, f, h, w = latents.shape
         z = frames_to_batch(latents / self.config.scaling_factor)  # (B*F, C, h, w)
-        frames = None
-        for s, x in self._decode_slices(z.to(self.dtype)):
-            x = (x.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1)  # (n, H, W, 3)
-            if frames is None:
-                frames = x.new_empty((b * f, *x.shape[1:]))
-            frames[s] = x
+
+        def decode(chunk):  # (n, C, h, w) -> frames (n, H, W, 3) in [0, 1], float32
+            return (self._decode_slice(chunk).float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1)
+
+        frames = self._by_slice(z.to(self.dtype), decode)
         return frames.reshape(b, f, *frames.shape[1:])
 
     def forward(self, images, sample_posterior=False, generator=None):
@@ -356,14 +333,28 @@ class AutoencoderKL(ModelBase):
         z = posterior.sample(generator) if sample_posterior else posterior.mode()
         return self.decode(z)
 
-    def _decode_slices(self, z):
-        """Yield (batch slice, decoded images) for each slice of ``z`` (the whole batch unless slicing)."""
-        step = self.frames_per_slice if self.use_slicing else max(len(z), 1)
-        t = self.tile_size // self.spatial_factor
-        for i in range(0, len(z), step):
-            chunk = z[i:i + step]
-            tiled = self.use_tiling and max(chunk.shape[-2:]) > t
-            yield slice(i, i + len(chunk)), self._decode_tiled(chunk) if tiled else self._decode_safe(chunk)
+    def _by_slice(self, x, fn):
+        """``fn`` applied to ``x`` (batch first) ``frames_per_slice`` images at a time when slicing, else to the
+        whole batch at once; each result is written into one output as it comes, so that peak memory is one
+        slice's work plus the output. The one slicing loop of encode, encode_video, decode and decode_video."""
+        step = self.frames_per_slice if self.use_slicing else max(len(x), 1)
+        out = None
+        for i in range(0, max(len(x), 1), step):  # an empty batch still goes through fn once, for the shape
+            y = fn(x[i:i + step])
+            if out is None:
+                out = y.new_empty((len(x), *y.shape[1:]))
+            out[i:i + len(y)] = y
+        return out
+
+    def _encode_plain(self, x):
+        """encoder + quant_conv: images (n, C, H, W) -> moments (n, 2 * latent, h, w)."""
+        m = self.encoder(x)
+        return m if self.quant_conv is None else self.quant_conv(m)
+
+    def _decode_slice(self, z):
+        """One slice of latents -> images: in tiles when tiling is on and the latents are larger than a tile."""
+        tiled = self.use_tiling and max(z.shape[-2:]) > self.tile_size // self.spatial_factor
+        return self._decode_tiled(z) if tiled else self._decode_safe(z)
 
     def _decode_tiled(self, z):
         """Decode overlapping tiles and average them, weighted by ramps that fall to ~0 at tile edges.

@@ -37,15 +37,15 @@ from pathlib import Path
 import torch
 
 from . import configs, original
+from .atomic import atomic_folder
 from .checkpoint import (
     DIFFUSERS_WEIGHTS,
     TRANSFORMERS_WEIGHTS,
     CheckpointError,
-    atomic_folder,
     read_json,
     weight_candidates,
 )
-from .original import write_pipeline_files
+from .original import tiny_models, write_pipeline_files
 from .schedulers import from_config as scheduler_from_config
 from .text_encoder import CLIPTextEncoder
 from .tokenizer import Tokenizer
@@ -193,6 +193,7 @@ TINY_UNET = dict(sample_size=8, block_out_channels=(32, 64, 64), layers_per_bloc
 TINY_VAE = dict(block_out_channels=(16, 32, 32, 32), layers_per_block=1, norm_num_groups=8, sample_size=64,
                 down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
 TINY_TEXT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
+TINY_SIZES = {"unet": TINY_UNET, "vae": TINY_VAE, "text_encoder": TINY_TEXT}
 SCHEDULER_CONFIG = configs.SCHEDULER  # the published one
 FP32, FP16_VARIANT = (None, torch.float32), ("fp16", torch.float16)
 
@@ -223,10 +224,7 @@ def make_tiny_checkpoint(path, seed=0, overwrite=False, variants=(None, "fp16"))
     """Write a complete tiny checkpoint (random weights, drawn from ``seed``) to ``path``; see write_checkpoint."""
     if Path(path).exists() and not overwrite:  # before building anything
         raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
-    torch.manual_seed(seed)
-    models = {"unet": UNet3DConditionModel.from_config(TINY_UNET), "vae": AutoencoderKL.from_config(TINY_VAE),
-              "text_encoder": CLIPTextEncoder.from_config(TINY_TEXT)}
-    return write_checkpoint(path, models, overwrite=overwrite, variants=variants)
+    return write_checkpoint(path, tiny_models(TINY_SIZES, seed), overwrite=overwrite, variants=variants)
 
 
 def cache_dir() -> Path:

@@ -1,5 +1,5 @@
-"""Shared test helpers: random parameter filling, relative error, and the small cases that a component's
-unit tests (tests/test_*.py) and its parity tests (tests/parity/) both use."""
+"""Shared test helpers: random parameter filling, relative error, a writer that fails half-way, and the small
+cases that a component's unit tests (tests/test_*.py) and its parity tests (tests/parity/) both use."""
 
 from __future__ import annotations
 
@@ -35,6 +35,18 @@ def tiny_pipe(seed, std=0.3):
     randomize_(pipe.unet, seed=seed, std=std)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def fails_half_way(path_arg=1):
+    """A stand-in for a writer (``safetensors.torch.save_file``, ``torch.save``, ``Image.Image.save``: the path is
+    argument 1; ``Path.write_bytes``: argument 0) that writes a few bytes where it was told to and then raises,
+    as a full disk does: what a test of "an interrupted write leaves the old file and nothing else" injects."""
+    def write(*args, **kwargs):
+        with open(args[path_arg], "w") as f:  # not through Path's methods, which a test may have replaced
+            f.write("half")
+        raise OSError(28, "No space left on device (injected)")
+
+    return write
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -8,11 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
-from t2vlab import TextToVideoPipeline
+from t2vlab import TextToVideoPipeline, atomic, batch
 from t2vlab.__main__ import main
 from t2vlab.batch import Job, generate, plan, read_prompts
+
+from .helpers import fails_half_way
 
 ROOT = Path(__file__).resolve().parents[1]
 OPTIONS = ["--steps", "2", "--frames", "2", "--quiet"]  # the tiny checkpoint, 64x64: seconds per call
@@ -104,6 +107,21 @@ def test_one_run_writes_each_video_with_its_sidecar_and_a_rerun_skips_them(tiny,
     assert "wrote 0, skipped 4" in capsys.readouterr().out
     assert {n: (out / n).stat().st_mtime_ns for n in names} == before
     assert not list(out.glob(".*"))  # no temporary file left behind
+
+
+def test_an_interrupted_sidecar_leaves_the_old_one_and_nothing_else(tmp_path, monkeypatch):
+    job = Job(line=1, prompt="a red circle", negative=None, seed=0, frames=2, steps=2, guidance=9.0, height=64,
+              width=64, model="tiny", scheduler="ddim")
+    monkeypatch.setattr(batch, "export_to_video", lambda frames, path, **kw: open(path, "wb").close())  # no ffmpeg
+    batch.write(tmp_path, job, None, fps=8, seconds=1.0)
+    sidecar = tmp_path / f"{job.stem}.json"
+    old = sidecar.read_bytes()
+    assert json.loads(old)["prompt"] == "a red circle"
+    monkeypatch.setattr(Path, "write_bytes", fails_half_way(0))
+    with pytest.raises(OSError, match="injected"):
+        batch.write(tmp_path, job, None, fps=8, seconds=2.0)
+    assert sidecar.read_bytes() == old and not atomic.leftovers(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{job.stem}.json", f"{job.stem}.mp4"]
 
 
 def test_a_failing_prompt_is_reported_and_the_rest_go_on(tiny, tmp_path, capsys):

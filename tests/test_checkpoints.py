@@ -13,11 +13,20 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
-from t2vlab import TextToVideoPipeline
+from t2vlab import AutoencoderKL, CLIPTextEncoder, TextToVideoPipeline, UNet3DConditionModel
 from t2vlab.__main__ import main
-from t2vlab.original import make_tiny_original_checkpoint
-from t2vlab.weights import KNOWN_CHECKPOINTS, REAL_CHECKPOINT, hub_allow_patterns, hub_id_of, make_tiny_checkpoint
+from t2vlab.original import make_tiny_original_checkpoint, tiny_models
+from t2vlab.weights import (
+    KNOWN_CHECKPOINTS,
+    REAL_CHECKPOINT,
+    TINY_SIZES,
+    hub_allow_patterns,
+    hub_id_of,
+    load_components,
+    make_tiny_checkpoint,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAPSHOT = "0123456789abcdef0123456789abcdef01234567"
@@ -31,6 +40,20 @@ def tiny(tmp_path_factory):
 @pytest.fixture()
 def copy(tiny, tmp_path):
     return shutil.copytree(tiny, tmp_path / "ckpt")
+
+
+def test_the_tiny_checkpoint_is_its_seeds_models_written(tiny):
+    """The numbers every test on the tiny checkpoint sees: the seed, then the UNet, the VAE and the text encoder
+    drawn by from_config in that order (both layouts' makers draw them with original.tiny_models)."""
+    torch.manual_seed(0)  # the fixture's seed
+    expected = {"unet": UNet3DConditionModel.from_config(TINY_SIZES["unet"]),
+                "vae": AutoencoderKL.from_config(TINY_SIZES["vae"]),
+                "text_encoder": CLIPTextEncoder.from_config(TINY_SIZES["text_encoder"])}
+    loaded, built = load_components(tiny), tiny_models(TINY_SIZES, seed=0)
+    for name, model in expected.items():
+        a = model.state_dict()
+        for other in (loaded[name].state_dict(), built[name].state_dict()):
+            assert a.keys() == other.keys() and all(torch.equal(a[k], other[k]) for k in a), name
 
 
 # ------------------------------------------------------------------------ model_index.json variants

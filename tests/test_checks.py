@@ -34,6 +34,18 @@ def test_bounds_are_said_in_the_message():
     assert checks.number("s", 1, low=0, high=1, low_open=True) == 1.0
 
 
+def test_multiple_of_takes_integers_divisible_by_the_step():
+    assert checks.integer("height", 64, low=8, multiple_of=8) == 64
+    message = r"^height must be a positive integer divisible by 8, got 60 \(the VAE's downsampling\)$"
+    with pytest.raises(ValueError, match=message):
+        checks.integer("height", 60, low=8, multiple_of=8, hint=" (the VAE's downsampling)")
+    for bad in (0, 64.0, True):  # below the bound; a float; a bool (True % 1 == 0)
+        with pytest.raises(ValueError, match="divisible by"):
+            checks.integer("tile", bad, low=1, multiple_of=1 if bad is True else 8)
+    with pytest.raises(ValueError, match=r"overlap must be an integer divisible by 8 in \[0, 24\], got 32"):
+        checks.integer("overlap", 32, low=0, high=24, multiple_of=8)
+
+
 @pytest.mark.parametrize("v", [math.nan, math.inf, -math.inf, True, "1", None])
 def test_a_number_is_finite_and_not_a_bool(v):
     with pytest.raises(ValueError, match="x must be a finite number"):

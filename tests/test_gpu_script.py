@@ -4,12 +4,16 @@ tests/parity/test_gpu_script_parity.py.)"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
 from benchmarks.gpu import count_flops, peak_tflops, unet_flops_by_formula, write_docs
-from t2vlab import UNet3DConditionModel
+from t2vlab import UNet3DConditionModel, atomic
 from t2vlab.weights import TINY_UNET
+
+from .helpers import fails_half_way
 
 
 @pytest.mark.parametrize("frames, context_rows", [(3, 77), (2, 5)])
@@ -45,3 +49,14 @@ def test_write_docs_replaces_only_its_own_block(tmp_path):
     res["finetune"] = {"table": {"title": "4. LoRA step", "headers": ["variant", "peak"], "rows": [["t2vlab", "9"]]}}
     write_docs(res, doc)
     assert "4. LoRA step:" in doc.read_text() and "| t2vlab | 9 |" in doc.read_text()
+
+
+def test_an_interrupted_write_leaves_the_page_as_it_was(tmp_path, monkeypatch):
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text("# Benchmarks\n\nkept\n", encoding="utf-8")
+    res = {"meta": {"argv": ["benchmarks/gpu.py"], "device": "NVIDIA H200", "torch": "2.x"}}
+    monkeypatch.setattr(Path, "write_bytes", fails_half_way(0))
+    with pytest.raises(OSError, match="injected"):
+        write_docs(res, doc)
+    assert doc.read_text() == "# Benchmarks\n\nkept\n" and not atomic.leftovers(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["benchmarks.md"]

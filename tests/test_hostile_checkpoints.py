@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from t2vlab import TextToVideoPipeline
-from t2vlab.checkpoint import CheckpointError, load_weight_file
+from t2vlab.checkpoint import CheckpointError, check_state_dict, load_weight_file
 from t2vlab.text_encoder import CLIPTextEncoder
 from t2vlab.unet import UNet3DConditionModel
 from t2vlab.vae import AutoencoderKL
@@ -138,6 +138,14 @@ def test_tensor_problems_name_the_file_and_the_tensor(copy, change, words):
     assert str(copy / UNET_FILE) in str(e.value)
     for word in words:
         assert word in str(e.value)
+
+
+def test_many_problems_list_eight_of_each_kind_and_count_the_rest():
+    model = torch.nn.Sequential(*[torch.nn.Linear(1, 1) for _ in range(6)])  # 12 tensors: 0.bias ... 5.weight
+    with pytest.raises(CheckpointError) as e:
+        check_state_dict(model, {"extra": torch.zeros(1)}, "f.safetensors")
+    listed = "; ".join(f"{i}.{p}" for i in range(4) for p in ("bias", "weight"))
+    assert str(e.value).endswith(f": 12 missing tensors: {listed} (and 4 more) | 1 unexpected tensors: extra")
 
 
 def test_a_float16_tensor_in_a_float32_file_is_fine(copy):

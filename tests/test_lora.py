@@ -11,10 +11,10 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from t2vlab import TextToVideoPipeline, UNet3DConditionModel
+from t2vlab import TextToVideoPipeline, UNet3DConditionModel, atomic, lora
 from t2vlab.lora import LoRAError, LoRALinear, add_lora, lora_targets, remove_lora
 from t2vlab.weights import TINY_UNET
-from tests.helpers import rel_err
+from tests.helpers import fails_half_way, rel_err
 
 
 @pytest.fixture
@@ -133,3 +133,14 @@ def test_adapters_combine_switch_and_save(pipe, tmp_path):
     assert abs(run() - only_a).max() < 1e-6
     with pytest.raises(LoRAError, match="already loaded"):
         pipe.load_lora_weights(tmp_path, adapter_name="again")
+
+
+def test_an_interrupted_save_leaves_the_old_file_and_nothing_else(tmp_path, monkeypatch):
+    path = tmp_path / lora.LORA_WEIGHT_NAME
+    lora.save_lora_file(path, {"a.lora_A.weight": torch.ones(2, 4)}, {"r": 2})
+    old = path.read_bytes()
+    monkeypatch.setattr(lora.safetensors.torch, "save_file", fails_half_way())
+    with pytest.raises(OSError, match="injected"):
+        lora.save_lora_file(path, {"a.lora_A.weight": torch.zeros(2, 4)}, {"r": 2})
+    assert path.read_bytes() == old and [p.name for p in tmp_path.iterdir()] == [path.name]
+    assert not atomic.leftovers(tmp_path)

@@ -21,14 +21,12 @@ from t2vlab.__main__ import main
 from t2vlab.checkpoint import CheckpointError, ModelBase
 from t2vlab.original import (
     FILES,
-    TINY_TEXT,
-    TINY_UNET,
-    TINY_VAE,
+    TINY_SIZES,
     convert_original,
     is_original,
     load_original,
     make_tiny_original_checkpoint,
-    write_original,
+    tiny_models,
 )
 from t2vlab.safe_pickle import LazyTensor, Opaque, SafeReader, read_pickle
 from t2vlab.text_encoder import CLIPTextEncoder
@@ -55,12 +53,9 @@ def copy(tiny, tmp_path):
 
 
 # --------------------------------------------------------------------------------- names and shapes
-def test_writing_and_reading_the_original_layout_is_the_identity(tmp_path):
-    torch.manual_seed(0)
-    models = {"unet": UNet3DConditionModel.from_config(TINY_UNET), "vae": AutoencoderKL.from_config(TINY_VAE),
-              "text_encoder": CLIPTextEncoder.from_config(TINY_TEXT)}
-    write_original(tmp_path / "o", models)
-    loaded = load_original(tmp_path / "o")
+def test_writing_and_reading_the_original_layout_is_the_identity(tiny):
+    models = tiny_models(TINY_SIZES, seed=1)  # what the fixture's make_tiny_original_checkpoint(seed=1) wrote
+    loaded = load_original(tiny)
     for name, model in models.items():
         a, b = model.state_dict(), loaded[name].state_dict()
         assert a.keys() == b.keys()
@@ -226,32 +221,30 @@ def test_a_truncated_file_is_named(copy, component):
         TextToVideoPipeline.from_pretrained(copy)
 
 
-def test_a_missing_tensor_is_named_in_both_layouts(copy):
-    path = copy / FILES["vae"]
+TENSOR_PROBLEMS = {  # the file, its tensor, the tensor's new value (None: removed), the refusal naming both
+    "missing": ("vae", "first_stage_model.decoder.mid.attn_1.k.weight", None,
+                r"VQGAN_autoencoder\.pth.*missing.*decoder\.mid\.attn_1\.k\.weight "
+                r"\(t2vlab: decoder\.mid_block\.attentions\.0\.to_k\.weight\)"),  # in both layouts' names
+    "wrong shape": ("text_encoder", "transformer.resblocks.1.mlp.c_fc.weight", torch.zeros(100, 64),
+                    r"open_clip_pytorch_model\.bin.*resblocks\.1\.mlp\.c_fc\.weight: "
+                    r"file \(100, 64\) vs expected \(128, 64\)"),
+    "unexpected": ("unet", "fps_embedding.0.weight", torch.zeros(4, 4),
+                   r"unexpected tensors: fps_embedding\.0\.weight"),
+}
+
+
+@pytest.mark.parametrize("problem", list(TENSOR_PROBLEMS))
+def test_a_tensor_problem_is_named_with_its_file(copy, problem):
+    component, name, value, message = TENSOR_PROBLEMS[problem]
+    path = copy / FILES[component]
     obj = torch.load(path, weights_only=True)
-    del obj["state_dict"]["first_stage_model.decoder.mid.attn_1.k.weight"]
+    state = obj["state_dict"] if component == "vae" else obj  # the VAE's file is a training checkpoint
+    if value is None:
+        del state[name]
+    else:
+        state[name] = value
     torch.save(obj, path)
-    with pytest.raises(CheckpointError, match=r"VQGAN_autoencoder\.pth.*missing.*decoder\.mid\.attn_1\.k\.weight "
-                                              r"\(t2vlab: decoder\.mid_block\.attentions\.0\.to_k\.weight\)"):
-        TextToVideoPipeline.from_pretrained(copy)
-
-
-def test_a_wrong_shape_is_named(copy):
-    path = copy / FILES["text_encoder"]
-    state = torch.load(path, weights_only=True)
-    state["transformer.resblocks.1.mlp.c_fc.weight"] = torch.zeros(100, 64)
-    torch.save(state, path)
-    with pytest.raises(CheckpointError, match=r"open_clip_pytorch_model\.bin.*resblocks\.1\.mlp\.c_fc\.weight: "
-                                              r"file \(100, 64\) vs expected \(128, 64\)"):
-        TextToVideoPipeline.from_pretrained(copy)
-
-
-def test_an_unexpected_tensor_in_the_unet_file_is_named(copy):
-    path = copy / FILES["unet"]
-    state = torch.load(path, weights_only=True)
-    state["fps_embedding.0.weight"] = torch.zeros(4, 4)
-    torch.save(state, path)
-    with pytest.raises(CheckpointError, match=r"unexpected tensors: fps_embedding\.0\.weight"):
+    with pytest.raises(CheckpointError, match=message):
         TextToVideoPipeline.from_pretrained(copy)
 
 

@@ -32,6 +32,8 @@ from t2vlab.schedulers import SCHEDULER_CLASSES
 from t2vlab.video import export_to_video
 from t2vlab.weights import make_tiny_checkpoint
 
+from .helpers import VAE_TINY, fails_half_way
+
 DOCUMENTED = (ValueError, TypeError, FileNotFoundError, FileExistsError, IsADirectoryError, FloatingPointError,
               OutOfMemoryError)  # CheckpointError is a ValueError
 ROOT = Path(__file__).resolve().parents[1]
@@ -391,22 +393,20 @@ def test_make_tiny_checkpoint_keeps_an_existing_folder(tmp_path, monkeypatch):
     assert leftovers(tmp_path) == ["ckpt"] and (target / "mine.txt").read_text() == "keep me"
 
 
-def test_weight_file_interrupted_midway_leaves_no_partial_file(tmp_path, monkeypatch):
+@pytest.mark.parametrize("where", ["safetensors", "bin", "config.json"])
+def test_save_pretrained_interrupted_midway_leaves_the_old_files_and_nothing_else(tmp_path, monkeypatch, where):
     import safetensors.torch
 
-    model = t2vlab.CLIPTextEncoder.from_config(dict(hidden_size=8, intermediate_size=8, num_hidden_layers=1,
-                                                    num_attention_heads=1))
-    target = model.save_pretrained(tmp_path)
-    old = target.read_bytes()
-
-    def half_then_fail(state, filename, metadata=None):
-        Path(filename).write_bytes(b"\0" * 100)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(safetensors.torch, "save_file", half_then_fail)
-    with pytest.raises(KeyboardInterrupt):
-        model.save_pretrained(tmp_path)
-    assert leftovers(tmp_path) == ["config.json", target.name] and target.read_bytes() == old
+    model = t2vlab.AutoencoderKL.from_config(VAE_TINY)  # ModelBase's own save_pretrained
+    safe = where != "bin"
+    model.save_pretrained(tmp_path, safe_serialization=safe)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    writer = {"safetensors": (safetensors.torch, "save_file", 1), "bin": (torch, "save", 1),
+              "config.json": (Path, "write_bytes", 0)}[where]
+    monkeypatch.setattr(*writer[:2], fails_half_way(writer[2]))
+    with pytest.raises(OSError, match="injected"):
+        model.save_pretrained(tmp_path, safe_serialization=safe)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # byte for byte, and no partial file
 
 
 def test_export_to_video_does_not_overwrite_unless_asked(tmp_path):

@@ -12,12 +12,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import t2vlab.schedulers as ours
+from t2vlab import atomic
 from t2vlab.techniques.consistency import boundary_scalings
 
 from .helpers import SCHEDULER_CKPT as CKPT
 from .helpers import SCHEDULER_SHAPE as SHAPE
+from .helpers import fails_half_way, trajectory
 from .helpers import rel_err as rel
-from .helpers import trajectory
 
 CLASSES = list(ours.SCHEDULER_CLASSES)
 DPM = "DPMSolverMultistepScheduler"
@@ -113,6 +114,18 @@ def test_interface_details():
     d = ours.DPMSolverMultistepScheduler.from_config(CKPT)
     d.set_timesteps(25)
     d.step(torch.randn(SHAPE), d.timesteps[0], x, eta=0.3)  # eta accepted and ignored
+
+
+def test_save_pretrained_round_trips_and_an_interrupted_one_leaves_the_old_file(tmp_path, monkeypatch):
+    s = ours.DDIMScheduler.from_config(CKPT)
+    file = pathlib.Path(s.save_pretrained(tmp_path))
+    assert ours.DDIMScheduler.from_pretrained(tmp_path).config == s.config
+    old = file.read_bytes()
+    monkeypatch.setattr(pathlib.Path, "write_bytes", fails_half_way(0))
+    with pytest.raises(OSError, match="injected"):
+        ours.DDIMScheduler.from_config(CKPT, timestep_spacing="trailing").save_pretrained(tmp_path)
+    assert file.read_bytes() == old and [p.name for p in tmp_path.iterdir()] == [file.name]
+    assert not atomic.leftovers(tmp_path)
 
 
 def test_package_does_not_import_diffusers():

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from t2vlab import TextToVideoPipeline  # noqa: E402
+from t2vlab.atomic import atomic_file, write_text  # noqa: E402
 from t2vlab.noise import video_noise  # noqa: E402
 from t2vlab.notebook import video_rows  # noqa: E402
 from t2vlab.schedulers import DDPMScheduler, from_name  # noqa: E402
@@ -175,9 +175,8 @@ def save_png(fig, path, colors=64):
     fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
     plt.close(fig)
     image = Image.open(buffer).convert("RGB").quantize(colors=colors, method=Image.Quantize.MEDIANCUT)
-    tmp = path.with_suffix(".tmp.png")
-    image.save(tmp, optimize=True)
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:  # keeps the .png suffix, which PIL reads the format from
+        image.save(tmp, optimize=True)
 
 
 def render(out, only=None):
@@ -203,9 +202,7 @@ def render(out, only=None):
              "that it can be seen without running anything. Regenerate with `python tools/gallery.py`.", ""]
     for name, caption in entries:
         lines += [f"## {FIGURES[name].__doc__.strip()}", "", f"![{name}](gallery/{name}.png)", "", caption, ""]
-    tmp = out / "gallery.md.tmp"
-    tmp.write_text("\n".join(lines))
-    os.replace(tmp, out / "gallery.md")
+    write_text(out / "gallery.md", "\n".join(lines))
     return [out / "gallery" / f"{n}.png" for n in names]
 
 

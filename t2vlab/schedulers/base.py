@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..checks import is_number, number, positive_int
 from .config import BETA_SCHEDULES, PREDICTION_TYPES, TIMESTEP_SPACINGS, ConfigMixin
 
 
@@ -122,10 +123,9 @@ def check_step_args(model_output, timestep, sample, eta, generator):
     if model_output.shape != sample.shape:
         raise ValueError(f"model_output has shape {tuple(model_output.shape)} but sample has {tuple(sample.shape)}")
     t = timestep.item() if isinstance(timestep, torch.Tensor) and timestep.numel() == 1 else timestep
-    if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or abs(t) > 1e9:
+    if not is_number(t) or abs(t) > 1e9:
         raise ValueError(f"timestep must be one number from the schedule, got {timestep!r:.60}")
-    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0 <= eta <= 1:
-        raise ValueError(f"eta must be a number in [0, 1], got {eta!r:.60}")
+    number("eta", eta, low=0, high=1)
     if generator is not None and not isinstance(generator, (torch.Generator, list, tuple)):
         raise ValueError(f"generator must be a torch.Generator (or a list of them), got {type(generator).__name__}")
 
@@ -162,12 +162,11 @@ class Scheduler(ConfigMixin):
 
     # ---- timesteps and stepping ------------------------------------------------------------
     def set_timesteps(self, num_inference_steps: int, device=None):
-        T, n = self._cfg["num_train_timesteps"], num_inference_steps
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= T:
-            raise ValueError(f"num_inference_steps must be an integer in [1, num_train_timesteps={T}], got {n!r}")
-        self.num_inference_steps = int(n)
+        T = self._cfg["num_train_timesteps"]
+        n = positive_int("num_inference_steps", num_inference_steps, high=T, hint=f" (num_train_timesteps={T})")
+        self.num_inference_steps = n
         self._step_index = None
-        self._set_timesteps(int(n), device)
+        self._set_timesteps(n, device)
 
     def step(self, model_output, timestep, sample, eta: float = 0.0, generator=None, return_dict=True, **kwargs):
         """One denoising step: returns ``.prev_sample`` and ``.pred_original_sample`` (x0 estimate).

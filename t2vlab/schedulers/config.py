@@ -11,6 +11,9 @@ import json
 import os
 from collections.abc import Mapping
 
+from ..atomic import write_text
+from ..checks import integer
+
 CONFIG_NAME = "scheduler_config.json"
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
@@ -81,9 +84,7 @@ class ConfigMixin:
             if cfg[key] not in allowed:
                 raise NotImplementedError(f"{name}: {key}={cfg[key]!r} is not implemented in t2vlab "
                                           f"(supported: {allowed})")
-        T = cfg["num_train_timesteps"]
-        if isinstance(T, bool) or not isinstance(T, int) or not 2 <= T <= 100_000:
-            raise ValueError(f"num_train_timesteps must be an integer from 2 to 100000, got {T!r}")
+        integer("num_train_timesteps", cfg["num_train_timesteps"], low=2, high=100_000)
         self._cfg, self._explicit, self._hidden = cfg, set(config), {}
         return cfg
 
@@ -135,11 +136,9 @@ class ConfigMixin:
 
     def save_pretrained(self, folder) -> str:
         """Write ``scheduler_config.json`` in the diffusers format (readable by diffusers' classes)."""
-        os.makedirs(folder, exist_ok=True)
         data = {k: v for k, v in self.config.items() if k != "_use_default_values"}
         file = os.path.join(folder, CONFIG_NAME)
-        with open(file, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
+        write_text(file, json.dumps(data, indent=2, sort_keys=True))  # whole or not at all
         return file
 
     def __repr__(self):

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import atomic_folder
+from ..atomic import atomic_folder
 from ..pipeline import TextToVideoPipeline
 from ..schedulers import from_name
 from ..vae import AutoencoderKL

@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..checks import one_of
 from ..pipeline import TextToVideoPipeline
 from ..schedulers import DDPMScheduler
 from ..text_encoder import CLIPTextEncoder
@@ -138,12 +139,11 @@ def timestep_probabilities(scheduler, kind="uniform", cap=20.0):
     nearly pure noise) the loss barely cares, and a model learns colour in minutes but never ties
     motion to the words "left" or "right". "mixed" draws half the timesteps uniformly and half in
     proportion to (1 - abar) / abar, capped at ``cap`` (and at least 1): most of those at t > 700."""
+    one_of("timesteps", kind, ("uniform", "mixed"))
     n = scheduler.config["num_train_timesteps"]
     uniform = torch.full((n,), 1.0 / n)
     if kind == "uniform":
         return uniform
-    if kind != "mixed":
-        raise ValueError(f"timesteps must be 'uniform' or 'mixed', not {kind!r}")
     abar = scheduler.alphas_cumprod.double()
     w = ((1 - abar) / abar).clamp(1.0, cap)
     return (0.5 * uniform.double() + 0.5 * w / w.sum()).float()
@@ -186,8 +186,7 @@ def train_unet(unet, text_encoder, latents, caption_ids, ids, seconds, device, b
     every ``callback_every`` seconds (not counted in the budget). Returns the EMA copies and counts."""
     scheduler = DDPMScheduler.from_config(SCHEDULER_CONFIG)
     probabilities = timestep_probabilities(scheduler, timesteps)
-    if weighting not in ("eps", "x0"):
-        raise ValueError(f"weighting must be 'eps' or 'x0', not {weighting!r}")
+    one_of("weighting", weighting, ("eps", "x0"))
     weights = loss_weights(scheduler) if weighting == "x0" else None
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..checks import integer, one_of
 from ..display import show_video
 from ..schedulers import SCHEDULER_NAMES, from_name
 from ..video import export_to_video
@@ -132,8 +133,7 @@ class Result:
 def configure(pipe, settings) -> list[str]:
     """Set the scheduler and the memory options on ``pipe``; return notes on what could not be done."""
     notes = []
-    if settings.scheduler not in SCHEDULER_NAMES:
-        raise ValueError(f"unknown scheduler {settings.scheduler!r}; choose one of {', '.join(SCHEDULER_NAMES)}")
+    one_of("scheduler", settings.scheduler, SCHEDULER_NAMES)
     pipe.scheduler = from_name(settings.scheduler, pipe.scheduler.config)
     cuda = torch.cuda.is_available()
     if settings.fp16 and not cuda:
@@ -190,9 +190,7 @@ def check_settings(settings, factor=8):
     if not settings.prompt.strip():
         raise ValueError("the prompt is empty: describe the video you want")
     for name in ("height", "width"):
-        v = getattr(settings, name)
-        if v < factor or v % factor:
-            raise ValueError(f"{name} must be divisible by {factor} (the VAE's downsampling), got {v}")
+        integer(name, getattr(settings, name), low=factor, multiple_of=factor, hint=" (the VAE's downsampling)")
 
 
 def generate(pipe, settings, on_step=None, out_dir=None, record=True) -> Result:
