@@ -344,8 +344,8 @@ def _compel_operator(text, strict):
     return Blend(targets, weights, normalize) if m.group(1) == "blend" else Conjunction(targets, weights)
 
 
-def _matching_bracket(text):
-    """Index of the ")" that closes text[0] == "(", skipping escapes and quoted text; None when none does."""
+def _unquoted(text):
+    """(index, character, bracket depth after it) of each character of ``text`` outside escapes and quotes."""
     depth, quoted, k = 0, False, 0
     while k < len(text):
         c = text[k]
@@ -354,31 +354,21 @@ def _matching_bracket(text):
             continue
         if c == '"':
             quoted = not quoted
-        elif not quoted and c in "()":
-            depth += 1 if c == "(" else -1
-            if depth == 0:
-                return k
+        elif not quoted:
+            depth += (c == "(") - (c == ")")
+            yield k, c, depth
         k += 1
-    return None
+
+
+def _matching_bracket(text):
+    """Index of the ")" that closes text[0] == "(", skipping escapes and quoted text; None when none does."""
+    return next((k for k, c, depth in _unquoted(text) if c == ")" and depth == 0), None)
 
 
 def _split_targets(inner):
     """The comma-separated prompts of a blend or and, commas inside brackets and quotes kept."""
-    parts, depth, quoted, start, k = [], 0, False, 0, 0
-    while k < len(inner):
-        c = inner[k]
-        if c == "\\":
-            k += 2
-            continue
-        if c == '"':
-            quoted = not quoted
-        elif not quoted and c in "()":
-            depth += 1 if c == "(" else -1
-        elif not quoted and depth == 0 and c == ",":
-            parts.append(inner[start:k])
-            start = k + 1
-        k += 1
-    return parts + [inner[start:]]
+    cuts = [k for k, c, depth in _unquoted(inner) if c == "," and depth == 0]
+    return [inner[i + 1:j] for i, j in zip([-1, *cuts], [*cuts, len(inner)])]
 
 
 class _CompelReader:
