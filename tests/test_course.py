@@ -5,7 +5,6 @@ exercise cells are registered, each followed by its check."""
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import pytest
@@ -13,23 +12,9 @@ import torch
 
 from t2vlab import course
 from t2vlab.course import EXERCISES, ExerciseMistake, check
+from tests.course_mistakes import MISTAKES
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-
-
-# --------------------------------------------------------------------- typical mistakes, per exercise
-def attention_no_scale(q, k, v):
-    return (q @ k.transpose(-2, -1)).softmax(-1) @ v
-
-
-def attention_softmax_over_queries(q, k, v):
-    return (q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])).softmax(-2) @ v
-
-
-MISTAKES = {  # key -> [(a learner's wrong function, what the check must say)]
-    "04.attention": [(attention_no_scale, "without the 1/sqrt\\(d\\) scale"),
-                     (attention_softmax_over_queries, "softmax over the queries")],
-}
 
 
 @pytest.mark.parametrize("key", sorted(EXERCISES))
