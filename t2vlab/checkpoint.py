@@ -329,12 +329,13 @@ class ModelBase(nn.Module):
         """Rename the tensors of another file layout to this model's names (default: none)."""
         return state
 
-    def save_pretrained(self, folder, variant=None, safe_serialization=True):
+    def save_pretrained(self, folder, variant=None, safe_serialization=True, state_dict=None):
+        """config.json and the weights; ``state_dict``: the tensors to write (default: the model's own)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         data = config_to_dict(self.config, type(self).__name__)
         (folder / self.config_filename()).write_text(json.dumps(data, indent=2) + "\n")
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        state = {k: v.detach().contiguous().cpu() for k, v in (state_dict or self.state_dict()).items()}
         stem = self.weight_stems[0] if safe_serialization else self.weight_stems[-1]
         target = folder / add_variant(f"{stem}.{'safetensors' if safe_serialization else 'bin'}", variant)
         tmp = target.with_name(target.name + ".partial")

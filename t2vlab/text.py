@@ -442,10 +442,10 @@ class CLIPTextEncoder(ModelBase):
             return {cls.prefix + k: v for k, v in state.items()}
         return state
 
-    def save_pretrained(self, folder, variant=None, safe_serialization=True):
+    def save_pretrained(self, folder, variant=None, safe_serialization=True, state_dict=None):
         """Weights as ``model[.variant].safetensors`` (or ``pytorch_model.bin``) with the published
         names, and a config.json that transformers' ``CLIPTextModel.from_pretrained`` reads."""
-        target = super().save_pretrained(folder, variant=variant, safe_serialization=safe_serialization)
+        target = super().save_pretrained(folder, variant, safe_serialization, state_dict)
         config = {"architectures": ["CLIPTextModel"], "model_type": "clip_text_model",
                   **dataclasses.asdict(self.config)}
         (Path(folder) / self.config_filename()).write_text(json.dumps(config, indent=2) + "\n")

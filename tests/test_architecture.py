@@ -17,13 +17,14 @@ PACKAGE = Path(__file__).resolve().parents[1] / "t2vlab"
 # lowest first; a module belongs to the first layer with a prefix of its name
 LAYERS = [
     ("facts and tensor helpers", ["t2vlab.configs", "t2vlab.frames", "t2vlab.noise", "t2vlab.checks",
-                                  "t2vlab.atomic"]),
+                                  "t2vlab.atomic", "t2vlab.outputs"]),
     ("building blocks and files", ["t2vlab.attention", "t2vlab.resnet", "t2vlab.checkpoint", "t2vlab.safe_pickle",
                                    "t2vlab.video", "t2vlab.lora"]),
     ("techniques", ["t2vlab.techniques"]),
     ("models and schedulers", ["t2vlab.unet", "t2vlab.vae", "t2vlab.text", "t2vlab.schedulers"]),
-    ("where weights come from", ["t2vlab.weights", "t2vlab.original"]),
-    ("the method", ["t2vlab.guards", "t2vlab.technique_switches", "t2vlab.memory_switches", "t2vlab.compiled",
+    ("where weights come from", ["t2vlab.weights", "t2vlab.original", "t2vlab.saving"]),
+    ("the method", ["t2vlab.guards", "t2vlab.callbacks", "t2vlab.technique_switches", "t2vlab.memory_switches",
+                    "t2vlab.compiled",
                     "t2vlab.pipeline",
                     "t2vlab.video_to_video", "t2vlab.lora_loading"]),
     ("what people run", ["t2vlab.notebook", "t2vlab.widgets", "t2vlab.toy", "t2vlab.batch", "t2vlab.finetune",
