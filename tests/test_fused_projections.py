@@ -115,3 +115,14 @@ def test_lora_adapted_projections_are_refused_and_a_lora_put_on_after_fusing_act
         unet.unfuse_qkv_projections()
         with_lora = unet(x, t, text)
     assert rel_err(with_lora_fused, with_lora) <= RTOL
+
+
+def test_the_fused_unet_still_traces_as_one_graph(pipe):
+    """The compiled path (t2vlab.compiled) holds whole with fused projections: no graph break."""
+    torch._dynamo.reset()
+    pipe.unet.fuse_qkv_projections()
+    x, t, text = unet_inputs(pipe.unet)
+    with torch.no_grad():
+        explained = torch._dynamo.explain(pipe.unet)(x, t, text)
+    assert explained.graph_break_count == 0, explained.break_reasons
+    torch._dynamo.reset()

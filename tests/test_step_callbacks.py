@@ -168,11 +168,12 @@ def lora_pipe():
 
 def test_a_lora_scale_in_cross_attention_kwargs_acts_for_that_call_only(lora_pipe):
     plain_lora = run(lora_pipe)
+    weights = {path: dict(layer.scale) for path, layer in lora_layers(lora_pipe.unet).items()}
     scaled = run(lora_pipe, cross_attention_kwargs={"scale": 0.7})
+    assert {path: layer.scale for path, layer in lora_layers(lora_pipe.unet).items()} == weights  # put back exactly
+    assert torch.equal(run(lora_pipe), plain_lora)  # only for that call
     lora_pipe.set_lora_scale(0.7)
     assert torch.equal(scaled, run(lora_pipe))  # the same as setting the adapter's weight to 0.7
-    lora_pipe.set_lora_scale(1.0)
-    assert torch.equal(run(lora_pipe), plain_lora)  # and only for that call
     assert not torch.equal(scaled, plain_lora)
     off = run(lora_pipe, cross_attention_kwargs={"scale": 0.0})
     lora_pipe.unload_lora_weights()
