@@ -75,6 +75,11 @@ class StepCallbacks:
         self.tensor_inputs = tuple(DEFAULT_TENSOR_INPUTS if tensor_inputs is None else tensor_inputs)
         self.callback, self.callback_steps = callback, callback_steps or 1
 
+    @classmethod
+    def of(cls, callback_on_step_end):
+        """A call's ``StepCallbacks`` as they are, or a plain ``callback_on_step_end`` (or None) wrapped."""
+        return callback_on_step_end if isinstance(callback_on_step_end, cls) else cls(callback_on_step_end)
+
     def __bool__(self):
         return self.on_step_end is not None or self.callback is not None
 

@@ -269,8 +269,7 @@ class TextToVideoPipeline(TechniqueSwitches, MemorySwitches, CompiledPath, LoraL
         finite latents only, so the guard reads its flags at every step when there are any).
         ``callback_on_step_end``: a callable, or the call's ``callbacks.StepCallbacks``; ``conditioning``: the
         loop's ``Conditioning``, whose context and guidance the callback sees and may change."""
-        callbacks = callback_on_step_end if isinstance(callback_on_step_end, StepCallbacks) else \
-            StepCallbacks(callback_on_step_end)
+        callbacks = StepCallbacks.of(callback_on_step_end)
         watch = FiniteWatch(total_steps, guidance_scale, every=1 if callbacks else None)
         return [watch, callbacks.hook(self, conditioning)] if callbacks else [watch]
 
