@@ -63,6 +63,8 @@ def test_a_saved_pipeline_and_its_fp16_variant_load_in_diffusers_with_the_same_f
     assert expected.std() > 0.01  # a non-trivial video
     assert np.abs(frames(theirs(folder)) - expected).max() <= ATOL
     np.testing.assert_array_equal(frames(TextToVideoPipeline.from_pretrained(folder)), expected)  # back: exactly
+    pickled = pipe.save_pretrained(tmp_path / "bin", safe_serialization=False)  # .bin, as diffusers writes them
+    assert np.abs(frames(theirs(pickled)) - expected).max() <= ATOL
 
     half = TextToVideoPipeline.from_pipe(tiny_pipe(seed=11, std=0.2))
     for model, seed in ((half.vae, 12), (half.text_encoder, 13)):
