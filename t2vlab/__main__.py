@@ -1,4 +1,7 @@
-"""python -m t2vlab "a prompt" --out video.mp4 — generate one video from the command line.
+"""t2vlab "a prompt" --out video.mp4 — generate one video from the command line.
+
+``t2vlab`` is the console script that ``pip install`` puts on the PATH (``[project.scripts]``); ``python -m t2vlab``
+is the same program. Each command has its ``--help``.
 
 python -m t2vlab batch PROMPTS --out DIR [--model ...] [options] — one video per line of a prompts file
 (text or JSON lines), resumable, shared between processes under ``accelerate launch`` (``t2vlab.batch``).
@@ -70,8 +73,17 @@ def size_arg(text):
         raise argparse.ArgumentTypeError(f"expected positive sizes, got {text!r}") from None
 
 
+COMMANDS = """commands (each with --help):
+  t2vlab PROMPT [options]          generate a video (these options)
+  t2vlab batch PROMPTS --out DIR   one video per line of a prompts file, resumable, shared between processes
+  t2vlab finetune --data CLIPS ... train a LoRA on your own captioned clips
+  t2vlab convert ORIGINAL OUT      write a checkpoint in the original ModelScope layout in the published one
+python -m t2vlab is the same program; a prompt that is one of these words: t2vlab -- batch"""
+
+
 def parse_args(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m t2vlab", description="Generate a video from a text prompt.")
+    ap = argparse.ArgumentParser(prog="t2vlab", description="Generate a video from a text prompt.", epilog=COMMANDS,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("prompt", help="what the video should show")
     ap.add_argument("--out", default="video.mp4", help="output file, .mp4 or .gif (default: video.mp4)")
     ap.add_argument("--model", default=None,
@@ -177,7 +189,7 @@ def load(args, model=None, cls=TextToVideoPipeline):
 
 
 def parse_convert_args(argv):
-    ap = argparse.ArgumentParser(prog="python -m t2vlab convert", description=(
+    ap = argparse.ArgumentParser(prog="t2vlab convert", description=(
         "Convert a checkpoint in the original ModelScope layout (configuration.json, text2video_pytorch_model.pth, "
         "VQGAN_autoencoder.pth, open_clip_pytorch_model.bin) to the published layout (safetensors)."))
     ap.add_argument("original", help="folder in the original layout")

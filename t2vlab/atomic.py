@@ -131,3 +131,29 @@ def remove_leftovers(folder, name=None) -> list[Path]:
     for p in gone:
         shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
     return gone
+
+
+@contextlib.contextmanager
+def atomic_merge(path):
+    """Like ``atomic_folder`` for a folder that may already exist: yield a temporary sibling folder to fill. When
+    the block ends without an exception, a ``path`` that does not exist becomes that folder (whole or not at all);
+    an existing folder receives its files one rename each (each file whole or not at all), replacing files of the
+    same names and leaving every other file as it was: how a second variant joins a checkpoint folder. An exception
+    removes the temporary folder and leaves ``path`` as it was."""
+    path = Path(path)
+    if not os.path.lexists(path):
+        with atomic_folder(path) as tmp:
+            yield tmp
+        return
+    if not path.is_dir():
+        raise NotADirectoryError(f"{path} exists and is not a folder")
+    prefix, _ = _temporary_name(path)
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=path.parent))
+    try:
+        yield tmp
+        for src in sorted(p for p in tmp.rglob("*") if p.is_file()):
+            target = path / src.relative_to(tmp)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(src, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -319,12 +319,13 @@ class ModelBase(nn.Module):
         """What ``save_pretrained`` writes as config.json (a subclass adds the keys its other readers expect)."""
         return config_to_dict(self.config, type(self).__name__)
 
-    def save_pretrained(self, folder, variant=None, safe_serialization=True):
+    def save_pretrained(self, folder, variant=None, safe_serialization=True, state_dict=None):
         """Write ``config.json`` and the weight file into ``folder``; each appears whole or not at all
-        (``t2vlab.atomic``: written beside the target, then renamed). Returns the weight file's path."""
+        (``t2vlab.atomic``: written beside the target, then renamed). ``state_dict``: the tensors to write
+        (default: the model's own). Returns the weight file's path."""
         folder = Path(folder)
         write_text(folder / self.config_filename(), json.dumps(self.config_dict(), indent=2) + "\n")
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        state = {k: v.detach().contiguous().cpu() for k, v in (state_dict or self.state_dict()).items()}
         stem = self.weight_stems[0] if safe_serialization else self.weight_stems[-1]
         target = folder / add_variant(f"{stem}.{'safetensors' if safe_serialization else 'bin'}", variant)
         with atomic_file(target) as tmp:

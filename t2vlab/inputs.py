@@ -122,15 +122,50 @@ def _one_video(video, name) -> np.ndarray:
     return _as_rgb_float(arr, name)
 
 
+def frames_last(video, name: str = "video"):
+    """A video array or tensor with its colour channels last: diffusers' channels-first video tensors, one video
+    (F, 3, H, W) or a batch (B, F, 3, H, W) (or a list of (F, 3, H, W)), become (F, H, W, 3) / (B, F, H, W, 3).
+
+    Told apart by which axis has 3 entries: the channel axis of the channels-first layout (axis 1 of one video,
+    2 of a batch) or the last axis. Last axis 3, channel axis not: channels last already, returned as it is.
+    Channel axis 3, last axis not: channels first, moved last. Both 3 (frames 3 pixels high, or 3 wide): either
+    layout fits, so it is refused naming the shape. Neither: returned as it is, for the reader to refuse (grey,
+    RGBA and other channel counts have their own messages). Anything else (files, lists of frames, PIL images)
+    is returned as it is.
+    """
+    if isinstance(video, (list, tuple)):
+        return type(video)(frames_last(v, f"{name}[{i}]") if _is_array(v) and v.ndim == 4 else v
+                           for i, v in enumerate(video))
+    if not (_is_array(video) and video.ndim in (4, 5)):
+        return video
+    channel_axis = video.ndim - 3  # (F, C, H, W) or (B, F, C, H, W)
+    first, last = video.shape[channel_axis] == 3, video.shape[-1] == 3
+    if first and last:
+        raise ValueError(f"{name}: shape {tuple(video.shape)} reads both as channels last (..., H, W, 3), frames 3 "
+                         f"pixels high, and as channels first (..., 3, H, W), frames 3 pixels wide; the layout cannot "
+                         f"be told (frames for the model are at least 8 pixels a side)")
+    if not first:
+        return video
+    order = (*range(channel_axis), *range(channel_axis + 1, video.ndim), channel_axis)  # channels to the end
+    return video.permute(*order) if is_tensor(video) else video.transpose(order)
+
+
+def _is_array(v) -> bool:
+    return isinstance(v, np.ndarray) or is_tensor(v)
+
+
+
 def video_input(video, name: str = "video") -> np.ndarray:
     """What a user passes as a video -> float32 pixels (videos, frames, height, width, 3) in [0, 1].
 
     One video: a list of frames (arrays or tensors (H, W, 3), PIL images), an array or tensor
     (F, H, W, 3) (uint8, or float in [0, 1]), or a path to a video file (.mp4, .gif, whatever imageio
     reads). Several videos: an array or tensor (B, F, H, W, 3), such as a pipeline's ``.frames``, or a
-    list of videos. Grey-scale, RGBA, mixed frame sizes, empty videos and unreadable files are
-    refused with a ValueError (FileNotFoundError for a missing file) naming ``name``.
+    list of videos. Arrays and tensors may also come channels first, as diffusers' video tensors do ((F, 3, H, W),
+    (B, F, 3, H, W); told apart by ``frames_last``). Grey-scale, RGBA, mixed frame sizes, empty videos and
+    unreadable files are refused with a ValueError (FileNotFoundError for a missing file) naming ``name``.
     """
+    video = frames_last(video, name)
     if (isinstance(video, np.ndarray) or is_tensor(video)) and video.ndim == 5:
         if video.shape[0] == 0:
             raise ValueError(f"{name}: an empty batch of videos (shape {tuple(video.shape)})")

@@ -12,6 +12,7 @@ trained with diffusers + peft loads here, and ours loads there.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from .lora import (
@@ -107,6 +108,21 @@ class LoraLoaderMixin:
             if name not in self.get_list_adapters()["unet"]:
                 raise LoRAError(f"no adapter named {name!r}; loaded: {self.get_list_adapters()['unet']}")
             remove_lora(self.unet, name)
+
+    @contextlib.contextmanager
+    def scaled_lora(self, cross_attention_kwargs=None):
+        """diffusers' ``cross_attention_kwargs={"scale": s}``: every adapter's weight times s for the duration (one
+        call), then the weights exactly as they were (checked by ``guards.check_cross_attention_kwargs``)."""
+        scale = (cross_attention_kwargs or {}).get("scale", 1.0)
+        layers = lora_layers(self.unet) if scale != 1.0 else {}
+        before = {path: dict(layer.scale) for path, layer in layers.items()}
+        for layer in layers.values():
+            layer.scale = {name: weight * scale for name, weight in layer.scale.items()}
+        try:
+            yield
+        finally:
+            for path, layer in layers.items():
+                layer.scale = before[path]
 
     def save_lora_weights(self, save_directory, adapter_name=None, weight_name=LORA_WEIGHT_NAME):
         """Write one adapter (default: the only one) as ``save_directory/weight_name`` in diffusers' format."""
