@@ -37,8 +37,9 @@ from .memory_switches import MemorySwitches
 from .noise import video_noise
 from .technique_switches import TechniqueSwitches
 from .techniques import prompt_travel
+from .techniques.consistency import guidance_scale_embedding
 from .techniques.keyframes import anchor_first_frame
-from .weights import load_components, recommended_settings, resolve_checkpoint
+from .weights import adapter_settings, load_components, recommended_settings, resolve_checkpoint
 
 
 @dataclass
@@ -68,6 +69,7 @@ class TextToVideoPipeline(TechniqueSwitches, MemorySwitches, CompiledPath, LoraL
         self.prompt_interpolation_callback = None  # prompt travel's rule between keyframes; None: linear
         self.compiled = None  # {"mode", "backend", "vae"} while compiled (t2vlab.compiled)
         self.first_call_seconds = None  # the last warm_up's timings, {"unet": s, "vae": s}
+        self.lora_sources = {}  # adapter name -> where load_lora_weights read it: (Hub id, file or folder) or a path
 
     @classmethod
     def from_pretrained(cls, repo_id_or_path="toy", torch_dtype=None, variant=None, device=None,
@@ -83,12 +85,15 @@ class TextToVideoPipeline(TechniqueSwitches, MemorySwitches, CompiledPath, LoraL
         memory), with its offload and progress-bar settings: ``VideoToVideoPipeline.from_pipe(pipe)``."""
         new = cls(pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.scheduler, pipe.name_or_path)
         new.offload_device, new.progress_bar_config = pipe.offload_device, dict(pipe.progress_bar_config)
+        new.lora_sources = pipe.lora_sources  # the same UNet, so the same adapters: one record of them
         return new
 
     @property
     def recommended(self):
-        """The size, frames, steps, sampler and a sample prompt this checkpoint is meant for."""
-        return recommended_settings(self.name_or_path, self.unet.config, self.vae.spatial_factor)
+        """The size, frames, steps, sampler and a sample prompt this checkpoint is meant for; with a known distilled
+        adapter loaded and active (MCM, T2V-Turbo: ``weights.KNOWN_ADAPTERS``), its sampler, steps and guidance."""
+        checkpoint = recommended_settings(self.name_or_path, self.unet.config, self.vae.spatial_factor)
+        return adapter_settings(checkpoint, self.active_lora_sources())
 
     # ---------------------------------------------------------------------------- placement
     @property
@@ -173,13 +178,25 @@ class TextToVideoPipeline(TechniqueSwitches, MemorySwitches, CompiledPath, LoraL
             raise ValueError(f"latents: expected shape {shape} for these arguments, got {tuple(latents.shape)}")
         return latents.to(device=device, dtype=dtype) * self.scheduler.init_noise_sigma
 
+    def classifier_free_guidance(self, guidance_scale) -> bool:
+        """Whether guidance runs as two UNet passes: for ``guidance_scale`` > 1, unless the UNet embeds the guidance
+        scale (``time_cond_proj_dim``: a consistency-distilled UNet takes w as an input and runs once per step)."""
+        return guidance_scale > 1.0 and self.unet.config.time_cond_proj_dim is None
+
+    def guidance_condition(self, guidance_scale, batch):
+        """The UNet's ``timestep_cond``: for a UNet that embeds the guidance scale, w = ``guidance_scale`` as LCM's
+        sin/cos embedding (batch, time_cond_proj_dim) (``techniques.consistency``); None for any other UNet."""
+        dim = self.unet.config.time_cond_proj_dim
+        return None if dim is None else guidance_scale_embedding(torch.full((batch,), float(guidance_scale)), dim)
+
     def predict_noise(self, unet, x, t, context, guidance_scale):
         """The UNet's noise estimate at t, with classifier-free guidance when ``guidance_scale`` > 1:
-        one call on [x, x] with [uncond, cond], then eps = eps_u + g * (eps_c - eps_u)."""
-        guided = guidance_scale > 1.0
+        one call on [x, x] with [uncond, cond], then eps = eps_u + g * (eps_c - eps_u). A UNet that embeds the
+        guidance scale instead gets it as ``timestep_cond`` and runs once (``guidance_condition``)."""
+        guided = self.classifier_free_guidance(guidance_scale)
         x_in = self.scheduler.scale_model_input(torch.cat([x, x]) if guided else x, t)
         with torch.no_grad():
-            eps = unet(x_in, t, context)
+            eps = unet(x_in, t, context, timestep_cond=self.guidance_condition(guidance_scale, len(x_in)))
         if not guided:
             return eps
         eps_uncond, eps_cond = eps.chunk(2)
@@ -262,7 +279,8 @@ class TextToVideoPipeline(TechniqueSwitches, MemorySwitches, CompiledPath, LoraL
         anchored to it with weight ``image_strength`` (``techniques.keyframes``; height, width: the image's).
 
         0. read the image, check every argument (``guards.check_generation_args``), before any work;
-        1. encode the prompt and, for classifier-free guidance, the negative prompt -> context (with a
+        1. encode the prompt and, for classifier-free guidance, the negative prompt -> context (none for a UNet
+           that embeds the guidance scale: it runs once per step, w as its ``timestep_cond``) (with a
            dict {frame: text}, one text per frame: ``techniques.prompt_travel``);
         2. choose the timesteps, draw the starting noise (B, 4, F, H/8, W/8) (rescheduled with FreeNoise);
            with an image, anchor frame 0 (a step hook);
@@ -277,7 +295,7 @@ class TextToVideoPipeline(TechniqueSwitches, MemorySwitches, CompiledPath, LoraL
             generator, latents, prompt_embeds, negative_prompt_embeds, output_type, callback_on_step_end,
             num_videos_per_prompt, noise_shared_ratio, None if pixels is None else pixels.shape[:2], image_strength)
         with explain_out_of_memory(self, videos, num_frames, height, width, num_inference_steps):
-            device, guided = self.device, guidance_scale > 1.0
+            device, guided = self.device, self.classifier_free_guidance(guidance_scale)
             if prompt_travel.is_travel(prompt, negative_prompt):  # a text per frame: (B, F, 77, D)
                 cond, uncond = prompt_travel.encode_prompt_travel(
                     self, prompt, negative_prompt, num_frames, device, num_videos_per_prompt, guided, clip_skip,

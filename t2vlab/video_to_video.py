@@ -131,7 +131,7 @@ class VideoToVideoPipeline(TextToVideoPipeline):
         if latents is not None and tuple(latents.shape) != shape:
             raise ValueError(f"latents: the noise for this video must have shape {shape}, got {tuple(latents.shape)}")
         with explain_out_of_memory(self, prompts, frames, height, width, num_inference_steps):
-            device, guided = self.device, guidance_scale > 1.0
+            device, guided = self.device, self.classifier_free_guidance(guidance_scale)
             cond, uncond = self.encode_prompt(prompt, device, 1, guided, negative_prompt, prompt_embeds,
                                               negative_prompt_embeds, clip_skip)
             context = torch.cat([uncond, cond]) if guided else cond
