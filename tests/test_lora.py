@@ -495,9 +495,9 @@ def _adapted(config):
 
 def test_a_crafted_pattern_is_never_run_as_a_regular_expression(tmp_path):
     """peft runs rank_pattern/alpha_pattern keys as regular expressions; one built to backtrack, ((\\w|\\.)*)*Z,
-    takes exponentially many steps in a layer path's length (18 characters: 0.2 s; a UNet path has 56: years). Here a pattern is a layer name, compared as a
-    string: the load is refused at once. Run in a child process so that a hang fails the test instead of
-    stalling the suite."""
+    takes exponentially many steps in a layer path's length (18 characters: 0.2 s; a UNet path has 56: years;
+    cc713dc's loader still ran at the 120 s timeout). Here a pattern is a layer name, compared as a string: the
+    load is refused at once. Run in a child process so that a hang fails the test instead of stalling the suite."""
     script = textwrap.dedent(f"""
         import torch
         from t2vlab import UNet3DConditionModel
