@@ -185,7 +185,9 @@ class TextToVideoPipeline(TechniqueSwitches, MemorySwitches, CompiledPath, LoraL
 
     def guidance_condition(self, guidance_scale, batch):
         """The UNet's ``timestep_cond``: for a UNet that embeds the guidance scale, w = ``guidance_scale`` as LCM's
-        sin/cos embedding (batch, time_cond_proj_dim) (``techniques.consistency``); None for any other UNet."""
+        sin/cos embedding (batch, time_cond_proj_dim) (``techniques.consistency``); None for any other UNet.
+        w is ``guidance_scale`` itself, as T2V-Turbo's pipeline passes it (diffusers' LatentConsistencyModelPipeline
+        passes ``guidance_scale - 1``: for a UNet distilled that way, ask for one more)."""
         dim = self.unet.config.time_cond_proj_dim
         return None if dim is None else guidance_scale_embedding(torch.full((batch,), float(guidance_scale)), dim)
 
