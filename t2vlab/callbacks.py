@@ -38,14 +38,17 @@ DEFAULT_TENSOR_INPUTS = ("latents", "pred_original_sample")
 @dataclass
 class Conditioning:
     """What the UNet is conditioned on at each step of ``denoise``: the text ``context`` ([uncond; cond] under
-    guidance) and ``guidance_scale`` (> 1: classifier-free guidance). Read afresh at every step."""
+    guidance) and ``guidance_scale`` (> 1: classifier-free guidance, unless ``guidance_embedded``: a UNet that
+    takes the scale as an input runs once on the cond context). Read afresh at every step."""
 
     context: torch.Tensor
     guidance_scale: float
+    guidance_embedded: bool = False
 
     @property
     def guided(self) -> bool:
-        return self.guidance_scale > 1.0
+        """Whether the context is [uncond; cond] and each step runs the UNet on both halves."""
+        return self.guidance_scale > 1.0 and not self.guidance_embedded
 
     @property
     def negative(self):
@@ -57,9 +60,11 @@ class Conditioning:
         return self.context.dtype
 
 
-def as_conditioning(context, guidance_scale) -> Conditioning:
+def as_conditioning(context, guidance_scale, guidance_embedded=False) -> Conditioning:
     """``context`` as it is if it is a Conditioning already, else wrapped with ``guidance_scale``."""
-    return context if isinstance(context, Conditioning) else Conditioning(context, guidance_scale)
+    if isinstance(context, Conditioning):
+        return context
+    return Conditioning(context, guidance_scale, guidance_embedded)
 
 
 class StepCallbacks:

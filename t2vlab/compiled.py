@@ -87,16 +87,18 @@ class CompiledPath:
         height, width = height or rec.height, width or rec.width
         num_frames = num_frames or rec.num_frames
         f, c = self.vae_scale_factor, self.unet.config.in_channels
-        batch = num_videos * (2 if guidance_scale > 1.0 else 1)
+        guided = self.classifier_free_guidance(guidance_scale)  # False for a UNet that embeds the guidance scale
+        batch = num_videos * (2 if guided else 1)
         dtype, device = self.unet.dtype, self.device
         x = torch.zeros(batch, c, num_frames, height // f, width // f, dtype=dtype, device=device)
-        cond, uncond = self.encode_prompt("", device, num_videos, guidance_scale > 1.0)
+        cond, uncond = self.encode_prompt("", device, num_videos, guided)
         context = cond if uncond is None else torch.cat([uncond, cond])  # (batch, 77, D), as the loop's
         seconds = {}
         with torch.no_grad():
             with self.running(self.unet) as unet:
                 start = time.perf_counter()
-                unet(x, torch.tensor(999, device=device), context)
+                unet(x, torch.tensor(999, device=device), context,
+                     timestep_cond=self.guidance_condition(guidance_scale, batch))
                 seconds["unet"] = time.perf_counter() - start
             if self.vae is not None:
                 start = time.perf_counter()

@@ -231,7 +231,8 @@ def check_cross_attention_kwargs(pipe, kwargs):
 
 def check_text_encoder(pipe, prompt, guidance_scale, negative_prompt_embeds):
     """A pipeline without a text encoder (or tokenizer) runs from embeddings only: say which is missing."""
-    needs_text = prompt is not None or (guidance_scale > 1.0 and negative_prompt_embeds is None)
+    needs_negative = pipe.classifier_free_guidance(guidance_scale) and negative_prompt_embeds is None
+    needs_text = prompt is not None or needs_negative
     missing = [name for name in ("text_encoder", "tokenizer") if getattr(pipe, name) is None]
     if needs_text and missing:
         what = "prompt" if prompt is not None else "negative_prompt (guidance_scale > 1 needs negative_prompt_embeds)"

@@ -40,8 +40,9 @@ from .outputs import Output
 from .saving import save_pipeline
 from .technique_switches import TechniqueSwitches
 from .techniques import prompt_travel
+from .techniques.consistency import guidance_scale_embedding
 from .techniques.keyframes import anchor_first_frame
-from .weights import OPTIONAL_COMPONENTS, load_components, recommended_settings, resolve_checkpoint
+from .weights import OPTIONAL_COMPONENTS, adapter_settings, load_components, recommended_settings, resolve_checkpoint
 
 
 @dataclass
@@ -81,6 +82,7 @@ class TextToVideoPipeline(TechniqueSwitches, MemorySwitches, CompiledPath, LoraL
         self.first_call_seconds = None  # the last warm_up's timings, {"unet": s, "vae": s}
         self.num_timesteps = None  # the steps of the running (or last) denoising loop, as diffusers' num_timesteps
         self._guidance_scale = None  # the running loop's guidance scale; a step callback may set it (callbacks.py)
+        self.lora_sources = {}  # adapter name -> where load_lora_weights read it: (Hub id, file or folder) or a path
 
     @classmethod
     def from_pretrained(cls, repo_id_or_path="toy", torch_dtype=None, variant=None, device=None,
@@ -104,6 +106,7 @@ class TextToVideoPipeline(TechniqueSwitches, MemorySwitches, CompiledPath, LoraL
         check_component_names(components)
         new = cls(**{**pipe.components, **components}, name_or_path=pipe.name_or_path)
         new.offload_device, new.progress_bar_config = pipe.offload_device, dict(pipe.progress_bar_config)
+        new.lora_sources = pipe.lora_sources  # the same UNet, so the same adapters: one record of them
         return new
 
     @property
@@ -119,8 +122,10 @@ class TextToVideoPipeline(TechniqueSwitches, MemorySwitches, CompiledPath, LoraL
 
     @property
     def recommended(self):
-        """The size, frames, steps, sampler and a sample prompt this checkpoint is meant for."""
-        return recommended_settings(self.name_or_path, self.unet.config, self.vae_scale_factor)
+        """The size, frames, steps, sampler and a sample prompt this checkpoint is meant for; with a known distilled
+        adapter loaded and active (MCM, T2V-Turbo: ``weights.KNOWN_ADAPTERS``), its sampler, steps and guidance."""
+        checkpoint = recommended_settings(self.name_or_path, self.unet.config, self.vae_scale_factor)
+        return adapter_settings(checkpoint, self.active_lora_sources())
 
     @property
     def vae_scale_factor(self) -> int:
@@ -134,7 +139,7 @@ class TextToVideoPipeline(TechniqueSwitches, MemorySwitches, CompiledPath, LoraL
 
     @property
     def do_classifier_free_guidance(self) -> bool:
-        return self._guidance_scale is not None and self._guidance_scale > 1.0
+        return self._guidance_scale is not None and self.classifier_free_guidance(self._guidance_scale)
 
     # ---------------------------------------------------------------------------- placement
     @property
@@ -219,13 +224,33 @@ class TextToVideoPipeline(TechniqueSwitches, MemorySwitches, CompiledPath, LoraL
             raise ValueError(f"latents: expected shape {shape} for these arguments, got {tuple(latents.shape)}")
         return latents.to(device=device, dtype=dtype) * self.scheduler.init_noise_sigma
 
+    @property
+    def guidance_embedded(self) -> bool:
+        """Whether the UNet takes the guidance scale as an input (``time_cond_proj_dim``: consistency-distilled)."""
+        return self.unet.config.time_cond_proj_dim is not None
+
+    def classifier_free_guidance(self, guidance_scale) -> bool:
+        """Whether guidance runs as two UNet passes: for ``guidance_scale`` > 1, unless the UNet embeds the guidance
+        scale (``guidance_embedded``: a consistency-distilled UNet takes w as an input and runs once per step)."""
+        return guidance_scale > 1.0 and not self.guidance_embedded
+
+    def guidance_condition(self, guidance_scale, batch):
+        """The UNet's ``timestep_cond``: for a UNet that embeds the guidance scale, w = ``guidance_scale`` as LCM's
+        sin/cos embedding (batch, time_cond_proj_dim) (``techniques.consistency``); None for any other UNet.
+        w is ``guidance_scale`` itself, as T2V-Turbo's pipeline passes it (diffusers' LatentConsistencyModelPipeline
+        passes ``guidance_scale - 1``: for a UNet distilled that way, ask for one more)."""
+        dim = self.unet.config.time_cond_proj_dim
+        return None if dim is None else guidance_scale_embedding(torch.full((batch,), float(guidance_scale)), dim)
+
     def predict_noise(self, unet, x, t, context, guidance_scale):
         """The UNet's noise estimate at t, with classifier-free guidance when ``guidance_scale`` > 1:
-        one call on [x, x] with [uncond, cond], then eps = eps_u + g * (eps_c - eps_u)."""
-        guided = guidance_scale > 1.0
+        one call on [x, x] with [uncond, cond], then eps = eps_u + g * (eps_c - eps_u). A UNet that embeds the
+        guidance scale instead gets it as ``timestep_cond`` and runs once (``guidance_condition``)."""
+        guided = self.classifier_free_guidance(guidance_scale)
         x_in = self.scheduler.scale_model_input(torch.cat([x, x]) if guided else x, t)
         with torch.no_grad():  # in the UNet's dtype, which may differ from the text's (torch_dtype as a dict)
-            eps = unet(x_in.to(unet.dtype), t, context.to(unet.dtype)).to(x.dtype)
+            eps = unet(x_in.to(unet.dtype), t, context.to(unet.dtype),
+                       timestep_cond=self.guidance_condition(guidance_scale, len(x_in))).to(x.dtype)
         if not guided:
             return eps
         eps_uncond, eps_cond = eps.chunk(2)
@@ -250,7 +275,8 @@ class TextToVideoPipeline(TechniqueSwitches, MemorySwitches, CompiledPath, LoraL
         guard and ``callback_on_step_end`` (``step_hooks``). ``desc``: the progress bar's label.
         """
         timesteps = self.scheduler.timesteps if timesteps is None else timesteps
-        text = as_conditioning(context, guidance_scale)  # read at every step: a callback may change it
+        text = as_conditioning(context, guidance_scale, self.guidance_embedded)  # read at every step: a callback may
+        # change it
         if hooks is None:
             hooks = self.step_hooks(len(timesteps), text.guidance_scale, callback_on_step_end, text)
         self.num_timesteps, self._guidance_scale = len(timesteps), text.guidance_scale
@@ -312,7 +338,8 @@ class TextToVideoPipeline(TechniqueSwitches, MemorySwitches, CompiledPath, LoraL
         diffusers' (``t2vlab.callbacks``).
 
         0. read the image, check every argument (``guards.check_generation_args``), before any work;
-        1. encode the prompt and, for classifier-free guidance, the negative prompt -> context (with a
+        1. encode the prompt and, for classifier-free guidance, the negative prompt -> context (none for a UNet
+           that embeds the guidance scale: it runs once per step, w as its ``timestep_cond``) (with a
            dict {frame: text}, one text per frame: ``techniques.prompt_travel``);
         2. choose the timesteps, draw the starting noise (B, 4, F, H/8, W/8) (rescheduled with FreeNoise);
            with an image, anchor frame 0 (a step hook);
@@ -331,7 +358,7 @@ class TextToVideoPipeline(TechniqueSwitches, MemorySwitches, CompiledPath, LoraL
         callbacks = StepCallbacks(callback_on_step_end, callback_on_step_end_tensor_inputs, callback, callback_steps)
         with explain_out_of_memory(self, videos, num_frames, height, width, num_inference_steps), \
                 self.scaled_lora(cross_attention_kwargs):
-            device, guided = self.device, guidance_scale > 1.0
+            device, guided = self.device, self.classifier_free_guidance(guidance_scale)
             if prompt_travel.is_travel(prompt, negative_prompt):  # a text per frame: (B, F, 77, D)
                 cond, uncond = prompt_travel.encode_prompt_travel(
                     self, prompt, negative_prompt, num_frames, device, num_videos_per_prompt, guided, clip_skip,
@@ -339,7 +366,8 @@ class TextToVideoPipeline(TechniqueSwitches, MemorySwitches, CompiledPath, LoraL
             else:  # one text per video: (B, 77, D)
                 cond, uncond = self.encode_prompt(prompt, device, num_videos_per_prompt, guided, negative_prompt,
                                                   prompt_embeds, negative_prompt_embeds, clip_skip)
-            context = Conditioning(torch.cat([uncond, cond]) if guided else cond, guidance_scale)  # read at each step
+            context = Conditioning(torch.cat([uncond, cond]) if guided else cond, guidance_scale,
+                                   self.guidance_embedded)  # read at each step
 
             self.scheduler.set_timesteps(num_inference_steps, device=device)
             x = self.prepare_latents(videos, num_frames, height, width, context.dtype, device, generator, latents,

@@ -150,10 +150,11 @@ class VideoToVideoPipeline(TextToVideoPipeline):
             raise ValueError(f"latents: the noise for this video must have shape {shape}, got {tuple(latents.shape)}")
         with explain_out_of_memory(self, prompts, frames, height, width, num_inference_steps), \
                 self.scaled_lora(cross_attention_kwargs):
-            device, guided = self.device, guidance_scale > 1.0
+            device, guided = self.device, self.classifier_free_guidance(guidance_scale)
             cond, uncond = self.encode_prompt(prompt, device, 1, guided, negative_prompt, prompt_embeds,
                                               negative_prompt_embeds, clip_skip)
-            context = Conditioning(torch.cat([uncond, cond]) if guided else cond, guidance_scale)  # read at each step
+            context = Conditioning(torch.cat([uncond, cond]) if guided else cond, guidance_scale,
+                                   self.guidance_embedded)  # read at each step
 
             self.scheduler.set_timesteps(num_inference_steps, device=device)
             timesteps = self.get_timesteps(num_inference_steps, strength)

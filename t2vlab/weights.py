@@ -127,6 +127,35 @@ KNOWN_CHECKPOINTS = {
         "animov 512x (strangeman3107): the anime fine-tune at 512x512; put 'anime' in the prompt. Frame count "
         "not published: the base model's 16.")),
 }
+# Distilled adapters for ms-1.7b: (Hub id, the file or PEFT folder inside it) -> the settings they run at. While
+# one is loaded and active, ``TextToVideoPipeline.recommended`` takes its sampler, steps, guidance and
+# description instead of the checkpoint's (the size and frames stay the checkpoint's): ``adapter_settings``.
+MCM_SUBFOLDERS = ("webvid", "laion", "anime", "real", "3d-cartoon")
+MCM = ("MCM, the motion consistency model (Zhai et al. 2024, yhZhai/mcm), {}: a LoRA (rank 64, a PEFT adapter "
+       "folder) distilled from ms-1.7b for 4 steps without classifier-free guidance (guidance 1.0), sampled with "
+       "LCM's scheduler at timestep_scaling 4 ('lcm-mcm'), as its authors run it.")
+T2V_TURBO = ("T2V-Turbo-MS (Li et al. 2024, Ji4chenLi/t2v-turbo): a LoRA (rank 32, a list file) distilled from "
+             "ms-1.7b with reward feedback, for a UNet with a guidance embedding: call "
+             "t2vlab.techniques.consistency.add_guidance_embedding(pipe.unet, 256) before loading it (the "
+             "embedding's base weight is random in T2V-Turbo's code; here it is drawn from seed 0). 4 steps at "
+             "T2V-Turbo's timesteps 999, 759, 519, 279 ('lcm-t2v-turbo'), the guidance w = 7.5 fed as the "
+             "embedding: one UNet pass per step, no classifier-free guidance.")
+KNOWN_ADAPTERS = {
+    **{("yhzhai/mcm", f"modelscopet2v-{v}"): dict(scheduler="lcm-mcm", num_inference_steps=4, guidance_scale=1.0,
+                                                  description=MCM.format(f"modelscopet2v-{v}"))
+       for v in MCM_SUBFOLDERS},
+    ("jiachenli-ucsb/T2V-Turbo-MS", "unet_lora.pt"): dict(scheduler="lcm-t2v-turbo", num_inference_steps=4,
+                                                          guidance_scale=7.5, description=T2V_TURBO),
+}
+
+
+def adapter_settings(settings, sources) -> Recommended:
+    """``settings`` (a checkpoint's) with those of the first known distilled adapter among ``sources`` (where the
+    active adapters came from: (Hub id, file or folder) or a path), if any."""
+    known = next((KNOWN_ADAPTERS[s] for s in sources if s in KNOWN_ADAPTERS), None)
+    return settings if known is None else dataclasses.replace(settings, **known)
+
+
 EMBEDDED = {"toy-trained": TOY, "tiny-random": TINY}  # canonical names say what the weights are
 ALIASES = {"toy": "toy-trained", "tiny": "tiny-random"}
 

@@ -19,7 +19,7 @@ LAYERS = [
                                   "t2vlab.atomic", "t2vlab.outputs"]),
     ("building blocks and files", ["t2vlab.attention", "t2vlab.resnet", "t2vlab.checkpoint", "t2vlab.safe_pickle",
                                    "t2vlab.video", "t2vlab.inputs", "t2vlab.display", "t2vlab.lora",
-                                   "t2vlab.layerwise_casting", "t2vlab.group_offload"]),
+                                   "t2vlab.lora_files", "t2vlab.layerwise_casting", "t2vlab.group_offload"]),
     ("techniques", ["t2vlab.techniques"]),
     ("models and schedulers", ["t2vlab.unet", "t2vlab.vae", "t2vlab.tokenizer", "t2vlab.text_encoder",
                                "t2vlab.schedulers"]),

@@ -22,6 +22,7 @@ from t2vlab.text_encoder import CLIPTextEncoder
 from t2vlab.unet import UNet3DConditionModel
 from t2vlab.vae import AutoencoderKL
 from t2vlab.weights import TINY_TEXT, TINY_UNET, TINY_VAE, make_tiny_checkpoint
+from tests.helpers import CreatesAFile
 
 UNET_FILE = "unet/diffusion_pytorch_model.safetensors"
 
@@ -39,16 +40,6 @@ def copy(tiny, tmp_path):
 
 
 # ------------------------------------------------------------------------------------ pickled code
-class CreatesAFile:
-    """Unpickling this calls open(path, "w"): the file appearing would mean pickled code ran."""
-
-    def __init__(self, path):
-        self.path = str(path)
-
-    def __reduce__(self):
-        return (open, (self.path, "w"))
-
-
 def plant_pickle(path, marker, how):
     state = {"conv_in.weight": torch.zeros(1), "payload": CreatesAFile(marker)}
     if how == "zip":  # torch.save's default format
