@@ -45,12 +45,12 @@ import time
 import torch
 
 from .batch import batch
-from .checkpoint import CheckpointError
 from .checks import positive_int
 from .compiled import COMPILE_MODES
 from .finetune import main as finetune_main
 from .guards import check_strength
 from .original import convert_original
+from .os_errors import explain
 from .pipeline import TextToVideoPipeline
 from .schedulers import SCHEDULER_NAMES, from_name
 from .video import export_to_video
@@ -183,19 +183,29 @@ def parse_convert_args(argv):
     ap.add_argument("original", help="folder in the original layout")
     ap.add_argument("out", help="folder to write (must not exist unless --overwrite)")
     ap.add_argument("--fp16", action="store_true", help="write float16 weights (half the size)")
-    ap.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    ap.add_argument("--overwrite", action="store_true",
+                    help="replace OUT if it exists and t2vlab wrote it (a folder holding .t2vlab-written)")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     return ap.parse_args(argv)
+
+
+def error_message(e: BaseException) -> str:
+    """What the commands print for an error: an OSError in the words of ``t2vlab.os_errors``, else its own."""
+    return explain(e) if isinstance(e, OSError) and e.errno is not None else str(e)
 
 
 def convert(argv):
     args = parse_convert_args(argv)
     t0 = time.perf_counter()
+
+    def say(message):
+        print(f"t2vlab convert: {message}", file=sys.stderr)
+
     try:
         out = convert_original(args.original, args.out, fp16=args.fp16, overwrite=args.overwrite,
-                               progress=not args.quiet)
-    except (FileExistsError, FileNotFoundError, CheckpointError) as e:
-        print(f"t2vlab convert: {e}", file=sys.stderr)
+                               progress=not args.quiet, say=say)
+    except (OSError, ValueError) as e:  # CheckpointError is a ValueError; FileExistsError, a full disk: OSError
+        say(error_message(e))
         return 2
     print(f"t2vlab: wrote {out} ({'float16' if args.fp16 else 'float32'}) in {time.perf_counter() - t0:.1f} s; "
           f"load it with --model {out}")

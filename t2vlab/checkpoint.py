@@ -35,7 +35,7 @@ from safetensors import SafetensorError
 from torch import nn
 
 from . import group_offload, layerwise_casting
-from .atomic import atomic_file, write_text
+from .atomic import atomic_file, folder_to_write, write_text
 from .checks import number, positive_int
 
 logger = logging.getLogger("t2vlab")
@@ -321,12 +321,15 @@ class ModelBase(nn.Module):
 
     def save_pretrained(self, folder, variant=None, safe_serialization=True):
         """Write ``config.json`` and the weight file into ``folder``; each appears whole or not at all
-        (``t2vlab.atomic``: written beside the target, then renamed). Returns the weight file's path."""
+        (``t2vlab.atomic``: written beside the target, then renamed). A new folder is marked as t2vlab's;
+        files of an existing folder are replaced only if t2vlab wrote it (``atomic.folder_to_write``).
+        Returns the weight file's path."""
         folder = Path(folder)
-        write_text(folder / self.config_filename(), json.dumps(self.config_dict(), indent=2) + "\n")
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         stem = self.weight_stems[0] if safe_serialization else self.weight_stems[-1]
         target = folder / add_variant(f"{stem}.{'safetensors' if safe_serialization else 'bin'}", variant)
+        folder_to_write(folder, [self.config_filename(), target.name])
+        write_text(folder / self.config_filename(), json.dumps(self.config_dict(), indent=2) + "\n")
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         with atomic_file(target) as tmp:
             if safe_serialization:
                 safetensors.torch.save_file(state, str(tmp), metadata={"format": "pt"})
