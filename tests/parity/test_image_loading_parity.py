@@ -1,7 +1,7 @@
 """An image file as t2vlab reads it (``t2vlab.inputs.image_input``) against diffusers' ``load_image``: the same
 pixels, exactly, for photos whose EXIF orientation says to turn them (both apply ``PIL.ImageOps.exif_transpose``
 before converting to RGB). Exact equality: both decode the same file with the same Pillow, and ours only divides
-the uint8 pixels by 255.
+the uint8 pixels by 255 (in float32, as here).
 """
 
 from __future__ import annotations
@@ -27,4 +27,4 @@ def test_an_image_file_reads_as_diffusers_load_image_reads_it(tmp_path, orientat
     img.save(path, exif=exif)
     theirs = np.asarray(load_image(str(path)))
     assert theirs.shape[:2] == ((40, 24) if orientation >= 5 else (24, 40))  # 5-8 swap height and width
-    assert np.array_equal(image_input(path), theirs / 255.0)
+    assert np.array_equal(image_input(path), theirs.astype(np.float32) / 255.0)
