@@ -37,6 +37,7 @@ from torch import nn
 from . import group_offload, layerwise_casting
 from .atomic import atomic_file, folder_to_write, write_text
 from .checks import number, positive_int
+from .os_errors import not_a_file
 
 logger = logging.getLogger("t2vlab")
 
@@ -141,6 +142,9 @@ def find_weights(folder, stems=DIFFUSERS_WEIGHTS, variant=None) -> Path:
     for name in weight_candidates(stems, variant):
         if (folder / name).is_file():
             return folder / name
+        broken = not_a_file(folder / name)  # there, but a link that loops or points nowhere, a folder...
+        if broken is not None:
+            raise broken
     present = sorted(p.name for p in folder.iterdir())
     hint = ""
     if variant and any((folder / n).is_file() for n in weight_candidates(stems, None)):
@@ -155,7 +159,7 @@ def load_weight_file(path) -> dict[str, torch.Tensor]:
     """Read one weight file (or a sharded index) into a dict of CPU tensors. Never runs pickled code."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"weight file not found: {path}")
+        raise not_a_file(path) or FileNotFoundError(f"weight file not found: {path}")
     if path.name.endswith(".index.json"):
         index = read_json(path)
         shards = index.get("weight_map") if isinstance(index, dict) else None

@@ -51,6 +51,7 @@ from . import configs
 from .atomic import atomic_folder, check_apart, check_replaceable
 from .checkpoint import CheckpointError, config_from_dict, read_json, tensor_problems
 from .checks import integer, is_number, positive_int
+from .os_errors import not_a_file
 from .safe_pickle import LazyTensor, materialize, read_pickle
 from .schedulers import from_config as scheduler_from_config
 from .text_encoder import CLIPTextEncoder
@@ -466,7 +467,8 @@ def convert_original(folder, out, fp16=False, overwrite=False, progress=True, sa
     original = read_configuration(folder)
     for path in original.files.values():
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: named by {original.folder / CONFIGURATION} but not found")
+            raise not_a_file(path) or FileNotFoundError(f"{path}: named by {original.folder / CONFIGURATION} but "
+                                                        "not found")
     sizes = {c: p.stat().st_size for c, p in original.files.items()}
     dtype = torch.float16 if fp16 else torch.float32
     bar = tqdm(total=sum(sizes.values()), unit="B", unit_scale=True, unit_divisor=1024, disable=not progress,

@@ -113,3 +113,26 @@ def write_failure(e: BaseException, path) -> OSError | None:
     if code not in MEANINGS:
         return None
     return explained(OSError(code, os.strerror(code)), path)
+
+
+def not_a_file(path) -> OSError | None:
+    """Why ``path``, which is there (``os.path.lexists``), cannot be read as a file: a symbolic link that loops
+    or points nowhere, a folder, a file we may not read; None for a readable file or nothing there (the caller
+    says "not found" then)."""
+    path = Path(path)
+    if not os.path.lexists(path):
+        return None
+    try:
+        path.stat()
+    except OSError as e:
+        if e.errno == errno.ENOENT and path.is_symlink():
+            new = FileNotFoundError(errno.ENOENT, f"{path} is a symbolic link to {os.readlink(path)!r}, which does "
+                                                  "not exist: fix or remove the link")
+            new.t2vlab_explained = True
+            return new
+        return explained(e, path)
+    if not os.path.isfile(path) or os.path.isdir(path):
+        return explained(IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR)), path)
+    if not os.access(path, os.R_OK):
+        return explained(PermissionError(errno.EACCES, os.strerror(errno.EACCES)), path)
+    return None

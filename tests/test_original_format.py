@@ -283,6 +283,36 @@ def test_a_tensor_problem_is_named_with_its_file(copy, problem):
         TextToVideoPipeline.from_pretrained(copy)
 
 
+class HandMadeRecord:
+    """A tensor record written by hand: torch's own rebuild function with arguments of our choosing (what a
+    corrupted or crafted file holds); torch.load builds it or fails with its TypeError/RuntimeError."""
+
+    def __init__(self, *args):
+        self.args = args
+
+    def __reduce__(self):
+        return (torch._utils._rebuild_tensor_v2, (torch.zeros(4).storage(), *self.args, False, {}))
+
+
+HAND_MADE = {"negative offset": (-5, (4,), (1,)), "string size": (0, ("a",), (1,)), "float offset": (1.5, (2,), (1,)),
+             "negative size": (0, (-3,), (1,)), "size and stride of different lengths": (0, (2, 2), (1,)),
+             "more elements than the storage": (0, (64, 32), (32, 1)), "no size": (0, None, (1,))}
+
+
+@pytest.mark.filterwarnings("ignore:TypedStorage is deprecated")
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
+@pytest.mark.parametrize("record", list(HAND_MADE))
+def test_a_hand_made_tensor_record_is_a_checkpoint_error_naming_file_and_key(copy, record, legacy):
+    """Never torch's TypeError ("set_() received an invalid combination of arguments") or RuntimeError
+    ("Tensor: invalid storage offset -5"): the file and the tensor's key are named."""
+    path = copy / FILES["unet"]
+    state = torch.load(path, weights_only=True)
+    state["out.2.weight"] = HandMadeRecord(*HAND_MADE[record])
+    torch.save(state, path, _use_new_zipfile_serialization=not legacy)
+    with pytest.raises(CheckpointError, match=rf"text2video_pytorch_model\.pth: tensor 'out\.2\.weight': "):
+        TextToVideoPipeline.from_pretrained(copy)
+
+
 def test_a_configuration_json_that_names_a_path_outside_the_folder_is_refused(copy):
     config = json.loads((copy / "configuration.json").read_text())
     config["model"]["model_args"]["ckpt_unet"] = "../elsewhere.pth"
