@@ -309,7 +309,7 @@ def test_a_hand_made_tensor_record_is_a_checkpoint_error_naming_file_and_key(cop
     state = torch.load(path, weights_only=True)
     state["out.2.weight"] = HandMadeRecord(*HAND_MADE[record])
     torch.save(state, path, _use_new_zipfile_serialization=not legacy)
-    with pytest.raises(CheckpointError, match=rf"text2video_pytorch_model\.pth: tensor 'out\.2\.weight': "):
+    with pytest.raises(CheckpointError, match=r"text2video_pytorch_model\.pth: tensor 'out\.2\.weight': "):
         TextToVideoPipeline.from_pretrained(copy)
 
 
