@@ -7,7 +7,11 @@ image-to-video), made into float32 pixels in [0, 1], channels last.
 
 Unlike ``video.export_to_video`` (which writes 8-bit files) these keep float input as it is, so a float video
 gives the same numbers as the reference pipeline. Rules, each a ValueError naming the argument: RGB only (grey
-and RGBA are refused, not guessed), pixels uint8 or float in [0, 1], frames of one size.
+and RGBA are refused, not guessed), pixels uint8 or float in [0, 1], frames of one size. Files are looked at
+before they are decoded (``video.inspect_video_file`` / ``video.open_image``: declared size and frame count
+within ``video.MAX_SIDE``/``MAX_FRAMES``/``MAX_PIXELS``, truncated files named as such), and a PIL image (a
+file's or yours) is turned upright by its EXIF orientation first, as diffusers' ``load_image`` does
+(``PIL.ImageOps.exif_transpose``): a phone photo is not used on its side.
 """
 
 from __future__ import annotations
@@ -16,13 +20,32 @@ import os
 
 import numpy as np
 
-from .video import decode_video_file, is_pil, is_pixel_dtype, is_tensor, to_numpy
+from .video import (
+    VideoFileError,
+    check_declared,
+    decode_video_file,
+    is_pil,
+    is_pixel_dtype,
+    is_tensor,
+    open_image,
+    to_numpy,
+)
 
 __all__ = ["video_input", "image_input"]
 
 
+def _upright(img, name):
+    """A PIL image within the size limits, turned as its EXIF orientation says (diffusers' ``load_image`` does
+    the same; a camera stores the pixels as the sensor saw them and the turn in the EXIF tag)."""
+    from PIL import ImageOps  # imported here: only PIL images need it
+
+    check_declared(img.size[1], img.size[0], None, getattr(img, "filename", "") or "the image", name)
+    return ImageOps.exif_transpose(img)
+
+
 def _pil_rgb(img, name):
-    """A PIL image as (H, W, 3) uint8; grey and alpha modes are refused (converting them would be a guess)."""
+    """A PIL image as (H, W, 3) uint8, upright; grey and alpha modes are refused (converting them would be a guess)."""
+    img = _upright(img, name)
     if img.mode in ("L", "LA", "1", "I", "I;16", "F") or img.mode.startswith("I;"):
         raise ValueError(f"{name}: a grey-scale image (PIL mode {img.mode!r}); the model wants RGB: pass "
                          f"image.convert('RGB') if grey is what you mean")
@@ -70,7 +93,9 @@ def _read_video_file(path, name) -> np.ndarray:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{name}: no such file {path!r}")
     try:
-        frames = decode_video_file(path)
+        frames = decode_video_file(path, name)
+    except VideoFileError:  # too large or truncated: said already, naming the argument
+        raise
     except Exception as e:  # imageio raises many kinds (OSError, ValueError, its own) for a file it cannot read
         raise ValueError(f"{name}: cannot read {path!r} as a video ({type(e).__name__}: "
                          f"{str(e).splitlines()[0] if str(e) else ''})") from e
@@ -195,10 +220,8 @@ def image_input(image, name: str = "image") -> np.ndarray:
         path = os.fspath(image)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{name}: no such file {path!r}")
-        from PIL import Image  # imported here: only an image file needs it
-
         try:
-            with Image.open(path) as img:
+            with open_image(path, name) as img:  # the header only: its size is checked before decoding
                 arr = _pil_rgb(img, name)
         except (OSError, SyntaxError) as e:  # Pillow's errors for a file it cannot decode
             raise ValueError(f"{name}: cannot read {path!r} as an image ({e})") from e

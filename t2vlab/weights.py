@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 
 from . import configs, original
-from .atomic import atomic_folder
+from .atomic import atomic_folder, check_replaceable
 from .checkpoint import (
     DIFFUSERS_WEIGHTS,
     TRANSFORMERS_WEIGHTS,
@@ -238,7 +238,8 @@ def write_checkpoint(path, models, overwrite=False, variants=(None,), extra=None
     ``variants``: variant names (None: float32 under the plain file names; "fp16": the float16 variant)
     or (name, dtype) pairs such as (None, torch.float16) for float16 weights under the plain names.
     The folder appears whole or not at all: everything is written to a temporary sibling folder
-    that is renamed into place at the end. An existing ``path`` is an error unless ``overwrite``.
+    that is renamed into place at the end. An existing ``path`` is an error unless ``overwrite``, which
+    replaces only a folder t2vlab wrote (``t2vlab.atomic.check_replaceable``).
     """
     path = Path(path)
     with atomic_folder(path, overwrite) as tmp:
@@ -255,8 +256,10 @@ def write_checkpoint(path, models, overwrite=False, variants=(None,), extra=None
 
 def make_tiny_checkpoint(path, seed=0, overwrite=False, variants=(None, "fp16")):
     """Write a complete tiny checkpoint (random weights, drawn from ``seed``) to ``path``; see write_checkpoint."""
-    if Path(path).exists() and not overwrite:  # before building anything
-        raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
+    if os.path.lexists(path):  # before building anything
+        if not overwrite:
+            raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
+        check_replaceable(path)
     return write_checkpoint(path, tiny_models(TINY_SIZES, seed), overwrite=overwrite, variants=variants)
 
 

@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "t2vlab"
 # lowest first; a module belongs to the first layer with a prefix of its name
 LAYERS = [
     ("facts and tensor helpers", ["t2vlab.configs", "t2vlab.frames", "t2vlab.noise", "t2vlab.checks",
-                                  "t2vlab.atomic", "t2vlab.outputs"]),
+                                  "t2vlab.os_errors", "t2vlab.atomic", "t2vlab.outputs"]),
     ("building blocks and files", ["t2vlab.attention", "t2vlab.resnet", "t2vlab.checkpoint", "t2vlab.safe_pickle",
                                    "t2vlab.video", "t2vlab.inputs", "t2vlab.display", "t2vlab.lora",
                                    "t2vlab.lora_files", "t2vlab.layerwise_casting", "t2vlab.group_offload"]),

@@ -114,6 +114,27 @@ def rewrite_unet(folder, change):
     save_file(state, str(folder / UNET_FILE))
 
 
+@pytest.mark.parametrize("how", ["loop", "dangling", "folder"])
+def test_a_weight_file_that_cannot_be_read_is_named_for_what_it_is(copy, how):
+    """Not "no weight file found" when one is there: a link that loops, a link to nothing, a folder."""
+    path = copy / UNET_FILE
+    path.unlink()
+    if how == "loop":
+        (copy / "unet" / "other").symlink_to(path.name)
+        path.symlink_to("other")
+    elif how == "dangling":
+        path.symlink_to("/nonexistent/diffusion_pytorch_model.safetensors")
+    else:
+        path.mkdir()
+    words = {"loop": "is a symbolic link that loops", "dangling": "is a symbolic link to '/nonexistent/",
+             "folder": "is a folder, where a file is needed"}[how]
+    with pytest.raises(OSError, match=re.escape(str(path)) + ".*" + re.escape(words)) as e:
+        TextToVideoPipeline.from_pretrained(copy)
+    assert "no weight file" not in str(e.value)
+    with pytest.raises(OSError, match=re.escape(words)):
+        load_weight_file(path)
+
+
 @pytest.mark.parametrize("change,words", [
     (lambda s: s.pop("conv_in.bias"), ["missing", "conv_in.bias"]),
     (lambda s: s.update({"conv_in.weight": s["conv_in.weight"][:, :2].contiguous()}),

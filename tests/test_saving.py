@@ -11,13 +11,19 @@ import pytest
 import torch
 
 from t2vlab import DPMSolverMultistepScheduler, TextToVideoPipeline, VideoToVideoPipeline
-from t2vlab.atomic import leftovers
+from t2vlab.atomic import MARKER, leftovers
 from t2vlab.lora import LoRAError, add_lora, lora_layers, lora_targets
 from t2vlab.original import make_tiny_original_checkpoint
 from tests.helpers import tiny_pipe
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 KW = dict(num_frames=2, num_inference_steps=3, output_type="pt")
+
+
+def files(folder):
+    """The files of a component folder, less the marker that says t2vlab wrote it (t2vlab.atomic.MARKER)."""
+    assert (folder / MARKER).is_file()
+    return sorted(p.name for p in folder.iterdir() if p.name != MARKER)
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +49,7 @@ def test_a_saved_pipeline_loads_back_exactly(pipe, tmp_path):
     index = json.loads((folder / "model_index.json").read_text())
     assert index["_class_name"] == "TextToVideoSDPipeline" and index["unet"] == ["diffusers", "UNet3DConditionModel"]
     assert index["text_encoder"] == ["transformers", "CLIPTextModel"] and index["scheduler"][1] == "DDIMScheduler"
-    assert sorted(p.name for p in (folder / "unet").iterdir()) == ["config.json", "diffusion_pytorch_model.safetensors"]
+    assert files(folder / "unet") == ["config.json", "diffusion_pytorch_model.safetensors"]
     back = TextToVideoPipeline.from_pretrained(folder)
     same_tensors(back, pipe)
     assert torch.equal(frames(back), frames(pipe))
@@ -54,7 +60,7 @@ def test_a_variant_joins_the_folder_beside_the_plain_weights(pipe, tmp_path):
     (folder / "README.md").write_text("mine")  # a file t2vlab did not write stays
     half = TextToVideoPipeline.from_pipe(tiny_pipe(seed=6)).to(torch.float16)
     half.save_pretrained(folder, variant="fp16")
-    assert sorted(p.name for p in (folder / "text_encoder").iterdir()) == ["config.json", "model.fp16.safetensors",
+    assert files(folder / "text_encoder") == ["config.json", "model.fp16.safetensors",
                                                                            "model.safetensors"]
     assert (folder / "README.md").read_text() == "mine"
     same_tensors(TextToVideoPipeline.from_pretrained(folder, variant="fp16", torch_dtype=torch.float16), half)
