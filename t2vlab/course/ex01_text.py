@@ -67,7 +67,7 @@ register(Exercise("01.frame", "frame a prompt's tokens: start, text, end, paddin
 def causal_attention(q, k, v):
     """softmax(q k^T / sqrt(d) + mask) v where query i sees keys 0..i only: q, k, v (B, H, T, d) -> (B, H, T, d)."""
     T = q.shape[-2]
-    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])                 # (B, H, T, T)
+    scores = q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5                     # (B, H, T, T)
     future = torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1)      # key j > query i
     scores = scores.masked_fill(future, float("-inf"))                        # e^-inf = 0 after the softmax
     return scores.softmax(dim=-1) @ v

@@ -12,7 +12,7 @@ from .core import Exercise, call, compare, generator, register
 
 def attention(q, k, v):
     """softmax(q k^T / sqrt(d)) v: q (B, H, N, d), k and v (B, H, M, d) -> (B, H, N, d)."""
-    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, H, N, M): how much query n looks at key m
+    scores = q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5  # (B, H, N, M): how much query n looks at key m
     weights = scores.softmax(dim=-1)  # each query's weights over the keys sum to 1
     return weights @ v
 
@@ -42,7 +42,7 @@ def multihead_attention(attn, x, context=None):
     q = attn.to_q(x).reshape(B, N, H, d).transpose(1, 2)         # (B, H, N, d): the heads as a batch axis
     k = attn.to_k(context).reshape(B, M, H, d).transpose(1, 2)   # (B, H, M, d)
     v = attn.to_v(context).reshape(B, M, H, d).transpose(1, 2)
-    weights = (q @ k.transpose(-2, -1) / math.sqrt(d)).softmax(dim=-1)  # (B, H, N, M)
+    weights = (q @ k.transpose(-2, -1) / d**0.5).softmax(dim=-1)  # (B, H, N, M)
     out = (weights @ v).transpose(1, 2).reshape(B, N, H * d)     # the heads side by side again
     return attn.to_out[0](out)
 
