@@ -1,4 +1,4 @@
-"""The family of checkpoints (issue 18): model_index.json as other tools write it, each known checkpoint's
+"""The family of checkpoints: model_index.json as other tools write it, each known checkpoint's
 trained size and length as its defaults (also from the Hub cache, offline), and the README's table.
 
 The Hub is never reached: a checkpoint is placed in a temporary folder laid out as huggingface_hub's
@@ -25,16 +25,10 @@ from t2vlab.weights import (
     hub_allow_patterns,
     hub_id_of,
     load_components,
-    make_tiny_checkpoint,
 )
 from tests.helpers import SNAPSHOT, hub_cache
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return make_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "ckpt", variants=(None,))
 
 
 @pytest.fixture()

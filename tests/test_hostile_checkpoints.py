@@ -1,4 +1,4 @@
-"""Hostile and broken checkpoint files (issue 9): nothing in a checkpoint runs code, and every refusal
+"""Hostile and broken checkpoint files: nothing in a checkpoint runs code, and every refusal
 names the file, the tensor or the config key, and says what to do.
 
 Each test plants one kind of damage in a copy of the tiny checkpoint (or a small file of its own) and
@@ -21,15 +21,10 @@ from t2vlab.checkpoint import CheckpointError, check_state_dict, load_weight_fil
 from t2vlab.text_encoder import CLIPTextEncoder
 from t2vlab.unet import UNet3DConditionModel
 from t2vlab.vae import AutoencoderKL
-from t2vlab.weights import TINY_TEXT, TINY_UNET, TINY_VAE, make_tiny_checkpoint
+from t2vlab.weights import TINY_TEXT, TINY_UNET, TINY_VAE
 from tests.helpers import CreatesAFile
 
 UNET_FILE = "unet/diffusion_pytorch_model.safetensors"
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return make_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "ckpt", variants=(None,))
 
 
 @pytest.fixture()

@@ -1,4 +1,4 @@
-"""The original ModelScope layout (issue 18): loading it, converting it, and reading its pickles safely.
+"""The original ModelScope layout: loading it, converting it, and reading its pickles safely.
 
 Every checkpoint here is written by t2vlab itself in the original layout (``make_tiny_original_checkpoint``:
 configuration.json, a UNet state dict .pth, a Lightning-style VQGAN .pth, an OpenCLIP .bin). That the
@@ -38,24 +38,24 @@ PROMPT = "a panda playing a guitar"
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny_original(tmp_path_factory):
     return make_tiny_original_checkpoint(tmp_path_factory.mktemp("orig") / "original", seed=1)
 
 
 @pytest.fixture(scope="module")
-def converted(tiny, tmp_path_factory):
-    return convert_original(tiny, tmp_path_factory.mktemp("conv") / "converted", progress=False)
+def converted(tiny_original, tmp_path_factory):
+    return convert_original(tiny_original, tmp_path_factory.mktemp("conv") / "converted", progress=False)
 
 
 @pytest.fixture()
-def copy(tiny, tmp_path):
-    return shutil.copytree(tiny, tmp_path / "original")
+def copy(tiny_original, tmp_path):
+    return shutil.copytree(tiny_original, tmp_path / "original")
 
 
 # --------------------------------------------------------------------------------- names and shapes
-def test_writing_and_reading_the_original_layout_is_the_identity(tiny):
+def test_writing_and_reading_the_original_layout_is_the_identity(tiny_original):
     models = tiny_models(TINY_SIZES, seed=1)  # what the fixture's make_tiny_original_checkpoint(seed=1) wrote
-    loaded = load_original(tiny)
+    loaded = load_original(tiny_original)
     for name, model in models.items():
         a, b = model.state_dict(), loaded[name].state_dict()
         assert a.keys() == b.keys()
@@ -64,33 +64,33 @@ def test_writing_and_reading_the_original_layout_is_the_identity(tiny):
     assert loaded["text_encoder"].config.num_hidden_layers == 2  # the file has 3 blocks: the last is dropped
 
 
-def test_the_files_hold_the_original_names_and_shapes(tiny):
-    unet = read_pickle(tiny / FILES["unet"])
+def test_the_files_hold_the_original_names_and_shapes(tiny_original):
+    unet = read_pickle(tiny_original / FILES["unet"])
     assert unet["input_blocks.0.1.proj_in.weight"].ndim == 3  # transformer_in: a 1x1 Conv1d there
     assert unet["input_blocks.1.1.proj_in.weight"].ndim == 2  # spatial transformers: Linear in both
     assert "input_blocks.1.0.temopral_conv.conv1.2.weight" in unet  # sic
-    vae = read_pickle(tiny / FILES["vae"])["state_dict"]
+    vae = read_pickle(tiny_original / FILES["vae"])["state_dict"]
     assert vae["first_stage_model.decoder.mid.attn_1.q.weight"].shape[-2:] == (1, 1)  # a 1x1 Conv2d there
-    clip = read_pickle(tiny / FILES["text_encoder"])
+    clip = read_pickle(tiny_original / FILES["text_encoder"])
     assert clip["transformer.resblocks.0.attn.in_proj_weight"].shape == (3 * 64, 64)  # q, k, v fused
     assert "transformer.resblocks.2.ln_1.weight" in clip  # one more block than the encoder uses
 
 
-def test_pipeline_recognises_the_original_layout_and_uses_its_scheduler_and_tokenizer(tiny):
-    assert is_original(tiny)
-    pipe = TextToVideoPipeline.from_pretrained(tiny)
+def test_pipeline_recognises_the_original_layout_and_uses_its_scheduler_and_tokenizer(tiny_original):
+    assert is_original(tiny_original)
+    pipe = TextToVideoPipeline.from_pretrained(tiny_original)
     assert type(pipe.scheduler).__name__ == "DDIMScheduler" and pipe.scheduler.config.steps_offset == 1
     rec = pipe.recommended
     assert (rec.scheduler, rec.num_inference_steps, rec.guidance_scale, rec.num_frames) == ("ddim", 50, 9.0, 8)
     assert (rec.height, rec.width) == (256, 256)  # sample_size 32: the original pipeline's default size
     assert pipe.tokenizer("wow!!!").input_ids[0, :3].tolist() == [49406, 2781, 995]  # '!!!' as OpenCLIP has it
-    assert recommended_settings(tiny).scheduler == "ddim"
+    assert recommended_settings(tiny_original).scheduler == "ddim"
 
 
-def test_generation_from_the_original_folder_equals_generation_from_its_converted_copy(tiny, converted):
+def test_generation_from_the_original_folder_equals_generation_from_its_converted_copy(tiny_original, converted):
     kw = dict(num_inference_steps=2, num_frames=2, height=32, width=32, output_type="pt")
     videos = []
-    for folder in (tiny, converted):
+    for folder in (tiny_original, converted):
         pipe = TextToVideoPipeline.from_pretrained(folder)
         pipe.set_progress_bar_config(disable=True)
         videos.append(pipe(PROMPT, negative_prompt="blurry", generator=torch.Generator().manual_seed(0), **kw).frames)
@@ -107,19 +107,19 @@ def test_converted_folder_is_the_published_layout(converted):
     assert not list(converted.parent.glob(".converted.*"))  # no temporary folder left behind
 
 
-def test_convert_fp16_writes_half_precision(tiny, tmp_path):
-    assert main(["convert", str(tiny), str(tmp_path / "half"), "--fp16", "--quiet"]) == 0
+def test_convert_fp16_writes_half_precision(tiny_original, tmp_path):
+    assert main(["convert", str(tiny_original), str(tmp_path / "half"), "--fp16", "--quiet"]) == 0
     weights = load_file(tmp_path / "half" / "unet" / "diffusion_pytorch_model.safetensors")
     assert {t.dtype for t in weights.values()} == {torch.float16}
 
 
-def test_convert_refuses_to_overwrite_unless_asked(tiny, converted, capsys):
+def test_convert_refuses_to_overwrite_unless_asked(tiny_original, converted, capsys):
     before = (converted / "unet" / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns
-    assert main(["convert", str(tiny), str(converted), "--quiet"]) == 2
+    assert main(["convert", str(tiny_original), str(converted), "--quiet"]) == 2
     assert "already exists" in capsys.readouterr().err
     assert (converted / "unet" / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns == before
     with pytest.raises(FileExistsError):
-        convert_original(tiny, converted, progress=False)
+        convert_original(tiny_original, converted, progress=False)
 
 
 def tree(folder):
@@ -127,11 +127,11 @@ def tree(folder):
 
 
 @pytest.mark.parametrize("where", ["parent", "same", "inside"])
-def test_convert_never_replaces_or_writes_into_its_source(tiny, tmp_path, capsys, where):
+def test_convert_never_replaces_or_writes_into_its_source(tiny_original, tmp_path, capsys, where):
     """``convert models/ms-original models --overwrite`` once deleted models/ whole (the source with it): an OUT
     that holds the source, is it, or lies inside it is refused before anything is read or written."""
     models = tmp_path / "models"
-    src = shutil.copytree(tiny, models / "ms-original")
+    src = shutil.copytree(tiny_original, models / "ms-original")
     (models / "notes.txt").write_text("beside the checkpoint")
     out = {"parent": models, "same": src, "inside": src / "converted"}[where]
     before = tree(tmp_path)
@@ -143,21 +143,22 @@ def test_convert_never_replaces_or_writes_into_its_source(tiny, tmp_path, capsys
         convert_original(src, out, overwrite=True, progress=False)
 
 
-def test_convert_overwrite_replaces_only_a_folder_t2vlab_wrote_and_says_what(tiny, converted, tmp_path, capsys):
+def test_convert_overwrite_replaces_only_a_folder_t2vlab_wrote_and_says_what(tiny_original, converted, tmp_path,
+                                                                              capsys):
     theirs = tmp_path / "theirs"
     theirs.mkdir()
     (theirs / "my-video.mp4").write_bytes(b"not t2vlab's")
-    assert main(["convert", str(tiny), str(theirs), "--overwrite", "--quiet"]) == 2
+    assert main(["convert", str(tiny_original), str(theirs), "--overwrite", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "not written by t2vlab" in err and "1 files in 0 folders" in err and "my-video.mp4" in err
     assert (theirs / "my-video.mp4").read_bytes() == b"not t2vlab's" and sorted(tmp_path.iterdir()) == [theirs]
     ours = shutil.copytree(converted, tmp_path / "ours")  # a copy of a folder t2vlab wrote: it has the marker
     assert (ours / ".t2vlab-written").is_file()
-    assert main(["convert", str(tiny), str(ours), "--overwrite", "--quiet"]) == 0
+    assert main(["convert", str(tiny_original), str(ours), "--overwrite", "--quiet"]) == 0
     assert f"replacing {ours} (a folder t2vlab wrote: " in capsys.readouterr().err
 
 
-def test_convert_interrupted_midway_leaves_no_output_folder(tiny, tmp_path, monkeypatch):
+def test_convert_interrupted_midway_leaves_no_output_folder(tiny_original, tmp_path, monkeypatch):
     real = AutoencoderKL.save_pretrained
 
     def interrupted(self, *args, **kwargs):  # the UNet is written; Ctrl-C while the VAE is being written
@@ -166,11 +167,11 @@ def test_convert_interrupted_midway_leaves_no_output_folder(tiny, tmp_path, monk
 
     monkeypatch.setattr(AutoencoderKL, "save_pretrained", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        convert_original(tiny, tmp_path / "out", progress=False)
+        convert_original(tiny_original, tmp_path / "out", progress=False)
     assert list(tmp_path.iterdir()) == []  # neither the output nor its temporary sibling
 
 
-def test_convert_holds_one_component_at_a_time(tiny, tmp_path, monkeypatch):
+def test_convert_holds_one_component_at_a_time(tiny_original, tmp_path, monkeypatch):
     real, alive = ModelBase.save_pretrained, []
 
     def models_alive():
@@ -184,7 +185,7 @@ def test_convert_holds_one_component_at_a_time(tiny, tmp_path, monkeypatch):
 
     before = models_alive()  # models other tests left alive (widgets keep pipelines) are not the convert's
     monkeypatch.setattr(ModelBase, "save_pretrained", counting)
-    convert_original(tiny, tmp_path / "out", progress=False)
+    convert_original(tiny_original, tmp_path / "out", progress=False)
     assert alive == [1, 1, 1]  # when each component is written, it is the only model the convert holds
 
 

@@ -1,4 +1,4 @@
-"""Reliability of the public API (issue 9): bad arguments, determinism, numerical guards, out of memory
+"""Reliability of the public API: bad arguments, determinism, numerical guards, out of memory
 and interrupted writes. Hostile checkpoint files are in test_hostile_checkpoints.py.
 
 The property tests draw every argument either from cheap valid values or from wide hostile ranges
@@ -43,11 +43,6 @@ OK = object()
 def settings_for(n):
     return settings(max_examples=n, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return make_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "ckpt", variants=(None,))
 
 
 @pytest.fixture(scope="module")

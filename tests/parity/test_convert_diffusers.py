@@ -1,4 +1,4 @@
-"""``python -m t2vlab convert`` writes a folder that diffusers and transformers load (issue 18): their
+"""``python -m t2vlab convert`` writes a folder that diffusers and transformers load: their
 UNet3DConditionModel, AutoencoderKL and CLIPTextModel, read from the converted folder, give the numbers
 t2vlab gives when it reads the original files.
 

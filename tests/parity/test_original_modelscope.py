@@ -1,4 +1,4 @@
-"""The original layout against ModelScope's own code (issue 18): checkpoints written by ModelScope's
+"""The original layout against ModelScope's own code: checkpoints written by ModelScope's
 ``UNetSD`` (unet_sd.py) and ``AutoencoderKL`` (autoencoder.py), loaded by t2vlab, give the same numbers.
 
 Tolerance: 1e-5 relative (max |ours - theirs| / max |theirs|), float32. The two implementations compute

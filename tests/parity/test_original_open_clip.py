@@ -1,4 +1,4 @@
-"""The original text encoder against OpenCLIP (issue 18): an ``open_clip_pytorch_model.bin`` written by
+"""The original text encoder against OpenCLIP: an ``open_clip_pytorch_model.bin`` written by
 open-clip-torch's own CLIP model, loaded by t2vlab, gives ModelScope's penultimate-layer context; and our
 tokenizer (CLIP's real vocabulary) gives OpenCLIP's token ids.
 
