@@ -99,12 +99,13 @@ class VideoToVideoPipeline(TextToVideoPipeline):
     def __call__(self, prompt=None, video=None, strength=0.6, num_inference_steps=50, guidance_scale=15.0,
                  negative_prompt=None, eta=0.0, generator=None, latents=None, prompt_embeds=None,
                  negative_prompt_embeds=None, output_type="np", return_dict=True, callback_on_step_end=None,
-                 clip_skip=None):
+                 clip_skip=None, prompt_syntax="plain", truncate_long_prompts=False):
         """Restyle ``video`` to follow ``prompt``. Returns ``TextToVideoOutput`` (``.frames``, as text-to-video).
 
         ``video``: a list of frames (arrays or PIL images), an array or tensor (F, H, W, 3) (uint8, or float
         in [0, 1]), a batch (V, F, H, W, 3) such as a pipeline's ``.frames``, a path to a video file, or
         latents (V, 4, F, h, w) (encoding skipped). One video serves every prompt; or pass one per prompt.
+        ``prompt_syntax`` and ``truncate_long_prompts``: how the text is read, as in text-to-video (``encode_prompt``).
         ``latents``: the noise added to the encoded video (V, 4, F, h, w), in place of a draw.
 
         0. check every argument and read the video, before any model runs;
@@ -117,7 +118,8 @@ class VideoToVideoPipeline(TextToVideoPipeline):
         """
         prompts = check_video_to_video_args(self, prompt, strength, num_inference_steps, guidance_scale,
                                             negative_prompt, eta, generator, latents, prompt_embeds,
-                                            negative_prompt_embeds, output_type, callback_on_step_end)
+                                            negative_prompt_embeds, output_type, callback_on_step_end,
+                                            prompt_syntax, truncate_long_prompts)
         source = self.video_tensor(video)
         if len(source) not in (1, prompts):
             raise ValueError(f"video: {len(source)} videos for {prompts} prompt(s); pass one video, or one per prompt")
@@ -133,7 +135,7 @@ class VideoToVideoPipeline(TextToVideoPipeline):
         with explain_out_of_memory(self, prompts, frames, height, width, num_inference_steps):
             device, guided = self.device, guidance_scale > 1.0
             cond, uncond = self.encode_prompt(prompt, device, 1, guided, negative_prompt, prompt_embeds,
-                                              negative_prompt_embeds, clip_skip)
+                                              negative_prompt_embeds, clip_skip, prompt_syntax, truncate_long_prompts)
             context = torch.cat([uncond, cond]) if guided else cond
 
             self.scheduler.set_timesteps(num_inference_steps, device=device)
