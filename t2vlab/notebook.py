@@ -21,6 +21,20 @@ from .original import is_original
 from .pipeline import TextToVideoPipeline
 from .weights import KNOWN_CHECKPOINTS, REAL_CHECKPOINT, embedded_name, recommended_settings
 
+# Where a notebook installs t2vlab from when it is missing (a fresh Colab): the one place that names it. Each
+# notebook's first cell carries a copy (it runs before t2vlab can be imported); tests/test_notebooks_helpers.py
+# holds every copy to INSTALL_CELL.
+INSTALL_SOURCE = "t2vlab @ git+https://github.com/t2vlab/t2vlab"
+INSTALL_CELL = f"""\
+# Install t2vlab where it is missing (a fresh Colab); in a clone of the repository, use the clone's copy.
+import importlib.util, os, subprocess, sys
+INSTALL_SOURCE = {INSTALL_SOURCE!r}  # t2vlab.notebook.INSTALL_SOURCE
+if importlib.util.find_spec("t2vlab") is None:
+    if os.path.isfile(os.path.join("..", "t2vlab", "__init__.py")):  # run from notebooks/ of a clone
+        sys.path.insert(0, os.path.abspath(".."))
+    else:
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", INSTALL_SOURCE], check=True)
+"""
 TINY_CHECKPOINT = "tiny"
 TOY_CHECKPOINT = "toy"
 CHECKPOINT_ENV = "T2VLAB_CHECKPOINT"

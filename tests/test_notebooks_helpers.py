@@ -102,3 +102,66 @@ def test_show_frames_draws_one_titled_tile_per_frame_in_both_layouts():
         assert len(fig.axes) == 6 and fig._suptitle.get_text() == "five frames"  # 2 rows of 3, one tile empty
         np.testing.assert_allclose(drawn[4].images[0].get_array(), video[4].numpy(), atol=1e-6)  # (2x-1)/2+0.5 rounding
         plt.close(fig)
+
+
+# the notebooks whose first cell installs from t2vlab.notebook.INSTALL_SOURCE (the course's first half; the others
+# follow when they adopt INSTALL_CELL)
+INSTALLING_NOTEBOOKS = ["00_quickstart", "01_text", "02_noise_and_schedules", "03_vae", "04_attention", "05_unet",
+                        "06_pipeline"]
+
+
+@pytest.mark.parametrize("name", INSTALLING_NOTEBOOKS)
+def test_the_install_cell_is_the_one_install_source(name):
+    """Each notebook's first code cell starts with INSTALL_CELL, so the install source is named in one place
+    (a copy per notebook, held to it here), and the cell prints where the notebook sits on the learning path."""
+    import json
+    from pathlib import Path
+
+    cells = json.loads((Path(__file__).resolve().parents[1] / "notebooks" / f"{name}.ipynb").read_text())["cells"]
+    first = "".join(next(c for c in cells if c["cell_type"] == "code")["source"])
+    assert first.startswith(nbh.INSTALL_CELL), f"{name}: the first code cell must start with notebook.INSTALL_CELL"
+    assert nbh.INSTALL_SOURCE in nbh.INSTALL_CELL and f'about("{name[:2]}")' in first
+
+
+def test_the_install_cell_installs_only_where_t2vlab_is_missing(tmp_path, monkeypatch):
+    """Run the cell's code where t2vlab is importable: it installs nothing; in a clone's notebooks/ folder
+    without an installed t2vlab: it puts the clone on sys.path instead of installing."""
+    import subprocess
+
+    calls = []
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: calls.append(a))
+    exec(nbh.INSTALL_CELL, {})
+    assert calls == []
+    clone = tmp_path / "clone"
+    (clone / "t2vlab").mkdir(parents=True)
+    (clone / "t2vlab" / "__init__.py").write_text("")
+    (clone / "notebooks").mkdir()
+    monkeypatch.chdir(clone / "notebooks")
+    import importlib.util
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    saved = list(sys.path)
+    try:
+        exec(nbh.INSTALL_CELL, {})
+        assert sys.path[0] == str(clone) and calls == []
+    finally:
+        sys.path[:] = saved
+    monkeypatch.chdir(tmp_path)  # no clone here: a fresh environment, so it installs from INSTALL_SOURCE
+    exec(nbh.INSTALL_CELL, {})
+    assert calls and calls[0][0][-1] == nbh.INSTALL_SOURCE
+
+
+def test_the_learning_path_names_every_notebook_and_prints_its_place(capsys):
+    from pathlib import Path
+
+    from t2vlab.course.path import LEARNING_PATH, about, show_learning_path
+
+    numbers = {p.name[:2] for p in (Path(__file__).resolve().parents[1] / "notebooks").glob("[0-9][0-9]_*.ipynb")}
+    assert numbers <= set(LEARNING_PATH), f"not in LEARNING_PATH: {sorted(numbers - set(LEARNING_PATH))}"
+    for number, entry in LEARNING_PATH.items():
+        assert entry["kind"] in ("core", "optional") and set(entry["prerequisites"]) <= set(LEARNING_PATH), number
+        assert all(p < number for p in entry["prerequisites"]), f"{number} needs a later notebook"
+    show_learning_path()
+    about("00")
+    out = capsys.readouterr().out
+    assert "Quickstart" in out and "notebook 00 (core)" in out

@@ -70,6 +70,23 @@ def test_evaluator_is_not_fooled():
     assert colour_and_direction(torch.zeros(8, 64, 64, 3)) == (None, None)  # nothing drawn: no colour, no direction
 
 
+def test_an_ambiguous_colour_reads_as_none_not_as_the_nearest():
+    """Orange and a dull yellow lie between palette colours: the evaluator must not call them red, yellow or
+    green (the nearest-colour rule did: orange clips read red, the dull yellow the toy draws unguided green).
+    The palette's own colours, over every background the world draws, still read as themselves."""
+    labels = data.sample_labels(8, seed=2)
+    for name, rgb in {"orange": (1.0, 0.55, 0.05), "dull yellow": (0.6, 0.6, 0.2)}.items():
+        labels["rgb"] = torch.tensor([rgb] * 8)
+        for clip, direction in zip(data.render(labels), labels["direction"].tolist()):
+            assert colour_and_direction(clip) == (None, list(data.DIRECTIONS)[direction]), name
+    from t2vlab.toy.evaluate import COLOUR_TOLERANCE, nearest_colour
+
+    for background in (0.0, 0.06, 0.12):  # the world's backgrounds are greys from 0 to 0.12
+        for name, rgb in data.PALETTE.items():
+            assert nearest_colour(torch.tensor(rgb), torch.full((3,), background)) == name
+    assert 0 < COLOUR_TOLERANCE < 0.3
+
+
 def test_the_evaluators_picture_leaves_the_plotting_backend_alone_and_is_written_whole(tmp_path, monkeypatch):
     import matplotlib
     import matplotlib.pyplot as plt

@@ -17,7 +17,15 @@ registered with its key, check and solution (``core.Exercise``); ``core`` holds 
 
 from __future__ import annotations
 
-from . import ex04_attention  # noqa: F401  (registers its exercises)
+from . import (  # noqa: F401  (each module registers its notebook's exercises), in notebook order
+    ex00_toy,
+    ex01_text,
+    ex02_samplers,
+    ex03_vae,
+    ex04_attention,
+    ex05_unet,
+    ex06_pipeline,
+)
 from .core import EXERCISES, Exercise, ExerciseMistake, check, exercise, solution, solution_source
 
 __all__ = ["EXERCISES", "Exercise", "ExerciseMistake", "check", "exercise", "solution", "solution_source"]
