@@ -12,9 +12,11 @@ None of this is the method; the pipeline calls it before and around its steps:
 - ``check_callback_update``  what a ``callback_on_step_end`` may hand back (``check_callback_embeds``: the text);
 - ``check_step_callbacks``, ``check_cross_attention_kwargs``, ``check_component``  diffusers' callback arguments,
                              ``cross_attention_kwargs`` and the components a call needs (a pipeline may lack some);
-- ``check_video_to_video_args``, ``check_strength``, ``check_frames_shape``, ``check_video_latents``,
-  ``check_image_anchor``  the same for video-to-video and image-to-video (the pixels themselves are
-                             read and checked by ``t2vlab.inputs.video_input`` / ``image_input``).
+- ``check_video_to_video_args``, ``check_strength``, ``check_frames_shape``, ``check_video_latents``
+                             the same for video-to-video (the pixels themselves are read and checked by
+                             ``t2vlab.inputs.video_input`` / ``image_input``);
+- ``check_keyframes_form``, ``check_keyframe_anchor``, ``check_extend_args``, ``check_interpolate_args``
+                             keyframes, continuation (``pipe.extend``) and in-between frames (``pipe.interpolate``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ import torch
 
 from . import checks
 from .lora import lora_layers
+from .techniques.interpolation import frames_after
+from .techniques.prompt_weighting import SYNTAXES
 from .weights import COMPONENTS, OPTIONAL_COMPONENTS
 
 CHECK_EVERY = 8  # denoising steps between two reads of the latents' finiteness flags on a GPU
@@ -142,18 +146,19 @@ def check_video_count(videos, generator, what):
 def check_generation_args(pipe, prompt, height, width, num_frames, num_inference_steps, guidance_scale,
                           negative_prompt, eta, generator, latents, prompt_embeds, negative_prompt_embeds,
                           output_type, callback_on_step_end, num_videos_per_prompt, noise_shared_ratio,
-                          image_size=None, image_strength=1.0, callback=None, callback_steps=None,
+                          keyframes=None, keyframe_strength=1.0, keyframe_schedule=None, from_image=False, loop=False,
+                          prompt_syntax="plain", truncate_long_prompts=False, callback=None, callback_steps=None,
                           callback_on_step_end_tensor_inputs=None, cross_attention_kwargs=None) -> int:
     """Check every argument of ``pipe(...)`` (ValueError naming it); return the number of videos.
-    ``image_size``: (height, width) of the image of ``image=``, or None without one."""
+    ``keyframes``: the held frames as ``pipe.read_keyframes`` read them (None without any); ``from_image``: they
+    are ``image=``'s (then the messages name ``image`` and ``image_strength``)."""
     check_component(pipe, "unet", "generating")
     check_component(pipe, "scheduler", "generating")
-    if image_size is not None:
-        check_component(pipe, "vae", "image: encoding the image")
-        if pipe.free_init is not None:
-            raise ValueError("image: the first-frame anchor and FreeInit's re-noised passes do not combine; "
-                             "call pipe.disable_free_init() to start from an image")
-        check_image_anchor(image_size, height, width, image_strength, pipe.vae_scale_factor)
+    if keyframes is not None:  # first: an image's size is the video's default size
+        check_keyframe_anchor(pipe, keyframes, keyframe_strength, keyframe_schedule, from_image, num_frames, height,
+                              width)
+    check_prompt_reading(prompt_syntax, truncate_long_prompts)
+    check_loop(pipe, loop)
     check_size(height, width, num_frames, pipe.vae_scale_factor)
     check_sampling(num_inference_steps, guidance_scale, eta, noise_shared_ratio, generator, latents)
     checks.positive_int("num_videos_per_prompt", num_videos_per_prompt)
@@ -166,6 +171,9 @@ def check_generation_args(pipe, prompt, height, width, num_frames, num_inference
     check_text_encoder(pipe, prompt, guidance_scale, negative_prompt_embeds)
     videos = batch * num_videos_per_prompt
     check_video_count(videos, generator, f"{batch} prompt(s) x num_videos_per_prompt={num_videos_per_prompt}")
+    for frame, value in (keyframes or {}).items():
+        if value.ndim == 4 and value.shape[0] not in (1, videos):
+            raise ValueError(f"keyframes[{frame}]: latents for {value.shape[0]} videos, but this call makes {videos}")
     return videos
 
 
@@ -229,6 +237,20 @@ def check_cross_attention_kwargs(pipe, kwargs):
                              f"pipe.unfuse_lora() first, or fuse it with fuse_lora(lora_scale={scale})")
 
 
+def check_prompt_reading(prompt_syntax, truncate_long_prompts):
+    checks.one_of("prompt_syntax", prompt_syntax, SYNTAXES, hint=" (plain: the text as typed; a1111: sd-webui's "
+                  "(word:1.2) [word]; compel: word+ (words)1.2)")
+    checks.boolean("truncate_long_prompts", truncate_long_prompts,
+                   hint=" (False: long prompts in chunks of 75 tokens; True: cut to one, with a warning)")
+
+
+def check_loop(pipe, loop):
+    checks.boolean("loop", loop)
+    if loop and pipe.free_noise is not None:
+        raise ValueError("loop=True: FreeNoise's windows of frames do not wrap around, so the temporal attention "
+                         "would again see where the video starts; call pipe.disable_free_noise() for a loop")
+
+
 def check_text_encoder(pipe, prompt, guidance_scale, negative_prompt_embeds):
     """A pipeline without a text encoder (or tokenizer) runs from embeddings only: say which is missing."""
     needs_negative = pipe.classifier_free_guidance(guidance_scale) and negative_prompt_embeds is None
@@ -289,12 +311,14 @@ def check_video_latents(name, latents, channels):
 
 def check_video_to_video_args(pipe, prompt, strength, num_inference_steps, guidance_scale, negative_prompt, eta,
                               generator, latents, prompt_embeds, negative_prompt_embeds, output_type,
-                              callback_on_step_end, callback=None, callback_steps=None,
-                              callback_on_step_end_tensor_inputs=None, cross_attention_kwargs=None) -> int:
+                              callback_on_step_end, prompt_syntax="plain", truncate_long_prompts=False, callback=None,
+                              callback_steps=None, callback_on_step_end_tensor_inputs=None,
+                              cross_attention_kwargs=None) -> int:
     """Check the arguments of a video-to-video call other than the video (ValueError naming each);
     return the number of prompts."""
     check_component(pipe, "unet", "video-to-video")
     check_component(pipe, "scheduler", "video-to-video")
+    check_prompt_reading(prompt_syntax, truncate_long_prompts)
     if pipe.free_init is not None:
         raise ValueError("FreeInit does not combine with video-to-video: each of its passes re-noises the result "
                          "to the first timestep, from pure noise, and would discard the video; call "
@@ -311,15 +335,113 @@ def check_video_to_video_args(pipe, prompt, strength, num_inference_steps, guida
     return prompts
 
 
-def check_image_anchor(image_shape, height, width, image_strength, factor):
-    """Image-to-video: the image has the video's size, a multiple of the VAE's factor; ``image_strength``
-    is in [0, 1]."""
-    checks.number("image_strength", image_strength, low=0, high=1, hint=" (1: the first frame is the image)")
-    h, w = image_shape[:2]
+# ------------------------------------------------------------------ keyframes, continuation, in-between frames
+RESERVED_BY_EXTEND = ("keyframes", "image", "image_strength", "num_frames", "loop")
+
+
+def check_keyframes_form(image, keyframes):
+    """Before the images are read: ``image=`` or ``keyframes=``, and keyframes a non-empty dict {frame index: image}."""
+    if keyframes is None:
+        return
+    if image is not None:
+        raise ValueError("pass image= or keyframes=, not both (image= is keyframes={0: image})")
+    if not isinstance(keyframes, dict) or not keyframes:
+        raise ValueError(f"keyframes must be a non-empty dict {{frame index: image}}, got {keyframes!r:.80}")
+    for frame in keyframes:
+        checks.integer("keyframes: a frame index", frame, hint=" (keys are frame indices, values images)")
+
+
+def check_keyframe_anchor(pipe, keyframes, strength, schedule, from_image, num_frames, height, width):
+    """Held frames (``read_keyframes``'s {frame: pixels (H, W, 3) or latents}): frame indices in [0, num_frames),
+    each image of the video's size, latents of its latent size, strengths in [0, 1], a schedule that is None, a
+    release fraction in (0, 1] or a callable; FreeInit refused."""
+    what = "image" if from_image else "keyframes"
+    checks.positive_int("num_frames", num_frames)
+    if any(value.ndim == 3 and value.shape[-1] == 3 for value in keyframes.values()):
+        check_component(pipe, "vae", f"{what}: encoding the image{'' if from_image else 's'}")
+    if pipe.free_init is not None:
+        raise ValueError(f"{what}: held frames and FreeInit's re-noised passes do not combine; call "
+                         f"pipe.disable_free_init() to {'start from an image' if from_image else 'use keyframes'}")
+    factor, channels = pipe.vae_scale_factor, pipe.unet.config.in_channels
+    for frame, value in keyframes.items():
+        name = "image" if from_image else f"keyframes[{frame}]"
+        if not 0 <= frame < num_frames:
+            raise ValueError(f"keyframes: frame {frame} is outside the video's frames [0, num_frames={num_frames})")
+        if value.ndim == 3 and value.shape[-1] == 3:  # pixels (H, W, 3)
+            check_keyframe_image(name, value.shape, height, width, factor)
+        else:  # latents (C, h, w) or (B, C, h, w)
+            check_keyframe_latents(name, value, channels, height // factor, width // factor)
+    if from_image:
+        checks.number("image_strength", strength, low=0, high=1, hint=" (1: the first frame is the image)")
+    elif isinstance(strength, (list, tuple)):
+        if len(strength) != len(keyframes):
+            raise ValueError(f"keyframe_strength: {len(strength)} numbers for {len(keyframes)} keyframes; give one "
+                             f"number, or one per keyframe in the order of keyframes")
+        for frame, s in zip(keyframes, strength):
+            checks.number(f"keyframe_strength (frame {frame})", s, low=0, high=1)
+    else:
+        checks.number("keyframe_strength", strength, low=0, high=1,
+                      hint=" (1: the frame is the keyframe; or a list, one per keyframe)")
+    if schedule is not None and not callable(schedule):
+        checks.number("keyframe_schedule", schedule, low=0, high=1, low_open=True,
+                      hint=" (None: full strength to the end; r: full strength over the first r of the steps, then "
+                           "released; or a callable of the share of steps done)")
+
+
+def check_keyframe_image(name, shape, height, width, factor):
+    h, w = shape[:2]
     if (h, w) != (height, width):
-        raise ValueError(f"image: {h}x{w} pixels (height x width) but the video is {height}x{width}; resize the "
-                         f"image, or pass height={h}, width={w} (or leave them out: they default to the image's)")
-    check_frames_shape("image", 1, h, w, factor)
+        which = "the image" if name == "image" else "it"
+        raise ValueError(f"{name}: {h}x{w} pixels (height x width) but the video is {height}x{width}; resize {which} "
+                         f"(t2vlab.video_to_video.resize_video), or pass height={h}, width={w} (or leave them out: "
+                         f"they default to the first keyframe's)")
+    check_frames_shape(name, 1, h, w, factor)
+
+
+def check_keyframe_latents(name, value, channels, h, w):
+    if not value.is_floating_point() or tuple(value.shape[-3:]) != (channels, h, w):
+        raise ValueError(f"{name}: latents must be a float tensor ({channels}, {h}, {w}) or (videos, {channels}, {h}, "
+                         f"{w}) for this video, got {tuple(value.shape)} {value.dtype}")
+    if not torch.isfinite(value).all():
+        raise ValueError(f"{name}: the latents contain NaN or infinite values")
+
+
+def check_extend_args(video_frames, num_frames, overlap, output_type, latent, kwargs):
+    """``pipe.extend``: a chunk of ``num_frames`` holding ``overlap`` of the video's last frames (None: half the
+    chunk), one new frame at least; returns (num_frames, overlap)."""
+    checks.positive_int("num_frames", num_frames, high=MAX_FRAMES)
+    overlap = max(num_frames // 2, 1) if overlap is None else overlap
+    checks.positive_int("overlap", overlap)
+    if overlap >= num_frames:
+        raise ValueError(f"overlap={overlap} must be smaller than the chunk (num_frames={num_frames}): a chunk holding "
+                         f"{overlap} of the video's frames adds num_frames - overlap = {num_frames - overlap} new ones")
+    if overlap > video_frames:
+        raise ValueError(f"overlap={overlap}: the video has only {video_frames} frame(s) to continue from")
+    if output_type == "latent" and not latent:
+        raise ValueError("output_type='latent': the video was given as pixels, so the joined video is pixels; to "
+                         "continue in latents pass the latents (output_type='latent' of the call that made the video)")
+    check_reserved("extend", kwargs, RESERVED_BY_EXTEND)
+    return num_frames, overlap
+
+
+def check_interpolate_args(video_frames, factor, kwargs) -> int:
+    """``pipe.interpolate``: an integer factor >= 2 and a video of 2 frames or more; returns the new frame count."""
+    checks.integer("factor", factor, low=2, hint=" (the new video has factor x as many frames between two given)")
+    if video_frames < 2:
+        raise ValueError(f"video: {video_frames} frame; in-between frames need at least two")
+    frames = frames_after(video_frames, factor)
+    if frames > MAX_FRAMES:
+        raise ValueError(f"interpolate: {video_frames} frames x factor {factor} make {frames} frames, more than "
+                         f"MAX_FRAMES={MAX_FRAMES}; interpolate a shorter part")
+    check_reserved("interpolate", kwargs, RESERVED_BY_EXTEND)
+    return frames
+
+
+def check_reserved(method, kwargs, reserved):
+    taken = [k for k in reserved if k in kwargs]
+    if taken:
+        raise ValueError(f"{method}: {', '.join(taken)} cannot be passed here; {method} sets the held frames and "
+                         f"the length of the chunk itself")
 
 
 def check_callback_update(update, x):

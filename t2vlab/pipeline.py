@@ -6,8 +6,10 @@ seed page's examples run unchanged but for the import. Where the weights come fr
 
 The method is ``__call__``'s numbered steps; ``denoise`` is the loop every other pipeline of the
 package (video-to-video, long videos, fine-tuning previews) reuses. The techniques of
-``t2vlab.techniques`` plug in where ``__call__`` says: prompt travel at step 1, FreeNoise's noise and the
-image anchor (``image=``) at step 2, FreeInit at step 3; their switches are mixed in
+``t2vlab.techniques`` plug in where ``__call__`` says: prompt travel and weighted prompts at step 1,
+FreeNoise's noise and the keyframes (``keyframes=``, ``image=``) at step 2, FreeInit and loops at step 3;
+``extend`` (continuation) and ``interpolate`` (in-between frames) are calls of ``__call__`` with keyframes.
+Their switches are mixed in
 (``t2vlab.technique_switches``), as are the memory switches (``t2vlab.memory_switches``), the compiled path
 (``t2vlab.compiled``) and the LoRA methods (``t2vlab.lora_loading``). Every attribute the pipeline has is
 declared in ``__init__``.
@@ -29,19 +31,25 @@ from .guards import (  # noqa: F401  (OutOfMemoryError: documented as t2vlab.pip
     OutOfMemoryError,
     check_component_names,
     check_decoded,
+    check_extend_args,
     check_generation_args,
+    check_interpolate_args,
+    check_keyframes_form,
+    check_video_latents,
     explain_out_of_memory,
 )
-from .inputs import image_input
+from .inputs import image_input, video_input
 from .lora_loading import LoraLoaderMixin
 from .memory_switches import MemorySwitches
 from .noise import video_noise
 from .outputs import Output
 from .saving import save_pipeline
 from .technique_switches import TechniqueSwitches
-from .techniques import prompt_travel
+from .techniques import continuation, interpolation, prompt_travel
 from .techniques.consistency import guidance_scale_embedding
-from .techniques.keyframes import anchor_first_frame
+from .techniques.keyframes import anchor_keyframes, is_latent_frame, per_keyframe, stack_keyframe_latents
+from .techniques.loops import looping
+from .techniques.prompt_weighting import empty_prompt_embeds, encode_prompts, pad_chunks
 from .weights import OPTIONAL_COMPONENTS, adapter_settings, load_components, recommended_settings, resolve_checkpoint
 
 
@@ -189,12 +197,19 @@ class TextToVideoPipeline(TechniqueSwitches, MemorySwitches, CompiledPath, LoraL
 
     # ---------------------------------------------------------------------------- the steps
     def encode_prompt(self, prompt, device, num_videos_per_prompt=1, do_classifier_free_guidance=True,
-                      negative_prompt=None, prompt_embeds=None, negative_prompt_embeds=None, clip_skip=None):
-        """(cond, uncond) text embeddings, each (B * num_videos_per_prompt, 77, D); uncond is None
-        without guidance. Given embeddings are used as they are (then no text encoder is needed)."""
+                      negative_prompt=None, prompt_embeds=None, negative_prompt_embeds=None, clip_skip=None,
+                      prompt_syntax="plain", truncate_long_prompts=False):
+        """(cond, uncond) text embeddings, each (B * num_videos_per_prompt, 77 * n, D); uncond is None
+        without guidance. Given embeddings are used as they are (then no text encoder is needed).
+
+        ``prompt_syntax``: "plain" (the text as typed), "a1111" or "compel" (weighted prompts, each syntax with its
+        rule: ``techniques.prompt_weighting``). A prompt longer than the encoder's 77 positions is encoded in
+        n chunks of 75 tokens (the shorter of prompt and negative padded with the empty prompt's chunks); with
+        ``truncate_long_prompts=True`` it is cut to one chunk instead, with a warning naming what was cut."""
         with self.running(self.text_encoder) as encoder, torch.no_grad():
             def embed(texts):
-                return encoder(self.tokenizer(texts).input_ids.to(encoder.device), clip_skip=clip_skip)
+                return encode_prompts(self.tokenizer, encoder, texts, prompt_syntax=prompt_syntax, clip_skip=clip_skip,
+                                      truncate=truncate_long_prompts)[0]
 
             if prompt_embeds is None:
                 prompt_embeds = embed(prompt)
@@ -203,6 +218,9 @@ class TextToVideoPipeline(TechniqueSwitches, MemorySwitches, CompiledPath, LoraL
                 if isinstance(negative, str):
                     negative = [negative] * len(prompt_embeds)
                 negative_prompt_embeds = embed(negative)
+                if negative_prompt_embeds.shape[1] != prompt_embeds.shape[1]:  # long prompts: as many chunks
+                    empty = empty_prompt_embeds(self.tokenizer, encoder, clip_skip)
+                    prompt_embeds, negative_prompt_embeds = pad_chunks([prompt_embeds, negative_prompt_embeds], empty)
         dtype = (self.text_encoder or self.unet).dtype  # as diffusers: the encoder's dtype, else the UNet's
 
         def per_video(e):
@@ -325,47 +343,53 @@ class TextToVideoPipeline(TechniqueSwitches, MemorySwitches, CompiledPath, LoraL
                  guidance_scale=9.0, negative_prompt=None, eta=0.0, generator=None, latents=None,
                  prompt_embeds=None, negative_prompt_embeds=None, output_type="np", return_dict=True,
                  callback_on_step_end=None, clip_skip=None, num_videos_per_prompt=1, noise_shared_ratio=0.0,
-                 image=None, image_strength=1.0,
+                 image=None, image_strength=1.0, keyframes=None, keyframe_strength=1.0, keyframe_schedule=None,
+                 loop=False, prompt_syntax="plain", truncate_long_prompts=False,
                  callback=None, callback_steps=None, cross_attention_kwargs=None,
                  callback_on_step_end_tensor_inputs=None):
         """Generate videos. Returns ``TextToVideoOutput`` (``.frames``), or a tuple without ``return_dict``.
 
-        ``prompt`` may be a dict {frame: text}: the text changes over the video (prompt travel). ``image`` (a PIL
-        image, an array or tensor (H, W, 3), or a path) starts every video from that image: its first frame is
-        anchored to it with weight ``image_strength`` (``techniques.keyframes``; height, width: the image's).
-        ``callback_on_step_end`` (with ``callback_on_step_end_tensor_inputs``), the legacy ``callback`` /
-        ``callback_steps`` and ``cross_attention_kwargs={"scale": s}`` (the LoRA's weight for this call only) are
-        diffusers' (``t2vlab.callbacks``).
+        ``prompt`` may be a dict {frame: text}: the text changes over the video (prompt travel); ``prompt_syntax``
+        "a1111" or "compel" reads weights in it (``encode_prompt``). ``keyframes`` {frame: image} holds those
+        frames to the images (PIL images, arrays or tensors (H, W, 3), paths; or latents (4, h, w)) with weight
+        ``keyframe_strength`` (a number, or one per keyframe), released over the steps by ``keyframe_schedule``
+        (``techniques.keyframes``; height, width: the keyframes'). ``image`` is the one-keyframe case {0: image}
+        at ``image_strength``. ``loop=True``: the time axis is a circle, the last frame flows into the first
+        (``techniques.loops``). ``callback_on_step_end`` (with ``callback_on_step_end_tensor_inputs``), the legacy
+        ``callback`` / ``callback_steps`` and ``cross_attention_kwargs={"scale": s}`` (the LoRA's weight for this
+        call only) are diffusers' (``t2vlab.callbacks``).
 
-        0. read the image, check every argument (``guards.check_generation_args``), before any work;
+        0. read the keyframes, check every argument (``guards.check_generation_args``), before any work;
         1. encode the prompt and, for classifier-free guidance, the negative prompt -> context (none for a UNet
            that embeds the guidance scale: it runs once per step, w as its ``timestep_cond``) (with a
            dict {frame: text}, one text per frame: ``techniques.prompt_travel``);
         2. choose the timesteps, draw the starting noise (B, 4, F, H/8, W/8) (rescheduled with FreeNoise);
-           with an image, anchor frame 0 (a step hook);
+           with keyframes, hold their frames (a step hook);
         3. denoise: for each t, eps = guided UNet(x, t, context); x = scheduler step (``denoise``; with
-           FreeInit, several passes of it);
+           FreeInit, several passes of it; with ``loop``, on a circular time axis);
         4. decode the latents through the VAE -> frames (B, F, H, W, 3) in [0, 1].
         """
-        pixels = None if image is None else torch.from_numpy(image_input(image))  # (H, W, 3) in [0, 1]
-        height, width = self.default_size(height, width, pixels)
+        held, strength = self.read_keyframes(image, image_strength, keyframes, keyframe_strength)  # {frame: image}
+        height, width = self.default_size(height, width, held)
         videos = check_generation_args(
             self, prompt, height, width, num_frames, num_inference_steps, guidance_scale, negative_prompt, eta,
             generator, latents, prompt_embeds, negative_prompt_embeds, output_type, callback_on_step_end,
-            num_videos_per_prompt, noise_shared_ratio, None if pixels is None else pixels.shape[:2], image_strength,
-            callback=callback, callback_steps=callback_steps, cross_attention_kwargs=cross_attention_kwargs,
+            num_videos_per_prompt, noise_shared_ratio, held, strength, keyframe_schedule, image is not None, loop,
+            prompt_syntax, truncate_long_prompts, callback=callback, callback_steps=callback_steps,
+            cross_attention_kwargs=cross_attention_kwargs,
             callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs)
         callbacks = StepCallbacks(callback_on_step_end, callback_on_step_end_tensor_inputs, callback, callback_steps)
         with explain_out_of_memory(self, videos, num_frames, height, width, num_inference_steps), \
-                self.scaled_lora(cross_attention_kwargs):
+                self.scaled_lora(cross_attention_kwargs), looping(self.unet, loop):
             device, guided = self.device, self.classifier_free_guidance(guidance_scale)
             if prompt_travel.is_travel(prompt, negative_prompt):  # a text per frame: (B, F, 77, D)
                 cond, uncond = prompt_travel.encode_prompt_travel(
                     self, prompt, negative_prompt, num_frames, device, num_videos_per_prompt, guided, clip_skip,
-                    self.prompt_interpolation_callback)
+                    self.prompt_interpolation_callback, prompt_syntax, truncate_long_prompts)
             else:  # one text per video: (B, 77, D)
                 cond, uncond = self.encode_prompt(prompt, device, num_videos_per_prompt, guided, negative_prompt,
-                                                  prompt_embeds, negative_prompt_embeds, clip_skip)
+                                                  prompt_embeds, negative_prompt_embeds, clip_skip, prompt_syntax,
+                                                  truncate_long_prompts)
             context = Conditioning(torch.cat([uncond, cond]) if guided else cond, guidance_scale,
                                    self.guidance_embedded)  # read at each step
 
@@ -373,8 +397,8 @@ class TextToVideoPipeline(TechniqueSwitches, MemorySwitches, CompiledPath, LoraL
             x = self.prepare_latents(videos, num_frames, height, width, context.dtype, device, generator, latents,
                                      noise_shared_ratio)
             hooks = self.step_hooks(len(self.scheduler.timesteps), guidance_scale, callbacks, context)
-            if pixels is not None:  # image-to-video: the first frame follows the image's latents, noised to each step
-                anchor = self.image_anchor(pixels, x, image_strength)
+            if held is not None:  # keyframes: the held frames follow their latents, noised to each step's level
+                anchor = self.keyframe_anchor(held, x, strength, keyframe_schedule)
                 x, hooks = anchor.start(x), [anchor, *hooks]
 
             if self.free_init is None:
@@ -386,19 +410,49 @@ class TextToVideoPipeline(TechniqueSwitches, MemorySwitches, CompiledPath, LoraL
             video = self.finish(x, output_type, guidance_scale)
         return TextToVideoOutput(frames=video) if return_dict else (video,)
 
-    def default_size(self, height, width, pixels=None):
-        """(height, width) of the video: as given, else the image's (``pixels`` (H, W, 3)), else the size the
-        model was trained at (the UNet's ``sample_size`` x the VAE's factor)."""
-        trained = self.unet.config.sample_size * self.vae_scale_factor
-        size = tuple(pixels.shape[:2]) if pixels is not None else (trained, trained)
+    def default_size(self, height, width, keyframes=None):
+        """(height, width) of the video: as given, else the first keyframe's (``keyframes`` as ``read_keyframes``
+        gives them), else the size the model was trained at (the UNet's ``sample_size`` x the VAE's factor)."""
+        f = self.vae_scale_factor
+        trained = self.unet.config.sample_size * f
+        first = next(iter(keyframes.values())) if keyframes else None
+        if first is None:
+            size = (trained, trained)
+        elif is_latent_frame(first, self.unet.config.in_channels):
+            size = (first.shape[-2] * f, first.shape[-1] * f)
+        else:
+            size = tuple(first.shape[:2])
         return size[0] if height is None else height, size[1] if width is None else width
 
-    def image_anchor(self, pixels, start_latents, strength=1.0):
-        """The step hook that holds the first frame to the image ``pixels`` (H, W, 3): the image's latents (the
-        VAE's mean) noised to each step's level with the first frame's own starting noise."""
-        image_latents = self.encode_video(pixels[None, None], sample=False).to(start_latents.dtype)
-        return anchor_first_frame(image_latents, start_latents, self.scheduler.init_noise_sigma, self.scheduler,
-                                  self.scheduler.timesteps, strength)
+    def read_keyframes(self, image=None, image_strength=1.0, keyframes=None, keyframe_strength=1.0):
+        """Step 0's reading of the held frames: ({frame: pixels (H, W, 3) in [0, 1], or latents (C, h, w) or
+        (B, C, h, w) as given}, their strength), or (None, strength) without any. ``image`` is {0: image} at
+        ``image_strength``. Each image is read (and refused by name) by ``inputs.image_input``."""
+        check_keyframes_form(image, keyframes)
+        if image is not None:
+            return {0: torch.from_numpy(image_input(image))}, image_strength
+        if keyframes is None:
+            return None, keyframe_strength
+        channels = self.unet.config.in_channels  # the latents' channels (the VAE's latent_channels)
+        return {int(f): v if is_latent_frame(v, channels) else torch.from_numpy(image_input(v, f"keyframes[{f}]"))
+                for f, v in keyframes.items()}, keyframe_strength
+
+    def keyframe_anchor(self, keyframes, start_latents, strength=1.0, schedule=None):
+        """The step hook that holds frames to ``keyframes`` ({frame: pixels or latents}, as ``read_keyframes``
+        gives them): the images' latents (the VAE's mean, all images in one call) noised to each step's level with
+        each held frame's own starting noise. ``strength``: one number or one per keyframe."""
+        channels = self.vae.config.latent_channels
+        images = [f for f, v in keyframes.items() if not is_latent_frame(v, channels)]
+        encoded = {}
+        if images:
+            z = self.encode_video(torch.stack([keyframes[f] for f in images])[None], sample=False)  # (1, C, K, h, w)
+            encoded = {f: z[:, :, k] for k, f in enumerate(images)}
+        latents = [encoded[f] if f in encoded else keyframes[f].reshape(-1, *keyframes[f].shape[-3:]).to(self.device)
+                   for f in keyframes]
+        stacked = stack_keyframe_latents(latents).to(start_latents.dtype)  # (1 or B, C, K, h, w)
+        return anchor_keyframes(stacked, list(keyframes), start_latents, self.scheduler.init_noise_sigma,
+                                self.scheduler, self.scheduler.timesteps, per_keyframe(strength, len(keyframes)),
+                                schedule)
 
     def finish(self, x, output_type="np", guidance_scale=None):
         """Step 4: the denoised latents as ``output_type`` ("latent": as they are), decoded frames checked finite."""
@@ -407,6 +461,46 @@ class TextToVideoPipeline(TechniqueSwitches, MemorySwitches, CompiledPath, LoraL
         frames = self.decode_latents(x)
         check_decoded(frames, x, guidance_scale)
         return self.postprocess(frames, output_type)
+
+    # ------------------------------------------------------------------ directing: continuation, in-between frames
+    def extend(self, video, prompt=None, num_frames=None, overlap=None, output_type="np", return_dict=True, **kwargs):
+        """Continue ``video`` with one more chunk (``techniques.continuation``): ``num_frames`` frames (default: the
+        checkpoint's clip length, ``recommended.num_frames``) whose first ``overlap`` (default: half the chunk) are
+        held to the video's last ones; returns the video joined with the chunk's new frames, ``.frames`` of
+        F + num_frames - overlap frames. ``video``: pixels (any form video-to-video takes; kept as they are) or
+        latents (V, 4, F, h, w), held directly (then ``output_type="latent"`` continues in latents). Other
+        keyword arguments go to ``__call__`` (steps, guidance, generator, ``keyframe_strength`` ...)."""
+        source, latent = self.read_video(video)
+        num_frames = self.recommended.num_frames if num_frames is None else num_frames
+        num_frames, overlap = check_extend_args(source.shape[2 if latent else 1], num_frames, overlap, output_type,
+                                                latent, kwargs)
+        tail = source[:, :, -overlap:] if latent else self.encode_video(source[:, -overlap:], sample=False)
+        chunk = TextToVideoPipeline.__call__(self, continuation.per_video(prompt, len(source)), num_frames=num_frames,
+                                             keyframes=continuation.overlap_keyframes(tail),
+                                             output_type="latent" if latent else "pt", **kwargs).frames
+        joined = continuation.join(source, chunk, overlap, latent)
+        out = self.finish(joined, output_type) if latent else self.postprocess(joined, output_type)
+        return TextToVideoOutput(frames=out) if return_dict else (out,)
+
+    def interpolate(self, video, prompt="", factor=2, **kwargs):
+        """In-between frames (``techniques.interpolation``): frame j of ``video`` (pixels or latents, as ``extend``
+        takes them) held as frame j * factor of a video of (F - 1) * factor + 1 frames, the model drawing the rest.
+        ``prompt``: what the video shows (default "": the held frames alone decide). Other keyword arguments go to
+        ``__call__``; returns what it returns."""
+        source, latent = self.read_video(video)
+        frames = check_interpolate_args(source.shape[2 if latent else 1], factor, kwargs)
+        z = source.to(self.device) if latent else self.encode_video(source, sample=False)
+        return TextToVideoPipeline.__call__(self, continuation.per_video(prompt, len(z)), num_frames=frames,
+                                            keyframes=interpolation.keyframes_every(z, factor), **kwargs)
+
+    def read_video(self, video, name="video"):
+        """A video to continue or interpolate: latents (V, C, F, h, w) as given (checked), or pixels
+        (V, F, H, W, 3) in [0, 1] on the CPU (read by ``inputs.video_input``); and whether it is latents."""
+        channels = self.unet.config.in_channels  # the latents' channels (the VAE's latent_channels)
+        if continuation.is_latent_video(video, channels):
+            check_video_latents(name, video, channels)
+            return video, True
+        return torch.from_numpy(video_input(video, name)), False
 
     def __repr__(self):
         parts = [f"  {k}: {type(v).__name__} ({v.num_parameters():,} parameters, {v.dtype}, {v.device})"

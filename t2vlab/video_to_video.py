@@ -112,16 +112,17 @@ class VideoToVideoPipeline(TextToVideoPipeline):
     def __call__(self, prompt=None, video=None, strength=0.6, num_inference_steps=50, guidance_scale=15.0,
                  negative_prompt=None, eta=0.0, generator=None, latents=None, prompt_embeds=None,
                  negative_prompt_embeds=None, output_type="np", return_dict=True, callback_on_step_end=None,
-                 clip_skip=None, callback=None, callback_steps=None, cross_attention_kwargs=None,
-                 callback_on_step_end_tensor_inputs=None):
+                 clip_skip=None, prompt_syntax="plain", truncate_long_prompts=False, callback=None, callback_steps=None,
+                 cross_attention_kwargs=None, callback_on_step_end_tensor_inputs=None):
         """Restyle ``video`` to follow ``prompt``. Returns ``TextToVideoOutput`` (``.frames``, as text-to-video).
 
         ``video``: a list of frames (arrays or PIL images), an array or tensor (F, H, W, 3) (uint8, or float
         in [0, 1]), a batch (V, F, H, W, 3) such as a pipeline's ``.frames``, the same channels first (V, F, 3, H, W)
-        as diffusers' video tensors are (``t2vlab.video.frames_last``), a path to a video file, or latents
+        as diffusers' video tensors are (``t2vlab.inputs.frames_last``), a path to a video file, or latents
         (V, 4, F, h, w) (encoding skipped). One video serves every prompt; or pass one per prompt.
         ``latents``: the noise added to the encoded video (V, 4, F, h, w), in place of a draw. The callbacks and
-        ``cross_attention_kwargs`` are text-to-video's (``TextToVideoPipeline.__call__``).
+        ``cross_attention_kwargs`` are text-to-video's (``TextToVideoPipeline.__call__``); so are ``prompt_syntax`` and
+        ``truncate_long_prompts``, how the text is read (``encode_prompt``).
 
         0. check every argument and read the video, before any model runs;
         1. encode the prompt and, for classifier-free guidance, the negative prompt -> context;
@@ -133,8 +134,9 @@ class VideoToVideoPipeline(TextToVideoPipeline):
         """
         prompts = check_video_to_video_args(self, prompt, strength, num_inference_steps, guidance_scale,
                                             negative_prompt, eta, generator, latents, prompt_embeds,
-                                            negative_prompt_embeds, output_type, callback_on_step_end, callback,
-                                            callback_steps, callback_on_step_end_tensor_inputs, cross_attention_kwargs)
+                                            negative_prompt_embeds, output_type, callback_on_step_end,
+                                            prompt_syntax, truncate_long_prompts, callback, callback_steps,
+                                            callback_on_step_end_tensor_inputs, cross_attention_kwargs)
         callbacks = StepCallbacks(callback_on_step_end, callback_on_step_end_tensor_inputs, callback, callback_steps)
         source = self.video_tensor(video)
         if len(source) not in (1, prompts):
@@ -152,7 +154,7 @@ class VideoToVideoPipeline(TextToVideoPipeline):
                 self.scaled_lora(cross_attention_kwargs):
             device, guided = self.device, self.classifier_free_guidance(guidance_scale)
             cond, uncond = self.encode_prompt(prompt, device, 1, guided, negative_prompt, prompt_embeds,
-                                              negative_prompt_embeds, clip_skip)
+                                              negative_prompt_embeds, clip_skip, prompt_syntax, truncate_long_prompts)
             context = Conditioning(torch.cat([uncond, cond]) if guided else cond, guidance_scale,
                                    self.guidance_embedded)  # read at each step
 

@@ -224,6 +224,19 @@ def test_a1111_rule_equals_its_formula_by_hand(tok, encoder):
     assert torch.allclose(got[0, :77].mean(), plain[0, :77].mean(), atol=1e-6)  # each chunk keeps its mean
 
 
+def test_a1111_rule_passes_an_unweighted_chunk_through_even_with_a_zero_mean():
+    """A chunk whose weights are all 1 is z itself, also where mean(z) is 0 and the formula's ratio would be 0 / 0
+    (an empty padding chunk of an encoder whose last LayerNorm has no bias: the tiny checkpoint's)."""
+    z = torch.randn(2, 77, 8)
+    z[1] = torch.randint(-5, 6, (77, 8), generator=torch.Generator().manual_seed(0)).float()
+    z[1, 0, 0] -= z[1].sum()  # small integers, so that the mean is exactly 0 in float32
+    w = torch.ones(2, 77)
+    w[0, 5] = 1.4
+    out = pw.a1111_emphasis(z, w)
+    assert torch.equal(out[1], z[1]) and torch.isfinite(out).all()
+    assert not torch.equal(out[0], z[0])
+
+
 def test_compel_rule_pieces():
     z, e = torch.randn(2, 77, 8), torch.randn(77, 8)
     w = torch.ones(2, 77)

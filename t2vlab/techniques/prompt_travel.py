@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import torch
 
+from .prompt_weighting import pad_chunks
+
 
 def lerp_embeddings(start_frame, end_frame, start, end):
     """Linear interpolation: (end_frame - start_frame + 1, tokens, dim), from ``start`` to ``end`` (each
@@ -62,15 +64,26 @@ def as_keyframes(prompt):
 
 
 def encode_prompt_travel(pipe, prompt, negative_prompt, num_frames, device, num_videos_per_prompt=1,
-                         do_classifier_free_guidance=True, clip_skip=None, interpolate=None):
+                         do_classifier_free_guidance=True, clip_skip=None, interpolate=None, prompt_syntax="plain",
+                         truncate_long_prompts=False):
     """(cond, uncond) text embeddings per frame, each (num_videos_per_prompt, num_frames, tokens, dim);
-    uncond is None without guidance. Either prompt may be a dict {frame: text} or a string."""
+    uncond is None without guidance. Either prompt may be a dict {frame: text} or a string. Weighted and long
+    prompts are read as ``pipe.encode_prompt`` reads them (``prompt_syntax``, ``truncate_long_prompts``): all
+    keyframes of one side get the same number of chunks, and the side with fewer is padded with the empty
+    prompt's chunks (``prompt_weighting.pad_chunks``), so that interpolation and guidance see one length."""
 
     def per_frame(texts):
         keyframes = as_keyframes(texts)
         embeds, _ = pipe.encode_prompt(list(keyframes.values()), device, do_classifier_free_guidance=False,
-                                       clip_skip=clip_skip)
+                                       clip_skip=clip_skip, prompt_syntax=prompt_syntax,
+                                       truncate_long_prompts=truncate_long_prompts)
         frames = frame_embeddings(dict(zip(keyframes, embeds)), num_frames, interpolate)
         return frames[None].repeat(num_videos_per_prompt, 1, 1, 1)
 
-    return per_frame(prompt), per_frame(negative_prompt) if do_classifier_free_guidance else None
+    cond = per_frame(prompt)
+    uncond = per_frame(negative_prompt) if do_classifier_free_guidance else None
+    if uncond is not None and uncond.shape[2] != cond.shape[2]:  # long prompts: as many chunks on both sides
+        empty, _ = pipe.encode_prompt("", device, do_classifier_free_guidance=False, clip_skip=clip_skip)
+        padded = pad_chunks([cond.flatten(0, 1), uncond.flatten(0, 1)], empty)
+        cond, uncond = (e.unflatten(0, cond.shape[:2]) for e in padded)
+    return cond, uncond

@@ -506,12 +506,16 @@ def a1111_emphasis(z: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
 
         z_w = z * w;   z_w * mean(z) / mean(z_w)      (the means over each chunk's 77 x D numbers)
 
-    With every weight 1 this is z itself, bit for bit (z * 1 = z, and the two means are the same number).
+    With every weight 1 this is z itself, bit for bit (z * 1 = z, and the two means are the same number); such a
+    chunk is passed through as it is, since where its mean is 0 (an empty chunk of an encoder whose last LayerNorm
+    has no bias, like the tiny checkpoint's) the ratio would be 0 / 0.
     """
     z32 = z.float()
-    weighted = z32 * weights.to(z32.device)[..., None]
+    w = weights.to(z32.device)
+    weighted = z32 * w[..., None]
     restore = z32.mean(dim=(-2, -1), keepdim=True) / weighted.mean(dim=(-2, -1), keepdim=True)
-    return (weighted * restore).to(z.dtype)
+    unweighted = (w == 1).all(dim=-1)[..., None, None]  # (..., 1, 1): chunks with every weight 1
+    return torch.where(unweighted, z32, weighted * restore).to(z.dtype)
 
 
 def compel_weighting(z: torch.Tensor, weights: torch.Tensor, empty: torch.Tensor) -> torch.Tensor:

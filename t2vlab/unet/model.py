@@ -23,6 +23,7 @@ from ..frames import batch_to_frames, frames_to_batch
 from ..techniques import freeu
 from ..techniques.deepcache import DeepCache
 from ..techniques.free_noise import FreeNoise, set_windows
+from ..techniques.loops import set_loop
 from .blocks import DOWN_BLOCKS, UP_BLOCKS, UNetMidBlock3DCrossAttn
 from .temporal import TemporalTransformer
 
@@ -263,6 +264,13 @@ class UNet3DConditionModel(ModelBase):
 
     def disable_free_noise(self):
         set_windows(self, None)
+
+    def enable_loop(self):
+        """Loops (``t2vlab.techniques.loops``): the temporal convolutions pad the time axis circularly."""
+        set_loop(self, True)
+
+    def disable_loop(self):
+        set_loop(self, False)
 
     # ------------------------------------------------------------------------- memory/speed knobs
     def attention_modules(self):

@@ -10,7 +10,9 @@ work along F, at each pixel:
                        across time (both attentions of its block are self-attention; no text)
 
 The hook point of FreeNoise (``t2vlab.techniques.free_noise``): ``TemporalTransformer.windows``; when
-set, the attention runs within its windows of frames (``attend_in_windows``).
+set, the attention runs within its windows of frames (``attend_in_windows``). The hook point of loops
+(``t2vlab.techniques.loops``): ``TemporalConvLayer.circular``; when True, the convolutions pad the time
+axis circularly (``circular_convolutions``), so the last frame is the first one's neighbour.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from torch import nn
 
 from ..frames import batch_to_frames, frames_to_batch
 from ..techniques.free_noise import attend_in_windows
+from ..techniques.loops import circular_convolutions
 from .spatial import TransformerBlock
 
 
@@ -39,10 +42,14 @@ class TemporalConvLayer(nn.Module):
         self.conv4 = _temporal_conv(channels, groups)
         nn.init.zeros_(self.conv4[-1].weight)
         nn.init.zeros_(self.conv4[-1].bias)
+        self.circular = False  # hook point: a loop's circular time axis (t2vlab.techniques.loops)
 
     def forward(self, x, num_frames):
         video = batch_to_frames(x, num_frames)  # (B, C, F, H, W)
-        h = self.conv4(self.conv3(self.conv2(self.conv1(video))))
+        if self.circular:  # loops: frame F-1 pads frame 0's past and frame 0 pads frame F-1's future
+            h = circular_convolutions(self, video)
+        else:  # zero padding: the ends of the video see nothing beyond them
+            h = self.conv4(self.conv3(self.conv2(self.conv1(video))))
         return frames_to_batch(video + h)
 
 
