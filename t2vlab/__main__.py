@@ -56,6 +56,7 @@ from .original import convert_original
 from .os_errors import explain
 from .pipeline import TextToVideoPipeline
 from .schedulers import SCHEDULER_NAMES, from_name
+from .techniques.prompt_weighting import SYNTAXES
 from .video import export_to_video, inspect_video_file, open_image
 from .video_to_video import VideoToVideoPipeline, resize_video
 from .weights import REAL_CHECKPOINT
@@ -132,6 +133,17 @@ def parse_args(argv=None):
     ap.add_argument("--image", default=None, help="start the video from this image (image-to-video)")
     ap.add_argument("--image-strength", type=float, default=1.0,
                     help="with --image: how firmly the first frame is held to the image, in [0, 1] (default 1)")
+    ap.add_argument("--prompt-syntax", default="plain", choices=SYNTAXES,
+                    help="how the prompt is read: plain text (default), a1111 '(word:1.3) [word]', "
+                         "compel 'word+ (words)1.3'")
+    ap.add_argument("--loop", action="store_true", help="a video whose last frame flows into its first")
+    ap.add_argument("--lora", action="append", default=[], metavar="SOURCE",
+                    help="a LoRA to load (repeatable): a file, a folder, or a Hub id, owner/name[/subfolder], e.g. "
+                         "yhzhai/mcm/modelscopet2v-webvid; a known few-step adapter brings its sampler and steps")
+    ap.add_argument("--lora-weight-name", default=None, metavar="FILE",
+                    help="the file inside --lora's folder or Hub repository (e.g. unet_lora.pt for T2V-Turbo-MS)")
+    ap.add_argument("--lora-scale", type=cli(number, float), default=1.0,
+                    help="the LoRAs' weight for this video (default 1.0)")
     ap.add_argument("--upscale-with", default=None, metavar="MODEL",
                     help="then resize the frames and re-denoise them with this checkpoint (the hi-res fix)")
     ap.add_argument("--upscale-size", type=size_arg, default=None, metavar="WxH",
@@ -147,6 +159,8 @@ def parse_args(argv=None):
             ap.error(str(e))
     if args.video is not None and args.image is not None:
         ap.error("--video and --image: pass one (restyle a clip, or start from an image)")
+    if args.loop and args.video is not None:
+        ap.error("--loop: only when generating; a restyled --video keeps its own start and end")
     for flag, path in (("--video", args.video), ("--image", args.image)):
         if path is not None and not os.path.isfile(path):
             ap.error(f"{flag}: no such file {path!r}")
@@ -160,6 +174,23 @@ def parse_args(argv=None):
 def prompt_of(args):
     """The positional prompt, or with --prompt-at a dict {frame: text} with the positional prompt at frame 0."""
     return {0: args.prompt, **args.keyframes} if args.keyframes else args.prompt
+
+
+def lora_source(text):
+    """--lora's SOURCE as load_lora_weights takes it: (path or Hub id, subfolder). A path that exists is a path;
+    otherwise owner/name/sub/folder is the Hub repository owner/name and its subfolder sub/folder."""
+    if os.path.exists(text) or text.count("/") < 2:
+        return text, None
+    owner, name, subfolder = text.split("/", 2)
+    return f"{owner}/{name}", subfolder
+
+
+def load_loras(pipe, args):
+    """--lora: each source loaded as its own adapter, in the order given (LoRAError, a ValueError, names a bad one)."""
+    for text in args.lora:
+        source, subfolder = lora_source(text)
+        name = pipe.load_lora_weights(source, subfolder=subfolder, weight_name=args.lora_weight_name)
+        print(f"t2vlab: LoRA {text} loaded as adapter {name!r}")
 
 
 def switch_on(pipe, args):
@@ -288,6 +319,11 @@ def main(argv=None):
         return 2
     generator = torch.Generator().manual_seed(args.seed)
     pipe = load(args, args.model, VideoToVideoPipeline if args.video else TextToVideoPipeline)
+    try:  # before prepare: a known few-step adapter changes the recommended sampler, steps and guidance
+        load_loras(pipe, args)
+    except (ValueError, OSError) as e:
+        print(f"t2vlab: --lora: {error_message(e)}", file=sys.stderr)
+        return 2
     steps, scheduler = prepare(pipe, args)
     guidance = pipe.recommended.guidance_scale if args.guidance is None else args.guidance
     t0 = time.perf_counter()
@@ -336,7 +372,9 @@ def techniques_on(pipe, args) -> list[str]:
     """The names of what is switched on, for the summary line."""
     return [name for name, used in (("FreeNoise", pipe.free_noise), ("FreeInit", pipe.free_init),
                                     ("FreeU", pipe.unet.freeu_enabled), ("prompt travel", args.keyframes),
-                                    ("DeepCache", pipe.unet.deepcache), ("compiled", args.compile)) if used]
+                                    ("DeepCache", pipe.unet.deepcache), ("compiled", args.compile),
+                                    ("loop", args.loop), (f"{len(args.lora)} LoRA", args.lora),
+                                    (f"{args.prompt_syntax} prompt syntax", args.prompt_syntax != "plain")) if used]
 
 
 def shapes_to_compile_for(pipe, args):
@@ -353,12 +391,19 @@ def generate(pipe, args, steps, guidance, generator):
     rec = pipe.recommended
     if args.video:
         return pipe(args.prompt, video=args.video, strength=args.strength, negative_prompt=args.negative,
-                    num_inference_steps=steps, guidance_scale=guidance, generator=generator).frames
+                    num_inference_steps=steps, guidance_scale=guidance, generator=generator,
+                    prompt_syntax=args.prompt_syntax, **lora_scale(args)).frames
     size = ({} if args.image and args.size is None else
             {"height": given(args.size, rec.height), "width": given(args.size, rec.width)})
     return pipe(prompt_of(args), negative_prompt=args.negative, num_inference_steps=steps,
                 num_frames=given(args.frames, rec.num_frames), guidance_scale=guidance, generator=generator,
-                image=args.image, image_strength=args.image_strength, **size).frames
+                image=args.image, image_strength=args.image_strength, prompt_syntax=args.prompt_syntax, loop=args.loop,
+                **size, **lora_scale(args)).frames
+
+
+def lora_scale(args):
+    """--lora-scale as the pipelines take it (diffusers' cross_attention_kwargs); nothing when it is 1."""
+    return {} if args.lora_scale == 1.0 else {"cross_attention_kwargs": {"scale": args.lora_scale}}
 
 
 def hi_res_fix(frames, args, generator):
@@ -371,7 +416,7 @@ def hi_res_fix(frames, args, generator):
     print(f"t2vlab: upscaling to {width}x{height} with {args.upscale_with}, strength {args.upscale_strength}")
     frames = big(args.prompt, video=resize_video(frames, height, width), strength=args.upscale_strength,
                  negative_prompt=args.negative, num_inference_steps=steps, guidance_scale=guidance,
-                 generator=generator).frames
+                 generator=generator, prompt_syntax=args.prompt_syntax).frames
     return frames, scheduler
 
 

@@ -47,6 +47,7 @@ from .checks import integer, number
 from .compiled import COMPILE_MODES
 from .noise import video_noise
 from .schedulers import SCHEDULER_NAMES
+from .techniques.prompt_weighting import SYNTAXES
 from .video import export_to_video
 
 STOCHASTIC = ("ddpm", "euler-a")  # samplers that draw noise at every step: one prompt per call
@@ -73,10 +74,13 @@ class Job:
     width: int
     model: str
     scheduler: str
+    prompt_syntax: str = "plain"  # how the prompt is read (techniques.prompt_weighting)
 
     def settings(self):
         s = asdict(self)
         del s["line"]
+        if s["prompt_syntax"] == "plain":  # left out when plain: a plain job's name is what it always was
+            del s["prompt_syntax"]
         return s
 
     def group(self):
@@ -146,7 +150,7 @@ def make_jobs(entries, args, pipe, scheduler):
     defaults = {"negative": args.negative, "seed": args.seed, "frames": args.frames or rec.num_frames,
                 "steps": args.steps or rec.num_inference_steps,
                 "guidance": rec.guidance_scale if args.guidance is None else args.guidance,
-                "height": args.size or rec.height, "width": args.size or rec.width}
+                "height": args.size or rec.height, "width": args.size or rec.width, "prompt_syntax": args.prompt_syntax}
     return [Job(line=number, model=str(pipe.name_or_path), scheduler=scheduler, **{**defaults, **entry})
             for number, entry in entries]
 
@@ -184,7 +188,7 @@ def generate(pipe, call):
                                                    torch.float32) for j in call])}
     return pipe([j.prompt for j in call], negative_prompt=first.negative, num_frames=first.frames,
                 height=first.height, width=first.width, num_inference_steps=first.steps,
-                guidance_scale=first.guidance, output_type="pt", **noise).frames
+                guidance_scale=first.guidance, prompt_syntax=first.prompt_syntax, output_type="pt", **noise).frames
 
 
 def write(out, job, frames, fps, seconds):
@@ -243,6 +247,8 @@ def parse_batch_args(argv):
     ap.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default 9)")
     ap.add_argument("--scheduler", default=None, choices=SCHEDULER_NAMES, help="sampler (default dpm++)")
     ap.add_argument("--fps", type=int, default=8)
+    ap.add_argument("--prompt-syntax", default="plain", choices=SYNTAXES,
+                    help="how the prompts are read: plain text (default), a1111 or compel weights")
     ap.add_argument("--batch-size", type=int, default=4, help="prompts per call at most (default 4)")
     ap.add_argument("--fp16", action="store_true", help="half precision (GPU)")
     ap.add_argument("--offload", action="store_true", help="keep models on the CPU until each runs (GPU)")
