@@ -17,7 +17,14 @@ registered with its key, check and solution (``core.Exercise``); ``core`` holds 
 
 from __future__ import annotations
 
-from . import ex04_attention  # noqa: F401  (registers its exercises)
+from . import (  # noqa: F401  (each module registers its notebook's exercises), in notebook order
+    ex04_attention,
+    ex08_noise,
+    ex10_training,
+    ex11_sdedit,
+    ex12_free_noise,
+    ex14_lora,
+)
 from .core import EXERCISES, Exercise, ExerciseMistake, check, exercise, solution, solution_source
 
 __all__ = ["EXERCISES", "Exercise", "ExerciseMistake", "check", "exercise", "solution", "solution_source"]
