@@ -149,7 +149,7 @@ def pytest_runtest_call(item):
     def execute(run):
         solved = with_solutions(run.filename)  # in the notebook's own folder: relative paths still work
         if solved is not None:
-            run.filename = solved
+            run.filename = type(run.filename)(solved)  # nbmake keeps a Path
         try:
             executed["result"] = result = original(run)
         finally:

@@ -211,3 +211,61 @@ def merge_transposed(weight, A, B, scaling):
 
 MISTAKES["14.merge"] = [(merge_subtracting, "subtracting the correction"),
                         (merge_transposed, "same sizes in another order")]
+
+
+# ---------------------------------------------------------------------------------- 15: DeepCache's premise
+def changes_absolute(features):
+    import torch
+
+    return torch.stack([(b - a).norm() for a, b in zip(features, features[1:])])
+
+
+def changes_over_the_previous(features):
+    import torch
+
+    return torch.stack([(b - a).norm() / a.norm() for a, b in zip(features, features[1:])])
+
+
+MISTAKES["15.changes"] = [(changes_absolute, "without dividing by the feature's own size"),
+                          (changes_over_the_previous, "previous step's feature")]
+
+
+# ---------------------------------------------------------------------------------- 16: the capstone
+def make_big_in_place(labels):
+    labels["radius"] = 18 + (labels["radius"] - 8) / 3 * 2
+    labels["across"] = 29 + (labels["across"] - 18) / 28 * 6
+    return labels
+
+
+def make_big_scaled(labels):
+    return {**labels, "radius": labels["radius"] * 18 / 8, "across": 29 + (labels["across"] - 18) / 28 * 6}
+
+
+def make_big_at_the_edge(labels):
+    return {**labels, "radius": 18 + (labels["radius"] - 8) / 3 * 2}
+
+
+MISTAKES["16.big"] = [(make_big_in_place, "changed them in place"), (make_big_scaled, "radius scaled"),
+                      (make_big_at_the_edge, "left as it was")]
+
+
+def extent_along(video):
+    import torch
+
+    from t2vlab.toy.evaluate import foreground
+
+    mask, _ = foreground(video)
+    return float(torch.tensor([max(int(m.any(1).sum()), int(m.any(0).sum())) for m in mask if m.any()],
+                              dtype=torch.float32).median())
+
+
+def extent_as_area(video):
+    import torch
+
+    from t2vlab.toy.evaluate import foreground
+
+    mask, _ = foreground(video)
+    return float(torch.tensor([int(m.sum()) for m in mask if m.any()], dtype=torch.float32).median())
+
+
+MISTAKES["16.extent"] = [(extent_along, "the larger of the two extents"), (extent_as_area, "its area")]

@@ -61,11 +61,18 @@ def test_a_notebook_that_draws_nothing_or_loses_a_figure_fails(tmp_path):
     notebook(folder / "switched.ipynb", "import matplotlib.pyplot as plt\nplt.plot([1, 2]); plt.show()",
              "def show_it():\n    plt.plot([2, 1]); plt.show()", "import matplotlib\nmatplotlib.use('Agg')",
              "show_it()")
-    env = {**os.environ, "MPLBACKEND": "Agg"}
+    # an exercise cell (a stub) is filled with its solution, so the check after it passes
+    exercise = nbformat.v4.new_code_cell("def attention(q, k, v):\n    # TODO\n    raise NotImplementedError",
+                                         metadata={"tags": ["exercise"], "exercise": "04.attention"})
+    nb = notebook(folder / "exercise.ipynb", "from t2vlab.course import check\nimport matplotlib.pyplot as plt")
+    nb.cells += [exercise, nbformat.v4.new_code_cell('assert check("04.attention", attention)\nplt.plot([1]); plt.show()')]
+    nbformat.write(nb, folder / "exercise.ipynb")
+    env = {**os.environ, "MPLBACKEND": "Agg", "PYTHONPATH": str(ROOT)}
     env.pop("T2VLAB_QUICK", None)
     run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbmake", str(folder)],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     out = run.stdout + run.stderr
-    assert "2 failed, 2 passed" in out, out
+    assert "2 failed, 3 passed" in out, out
+    assert not list(folder.glob("solved-*")), "the filled-in copy is removed"
     assert "FAILED notebooks/silent.ipynb" in out and "silent.ipynb drew no figure" in out, out
     assert "FAILED notebooks/switched.ipynb" in out and "switched.ipynb: cell(s) [3] draw" in out, out

@@ -1,0 +1,147 @@
+"""The course's learning path: which notebooks form the core sequence, which are optional tooling, what each one
+needs first, how long it takes, and what its exercises build. Notebook 00 prints it (``show_learning_path()``),
+and the README's course table gives the same figures.
+
+cpu_minutes: measured, the wall time of the notebook under nbmake (``python -m pytest --nbmake``, the exercises
+filled with their solutions, T2VLAB_QUICK=1) on the project's 2-core CPU machine while other jobs shared it (so an
+upper figure: an idle laptop is faster). t4_minutes_estimate: an estimate, not a measurement (no T4 was at hand):
+on a GPU the notebooks load the real 1.7 B-parameter model, so the first one pays its download (3.6 GB) and each
+one its load (about a minute) besides generating. None where not yet measured or estimated.
+"""
+
+from __future__ import annotations
+
+LEARNING_PATH = {
+    "00": dict(title="Quickstart, and the toy world and its judge", kind="core", prerequisites=[],
+               cpu_minutes=None, t4_minutes_estimate=6,
+               builds="the judge's mask of the shape's pixels, and the path of its centroid"),
+    "01": dict(title="Text: from a prompt to what the UNet reads", kind="core", prerequisites=["00"],
+               cpu_minutes=None, t4_minutes_estimate=3,
+               builds="a prompt framed to 77 ids (start, text, end, padding), causal self-attention"),
+    "02": dict(title="Noise, schedules and samplers", kind="core", prerequisites=["00"],
+               cpu_minutes=None, t4_minutes_estimate=4,
+               builds="the DDPM posterior q(x_t' | x_t, x0), the DDIM step"),
+    "03": dict(title="The VAE: pixels to latents and back", kind="core", prerequisites=["02"],
+               cpu_minutes=None, t4_minutes_estimate=3,
+               builds="the VAE's KL term, the reparameterised sample"),
+    "04": dict(title="Attention: self, cross and temporal", kind="core", prerequisites=["01"],
+               cpu_minutes=None, t4_minutes_estimate=3,
+               builds="attention from its formula, the multi-head layer around it"),
+    "05": dict(title="The 3D UNet", kind="core", prerequisites=["02", "04"],
+               cpu_minutes=None, t4_minutes_estimate=3,
+               builds="frames folded into the batch, the sinusoidal timestep embedding, one level's forward"),
+    "06": dict(title="The pipeline: the denoising loop by hand", kind="core", prerequisites=["01", "02", "03", "05"],
+               cpu_minutes=None, t4_minutes_estimate=5,
+               builds="the guidance rule, the guided denoising loop from the pipeline's parts"),
+    "07": dict(title="Memory: what each option saves, and what it costs", kind="optional", prerequisites=["03", "06"],
+               cpu_minutes=None, t4_minutes_estimate=None,
+               builds=None),
+    "08": dict(title="VideoFusion's decomposed noise", kind="core", prerequisites=["06"],
+               cpu_minutes=None, t4_minutes_estimate=None,
+               builds="the shared + residual noise of VideoFusion, the correlation between frames"),
+    "09": dict(title="The studio: generate, then look inside", kind="optional", prerequisites=["04", "06"],
+               cpu_minutes=None, t4_minutes_estimate=None, builds=None),
+    "10": dict(title="Train your own text-to-video model", kind="core", prerequisites=["03", "06"],
+               cpu_minutes=None, t4_minutes_estimate=None,
+               builds="caption dropout, the noise-prediction loss"),
+    "11": dict(title="Video-to-video and image-to-video", kind="core", prerequisites=["02", "06"],
+               cpu_minutes=None, t4_minutes_estimate=None,
+               builds="SDEdit's starting timesteps, the video noised to the start"),
+    "12": dict(title="Long videos: FreeNoise, prompt travel, FreeInit and FreeU", kind="core",
+               prerequisites=["04", "06", "08"], cpu_minutes=None, t4_minutes_estimate=None,
+               builds="FreeNoise's windows, their pyramid weights, the windows fused (Eq. 4)"),
+    "13": dict(title="Checkpoints: one model, two layouts, a family of fine-tunes", kind="optional",
+               prerequisites=["05"], cpu_minutes=None, t4_minutes_estimate=None, builds=None),
+    "14": dict(title="Fine-tuning with LoRA: teach the toy model a new colour", kind="core", prerequisites=["10"],
+               cpu_minutes=None, t4_minutes_estimate=None,
+               builds="LoRALinear's forward, the LoRA folded into the weight"),
+    "15": dict(title="Speed: the compiled path, DeepCache, and a batch of prompts", kind="optional",
+               prerequisites=["05", "06"], cpu_minutes=None, t4_minutes_estimate=None, builds=None),
+    "16": dict(title="Capstone: a new attribute, size, read by the judge and taught with a LoRA", kind="core",
+               prerequisites=["10", "14"], cpu_minutes=None, t4_minutes_estimate=None,
+               builds="the world's big shapes, the judge's size reader"),
+}
+
+
+def _minutes(value) -> str:
+    return "?" if value is None else f"{value:g}"
+
+
+def learning_path_table() -> str:
+    """The learning path as a plain-text table, core sequence first, then the optional notebooks."""
+    rows = [("nb", "kind", "needs", "CPU min", "T4 min (est.)", "title / what its exercises build")]
+    for kind in ("core", "optional"):
+        for number, entry in LEARNING_PATH.items():
+            if entry["kind"] != kind:
+                continue
+            rows.append((number, kind, ", ".join(entry["prerequisites"]) or "-", _minutes(entry["cpu_minutes"]),
+                         _minutes(entry["t4_minutes_estimate"]), entry["title"]))
+            if entry["builds"]:
+                rows.append(("", "", "", "", "", f"  builds: {entry['builds']}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r[:5], widths)) + "  " + r[5] for r in rows)
+
+
+def show_learning_path() -> None:
+    """Print the learning path (notebook 00 does), with the totals of the core sequence."""
+    print(learning_path_table())
+    core = [e for e in LEARNING_PATH.values() if e["kind"] == "core"]
+    cpu = [e["cpu_minutes"] for e in core]
+    if all(m is not None for m in cpu):
+        print(f"\ncore sequence: {len(core)} notebooks, about {sum(cpu):.0f} CPU minutes in all")
+
+
+def about(number) -> None:
+    """One notebook's place on the path (its first cell prints it): core or optional, what to read first, time."""
+    entry = LEARNING_PATH[str(number)]
+    needs = ", ".join(entry["prerequisites"]) or "nothing (Python and PyTorch tensors)"
+    cpu, t4 = entry["cpu_minutes"], entry["t4_minutes_estimate"]
+    cpu = "not measured yet" if cpu is None else f"about {cpu:g} min on a CPU (measured on a loaded 2-core machine)"
+    t4 = "" if t4 is None else f", about {t4:g} min on a T4 GPU (an estimate)"
+    print(f"notebook {number} ({entry['kind']}): read first: {needs}; {cpu}{t4}")
+
+
+def about(number) -> None:
+    """Print what notebook ``number`` ("07") needs first and how long it takes: a notebook's first cell calls it,
+    so that the figures are LEARNING_PATH's, never retyped."""
+    entry = LEARNING_PATH[number]
+    needs = ", ".join(entry["prerequisites"]) or "nothing"
+    print(f"notebook {number} ({entry['kind']}): {entry['title']}\n"
+          f"  needs first: {needs}\n"
+          f"  takes: about {_minutes(entry['cpu_minutes'])} minutes on a 2-core CPU (measured), about "
+          f"{_minutes(entry['t4_minutes_estimate'])} on a T4 GPU (an estimate: none was at hand)")
+    if entry["builds"]:
+        print(f"  you build: {entry['builds']}")
+
+
+# Where the notebooks' Colab badges point. Nothing in this project has confirmed that this repository address exists
+# (it is the one the project's first notebooks used); it is written here once, with t2vlab.notebook.INSTALL_SOURCE.
+REPOSITORY = "t2vlab/t2vlab"
+COLAB = "https://colab.research.google.com/github/{repository}/blob/main/notebooks/{notebook}"
+BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
+
+
+def notebook_file(number, folder) -> str:
+    """The file name of notebook ``number`` in ``folder`` ("07" -> "07_memory.ipynb")."""
+    from pathlib import Path
+
+    names = sorted(p.name for p in Path(folder).glob(f"{number}_*.ipynb"))
+    if len(names) != 1:
+        raise ValueError(f"notebook {number}: expected one file {number}_*.ipynb in {folder}, found {names}")
+    return names[0]
+
+
+def readme_rows(folder) -> list[str]:
+    """The README's course table, one markdown row per notebook, core sequence first (tests hold the README to it)."""
+    rows = ["| notebook | kind | needs first | CPU minutes (measured) | T4 minutes (estimate) | what you build | |",
+            "|---|---|---|---|---|---|---|"]
+    for kind in ("core", "optional"):
+        for number, entry in LEARNING_PATH.items():
+            if entry["kind"] != kind:
+                continue
+            name = notebook_file(number, folder)
+            badge = f"[![Open In Colab]({BADGE})]({COLAB.format(repository=REPOSITORY, notebook=name)})"
+            rows.append(f"| `{name[:-6]}` | {kind} | {', '.join(entry['prerequisites']) or '-'} | "
+                        f"{_minutes(entry['cpu_minutes'])} | {_minutes(entry['t4_minutes_estimate'])} | "
+                        f"{entry['title']}{': ' + entry['builds'] if entry['builds'] else ''} | {badge} |")
+    return rows
