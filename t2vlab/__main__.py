@@ -1,4 +1,7 @@
-"""python -m t2vlab "a prompt" --out video.mp4 — generate one video from the command line.
+"""t2vlab "a prompt" --out video.mp4 — generate one video from the command line.
+
+``t2vlab`` is the console script that ``pip install`` puts on the PATH (``[project.scripts]``); ``python -m t2vlab``
+is the same program. Each command has its ``--help``.
 
 python -m t2vlab batch PROMPTS --out DIR [--model ...] [options] — one video per line of a prompts file
 (text or JSON lines), resumable, shared between processes under ``accelerate launch`` (``t2vlab.batch``).
@@ -45,15 +48,15 @@ import time
 import torch
 
 from .batch import batch
-from .checkpoint import CheckpointError
-from .checks import positive_int
+from .checks import cli, integer, number, positive_int, seed
 from .compiled import COMPILE_MODES
 from .finetune import main as finetune_main
 from .guards import check_strength
 from .original import convert_original
+from .os_errors import explain
 from .pipeline import TextToVideoPipeline
 from .schedulers import SCHEDULER_NAMES, from_name
-from .video import export_to_video
+from .video import export_to_video, inspect_video_file, open_image
 from .video_to_video import VideoToVideoPipeline, resize_video
 from .weights import REAL_CHECKPOINT
 
@@ -70,21 +73,43 @@ def size_arg(text):
         raise argparse.ArgumentTypeError(f"expected positive sizes, got {text!r}") from None
 
 
+COMMANDS = """commands (each with --help):
+  t2vlab PROMPT [options]          generate a video (these options)
+  t2vlab batch PROMPTS --out DIR   one video per line of a prompts file, resumable, shared between processes
+  t2vlab finetune --data CLIPS ... train a LoRA on your own captioned clips
+  t2vlab convert ORIGINAL OUT      write a checkpoint in the original ModelScope layout in the published one
+python -m t2vlab is the same program; a prompt that is one of these words: t2vlab -- batch"""
+
+
+FPS = cli(number, float, low=1e-3, high=1000)  # as export_to_video checks it, but before minutes of generation
+
+
+def given(value, default):
+    """A flag's value, or ``default`` when it was not given (None): never ``value or default``, which would
+    silently turn a 0 into the default."""
+    return default if value is None else value
+
+
 def parse_args(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m t2vlab", description="Generate a video from a text prompt.")
+    ap = argparse.ArgumentParser(prog="t2vlab", description="Generate a video from a text prompt.", epilog=COMMANDS,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("prompt", help="what the video should show")
     ap.add_argument("--out", default="video.mp4", help="output file, .mp4 or .gif (default: video.mp4)")
     ap.add_argument("--model", default=None,
                     help="checkpoint folder (published or original ModelScope layout), Hub id, 'toy' or 'tiny' "
                          "(default: the real one on a GPU, else toy)")
     ap.add_argument("--negative", default=None, help="negative prompt")
-    ap.add_argument("--steps", type=int, default=None, help="denoising steps (default: the checkpoint's, 25)")
-    ap.add_argument("--frames", type=int, default=None, help="number of frames (default: the checkpoint's: 16, toy 8)")
-    ap.add_argument("--size", type=int, default=None, help="height and width in pixels (default: the model's)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default 9)")
+    ap.add_argument("--steps", type=cli(positive_int), default=None,
+                    help="denoising steps (default: the checkpoint's, 25)")
+    ap.add_argument("--frames", type=cli(positive_int), default=None,
+                    help="number of frames (default: the checkpoint's: 16, toy 8)")
+    ap.add_argument("--size", type=cli(positive_int), default=None,
+                    help="height and width in pixels (default: the model's)")
+    ap.add_argument("--seed", type=cli(seed), default=0, help="seed of the noise, 0 to 2^64-1 (default 0)")
+    ap.add_argument("--guidance", type=cli(number, float, low=0), default=None,
+                    help="classifier-free guidance scale (default 9)")
     ap.add_argument("--scheduler", default=None, choices=SCHEDULER_NAMES, help="sampler (default dpm++)")
-    ap.add_argument("--fps", type=int, default=8)
+    ap.add_argument("--fps", type=FPS, default=8, help="frames per second of the file (default 8)")
     ap.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     ap.add_argument("--fp16", action="store_true", help="half precision (GPU)")
     ap.add_argument("--offload", action="store_true", help="keep models on the CPU until each runs (GPU)")
@@ -92,11 +117,12 @@ def parse_args(argv=None):
     ap.add_argument("--compile", nargs="?", const="default", default=None, choices=COMPILE_MODES, metavar="MODE",
                     help="torch.compile the UNet and the VAE decoder (MODE: default, reduce-overhead (CUDA graphs), "
                          "max-autotune); the first call compiles, and its time is printed")
-    ap.add_argument("--deepcache", nargs="?", type=int, const=3, default=None, metavar="INTERVAL",
+    ap.add_argument("--deepcache", nargs="?", type=cli(positive_int), const=3, default=None, metavar="INTERVAL",
                     help="DeepCache: run the deep levels of the UNet every INTERVAL steps only (default 3)")
-    ap.add_argument("--free-noise", nargs="?", type=int, const=True, default=None, metavar="CONTEXT",
+    ap.add_argument("--free-noise", nargs="?", type=cli(positive_int), const=True, default=None, metavar="CONTEXT",
                     help="FreeNoise for long videos: windows of CONTEXT frames (default: the model's clip length)")
-    ap.add_argument("--free-init", type=int, default=None, metavar="N", help="FreeInit: N sampling passes")
+    ap.add_argument("--free-init", type=cli(positive_int), default=None, metavar="N",
+                    help="FreeInit: N sampling passes")
     ap.add_argument("--freeu", action="store_true", help="FreeU (s1 0.9, s2 0.2, b1 1.2, b2 1.4)")
     ap.add_argument("--prompt-at", nargs=2, action="append", default=[], metavar=("FRAME", "TEXT"),
                     help="prompt travel: from FRAME on, travel towards TEXT (repeatable)")
@@ -112,7 +138,7 @@ def parse_args(argv=None):
                     help="frame size for --upscale-with (default: the upscaler's size, keeping the aspect ratio)")
     ap.add_argument("--upscale-strength", type=float, default=0.6, help="strength of the upscale pass (default 0.6)")
     args = ap.parse_args(argv)
-    steps = args.steps or 25
+    steps = given(args.steps, 25)
     for flag, value, used in (("--strength", args.strength, args.video),
                               ("--upscale-strength", args.upscale_strength, args.upscale_with)):
         try:  # always in (0, 1]; whether it leaves a step matters only with --video / --upscale-with
@@ -125,9 +151,9 @@ def parse_args(argv=None):
         if path is not None and not os.path.isfile(path):
             ap.error(f"{flag}: no such file {path!r}")
     try:
-        args.keyframes = {int(frame): text for frame, text in args.prompt_at}
+        args.keyframes = {integer("--prompt-at FRAME", int(frame), low=0): text for frame, text in args.prompt_at}
     except ValueError:
-        ap.error(f"--prompt-at: FRAME must be an integer frame index, got {[f for f, _ in args.prompt_at]}")
+        ap.error(f"--prompt-at: FRAME must be a frame index >= 0, got {[f for f, _ in args.prompt_at]}")
     return args
 
 
@@ -177,25 +203,35 @@ def load(args, model=None, cls=TextToVideoPipeline):
 
 
 def parse_convert_args(argv):
-    ap = argparse.ArgumentParser(prog="python -m t2vlab convert", description=(
+    ap = argparse.ArgumentParser(prog="t2vlab convert", description=(
         "Convert a checkpoint in the original ModelScope layout (configuration.json, text2video_pytorch_model.pth, "
         "VQGAN_autoencoder.pth, open_clip_pytorch_model.bin) to the published layout (safetensors)."))
     ap.add_argument("original", help="folder in the original layout")
     ap.add_argument("out", help="folder to write (must not exist unless --overwrite)")
     ap.add_argument("--fp16", action="store_true", help="write float16 weights (half the size)")
-    ap.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    ap.add_argument("--overwrite", action="store_true",
+                    help="replace OUT if it exists and t2vlab wrote it (a folder holding .t2vlab-written)")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     return ap.parse_args(argv)
+
+
+def error_message(e: BaseException) -> str:
+    """What the commands print for an error: an OSError in the words of ``t2vlab.os_errors``, else its own."""
+    return explain(e) if isinstance(e, OSError) and e.errno is not None else str(e)
 
 
 def convert(argv):
     args = parse_convert_args(argv)
     t0 = time.perf_counter()
+
+    def say(message):
+        print(f"t2vlab convert: {message}", file=sys.stderr)
+
     try:
         out = convert_original(args.original, args.out, fp16=args.fp16, overwrite=args.overwrite,
-                               progress=not args.quiet)
-    except (FileExistsError, FileNotFoundError, CheckpointError) as e:
-        print(f"t2vlab convert: {e}", file=sys.stderr)
+                               progress=not args.quiet, say=say)
+    except (OSError, ValueError) as e:  # CheckpointError is a ValueError; FileExistsError, a full disk: OSError
+        say(error_message(e))
         return 2
     print(f"t2vlab: wrote {out} ({'float16' if args.fp16 else 'float32'}) in {time.perf_counter() - t0:.1f} s; "
           f"load it with --model {out}")
@@ -206,7 +242,7 @@ def prepare(pipe, args):
     """Sampler, placement (GPU, or offload) and VAE slicing as the arguments ask; returns (steps, sampler)."""
     rec = pipe.recommended
     print(f"t2vlab: model {pipe.name_or_path}: {rec.description}")
-    steps, scheduler = args.steps or rec.num_inference_steps, args.scheduler or rec.scheduler
+    steps, scheduler = given(args.steps, rec.num_inference_steps), given(args.scheduler, rec.scheduler)
     pipe.scheduler = from_name(scheduler, pipe.scheduler.config)
     if args.offload:
         pipe.enable_model_cpu_offload()
@@ -245,8 +281,10 @@ def main(argv=None):
     if argv[:1] == ["batch"]:  # (a prompt that is the word "batch": python -m t2vlab -- batch)
         return batch(argv[1:], load, prepare)
     args = parse_args(argv)
-    if os.path.exists(args.out) and not args.overwrite:  # say so before minutes of generation, not after
-        print(f"t2vlab: {args.out} exists; pass --overwrite to replace it", file=sys.stderr)
+    try:  # say so before minutes of generation, not after
+        check_files(args)
+    except (OSError, ValueError) as e:
+        print(f"t2vlab: {error_message(e)}", file=sys.stderr)
         return 2
     generator = torch.Generator().manual_seed(args.seed)
     pipe = load(args, args.model, VideoToVideoPipeline if args.video else TextToVideoPipeline)
@@ -262,15 +300,36 @@ def main(argv=None):
             release(pipe)
             del pipe  # the first model leaves before the second arrives: never two UNets on the GPU
             frames, scheduler = hi_res_fix(frames, args, generator)
-    except (ValueError, FileNotFoundError) as e:  # bad input, named by the pipeline before any model ran
-        print(f"t2vlab: {e}", file=sys.stderr)
+        path = export_to_video(frames[0], args.out, fps=args.fps, overwrite=args.overwrite)
+    except (ValueError, OSError) as e:  # bad input, named by the pipeline before any model ran; a full disk
+        print(f"t2vlab: {error_message(e)}", file=sys.stderr)
         return 2
-    path = export_to_video(frames[0], args.out, fps=args.fps, overwrite=args.overwrite)
     f, h, w = frames.shape[1:4]
     how = f" at strength {args.strength} (the last {int(steps * args.strength)})" if args.video else ""
     print(f"t2vlab: wrote {path}: {f} frames of {w}x{h}, {steps} {scheduler} steps{how}, "
           f"seed {args.seed}{', ' + ', '.join(on) if on else ''}, in {time.perf_counter() - t0:.1f} s")
     return 0
+
+
+def check_files(args):
+    """What can be known about the files before any model loads: --out (not there unless --overwrite, a file
+    name in an existing folder), --video and --image looked at (declared size and frames within the readers'
+    limits, not truncated) without decoding them."""
+    if os.path.isdir(args.out):
+        raise IsADirectoryError(f"--out {args.out} is a folder; give a file name such as {args.out}/video.mp4")
+    if os.path.lexists(args.out) and not args.overwrite:
+        raise FileExistsError(f"{args.out} exists; pass --overwrite to replace it")
+    folder = os.path.dirname(os.path.abspath(args.out))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"--out {args.out}: there is no folder {folder} to write it in")
+    try:
+        if args.video is not None:
+            inspect_video_file(args.video, "--video")
+        if args.image is not None:
+            open_image(args.image, "--image").close()
+    except OSError as e:  # a file that is not a video or image at all: the pipeline would say the same
+        which = "--video" if args.video is not None else "--image"
+        raise ValueError(f"{which}: cannot read {args.video or args.image!r} ({str(e).splitlines()[0]})") from e
 
 
 def techniques_on(pipe, args) -> list[str]:
@@ -285,7 +344,8 @@ def shapes_to_compile_for(pipe, args):
     file decides the size."""
     rec = pipe.recommended
     known = not (args.video or args.image)
-    return (args.size or rec.height) if known else None, args.size or rec.width, args.frames or rec.num_frames
+    return (given(args.size, rec.height) if known else None, given(args.size, rec.width),
+            given(args.frames, rec.num_frames))
 
 
 def generate(pipe, args, steps, guidance, generator):
@@ -294,9 +354,10 @@ def generate(pipe, args, steps, guidance, generator):
     if args.video:
         return pipe(args.prompt, video=args.video, strength=args.strength, negative_prompt=args.negative,
                     num_inference_steps=steps, guidance_scale=guidance, generator=generator).frames
-    size = {} if args.image and not args.size else {"height": args.size or rec.height, "width": args.size or rec.width}
+    size = ({} if args.image and args.size is None else
+            {"height": given(args.size, rec.height), "width": given(args.size, rec.width)})
     return pipe(prompt_of(args), negative_prompt=args.negative, num_inference_steps=steps,
-                num_frames=args.frames or rec.num_frames, guidance_scale=guidance, generator=generator,
+                num_frames=given(args.frames, rec.num_frames), guidance_scale=guidance, generator=generator,
                 image=args.image, image_strength=args.image_strength, **size).frames
 
 

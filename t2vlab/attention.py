@@ -13,6 +13,11 @@ The layer :class:`Attention` (the UNet's transformers, the VAE's mid-block) has 
 parameter names (``to_q``, ``to_k``, ``to_v``, ``to_out.0``). The text encoder's layer has CLIP's names
 (``q_proj``, ``k_proj``, ``v_proj``, ``out_proj``), so it is its own module (``text_encoder.CLIPAttention``),
 calling the same :func:`attention`.
+
+Fused projections (diffusers' ``fuse_qkv_projections``): q, k, v = x [Wq; Wk; Wv]^T split in three, one matmul
+with three times the columns instead of three; in cross-attention q comes from x and k, v = context [Wk; Wv]^T.
+Each output is the same dot product, so the numbers agree up to the matmul's float rounding. The fused matrix is
+a copy kept beside the layers (a buffer, not saved); the layers themselves are untouched, so unfusing is exact.
 """
 
 from __future__ import annotations
@@ -91,6 +96,10 @@ class Attention(nn.Module):
         self.to_k = nn.Linear(cross_attention_dim or query_dim, inner, bias=bias)
         self.to_v = nn.Linear(cross_attention_dim or query_dim, inner, bias=bias)
         self.to_out = nn.ModuleList([nn.Linear(inner, query_dim, bias=out_bias), nn.Dropout(0.0)])
+        self.is_cross_attention = cross_attention_dim is not None  # k, v from the text (fused: k, v only)
+        self.register_buffer("fused_weight", None, persistent=False)  # [Wq; Wk; Wv] or [Wk; Wv] while fused
+        self.register_buffer("fused_bias", None, persistent=False)
+        self.fused_from = None  # what the fused copy was made from (fused_key): layers, weights, versions
         self.backend, self.slice_size = "sdpa", None
         self.keep_probs = False  # when True, forward computes the formula and keeps the map in .last_probs
         self.last_probs = None
@@ -104,12 +113,55 @@ class Attention(nn.Module):
     def split_heads(self, t):  # (B, N, H*D) -> (B, H, N, D)
         return t.unflatten(-1, (self.heads, self.dim_head)).transpose(1, 2)
 
+    # ------------------------------------------------------------------------------- fused projections
+    def projections(self):
+        """The layers the fused matrix stacks: (to_q, to_k, to_v) for self-attention, (to_k, to_v) for cross."""
+        return (self.to_k, self.to_v) if self.is_cross_attention else (self.to_q, self.to_k, self.to_v)
+
+    def fuse_projections(self):
+        """Stack the projections' weights (and biases) into one matrix. Refused for a projection that is not a
+        plain nn.Linear (a LoRA-adapted one: its correction would be left out)."""
+        layers = self.projections()
+        for layer in layers:
+            if type(layer) is not nn.Linear:
+                raise ValueError(f"fuse_qkv_projections: a projection is a {type(layer).__name__}, not a plain "
+                                 f"nn.Linear (a LoRA?); unload_lora_weights() first, then fuse")
+        with torch.no_grad():
+            self.fused_weight = torch.cat([layer.weight for layer in layers])
+            self.fused_bias = None if layers[0].bias is None else torch.cat([layer.bias for layer in layers])
+        self.fused_from = fused_key(layers)
+
+    def unfuse_projections(self):
+        self.fused_weight, self.fused_bias, self.fused_from = None, None, None
+
+    def fused_parameters(self, layers):
+        """The fused (weight, bias): stacked afresh while gradients are wanted (so they reach each layer's own
+        weight), else the kept copy, made again first if a layer's weights changed since (in place or replaced)."""
+        if torch.is_grad_enabled() and any(p.requires_grad for layer in layers for p in layer.parameters()):
+            bias = None if layers[0].bias is None else torch.cat([layer.bias for layer in layers])
+            return torch.cat([layer.weight for layer in layers]), bias
+        if not torch.compiler.is_compiling() and fused_key(layers) != self.fused_from:
+            self.fuse_projections()
+        return self.fused_weight, self.fused_bias
+
+    def project(self, x, context):
+        """q, k, v (B, H, N, D) / (B, H, M, D): three projections, or one matmul when fused. A LoRA put on a
+        projection after fusing makes this attention run its three projections again (the LoRA acts)."""
+        layers = self.projections()
+        if self.fused_weight is None or any(type(layer) is not nn.Linear for layer in layers):
+            return self.split_heads(self.to_q(x)), self.split_heads(self.to_k(context)), \
+                self.split_heads(self.to_v(context))
+        weight, bias = self.fused_parameters(layers)
+        if self.is_cross_attention:  # q from x; [k | v] = context [Wk; Wv]^T
+            k, v = F.linear(context, weight, bias).chunk(2, dim=-1)
+            return self.split_heads(self.to_q(x)), self.split_heads(k), self.split_heads(v)
+        return tuple(self.split_heads(t) for t in F.linear(x, weight, bias).chunk(3, dim=-1))  # [q | k | v]
+
     def forward(self, x, context=None, mask=None):
         """``context`` may have fewer rows than ``x`` (one per video while ``x`` has one per frame):
         keys and values are then projected once per video and shared by its frames."""
         context = x if context is None else context
-        q, k, v = self.split_heads(self.to_q(x)), self.split_heads(self.to_k(context)), \
-            self.split_heads(self.to_v(context))
+        q, k, v = self.project(x, context)
         if k.shape[0] != q.shape[0]:
             if q.shape[0] % k.shape[0]:
                 raise ValueError(f"context batch {k.shape[0]} does not divide query batch {q.shape[0]}")
@@ -121,6 +173,30 @@ class Attention(nn.Module):
             out = attention(q, k, v, backend=self.backend, slice_size=self.slice_size, mask=mask)
         out = out.transpose(1, 2).flatten(2)
         return self.to_out[1](self.to_out[0](out))
+
+
+def fused_key(layers):
+    """What a fused copy was made from: each layer, its weight and bias, and their in-place versions."""
+    return tuple((id(layer), *((id(p), p._version) for p in layer.parameters())) for layer in layers)
+
+
+def fuse_projections(model):
+    """Fuse every attention of ``model`` (``Attention.fuse_projections``); all are checked before any is fused."""
+    modules = [(name, m) for name, m in model.named_modules() if isinstance(m, Attention)]
+    for name, m in modules:
+        for layer in m.projections():
+            if type(layer) is not nn.Linear:
+                raise ValueError(f"fuse_qkv_projections: {name} has a {type(layer).__name__} projection, not a plain "
+                                 f"nn.Linear (a LoRA): unload_lora_weights() first, or fuse_lora() and save and "
+                                 f"reload the pipeline, then fuse")
+    for _, m in modules:
+        m.fuse_projections()
+
+
+def unfuse_projections(model):
+    for m in model.modules():
+        if isinstance(m, Attention):
+            m.unfuse_projections()
 
 
 class GEGLU(nn.Module):

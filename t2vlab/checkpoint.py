@@ -35,8 +35,9 @@ from safetensors import SafetensorError
 from torch import nn
 
 from . import group_offload, layerwise_casting
-from .atomic import atomic_file, write_text
+from .atomic import atomic_file, folder_to_write, write_text
 from .checks import number, positive_int
+from .os_errors import not_a_file
 
 logger = logging.getLogger("t2vlab")
 
@@ -141,6 +142,9 @@ def find_weights(folder, stems=DIFFUSERS_WEIGHTS, variant=None) -> Path:
     for name in weight_candidates(stems, variant):
         if (folder / name).is_file():
             return folder / name
+        broken = not_a_file(folder / name)  # there, but a link that loops or points nowhere, a folder...
+        if broken is not None:
+            raise broken
     present = sorted(p.name for p in folder.iterdir())
     hint = ""
     if variant and any((folder / n).is_file() for n in weight_candidates(stems, None)):
@@ -155,7 +159,7 @@ def load_weight_file(path) -> dict[str, torch.Tensor]:
     """Read one weight file (or a sharded index) into a dict of CPU tensors. Never runs pickled code."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"weight file not found: {path}")
+        raise not_a_file(path) or FileNotFoundError(f"weight file not found: {path}")
     if path.name.endswith(".index.json"):
         index = read_json(path)
         shards = index.get("weight_map") if isinstance(index, dict) else None
@@ -319,14 +323,17 @@ class ModelBase(nn.Module):
         """What ``save_pretrained`` writes as config.json (a subclass adds the keys its other readers expect)."""
         return config_to_dict(self.config, type(self).__name__)
 
-    def save_pretrained(self, folder, variant=None, safe_serialization=True):
+    def save_pretrained(self, folder, variant=None, safe_serialization=True, state_dict=None):
         """Write ``config.json`` and the weight file into ``folder``; each appears whole or not at all
-        (``t2vlab.atomic``: written beside the target, then renamed). Returns the weight file's path."""
+        (``t2vlab.atomic``: written beside the target, then renamed). ``state_dict``: the tensors to write
+        (default: the model's own). A new folder is marked as t2vlab's; files of an existing folder are replaced
+        only if t2vlab wrote it (``atomic.folder_to_write``). Returns the weight file's path."""
         folder = Path(folder)
-        write_text(folder / self.config_filename(), json.dumps(self.config_dict(), indent=2) + "\n")
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         stem = self.weight_stems[0] if safe_serialization else self.weight_stems[-1]
         target = folder / add_variant(f"{stem}.{'safetensors' if safe_serialization else 'bin'}", variant)
+        folder_to_write(folder, [self.config_filename(), target.name])
+        write_text(folder / self.config_filename(), json.dumps(self.config_dict(), indent=2) + "\n")
+        state = {k: v.detach().contiguous().cpu() for k, v in (state_dict or self.state_dict()).items()}
         with atomic_file(target) as tmp:
             if safe_serialization:
                 safetensors.torch.save_file(state, str(tmp), metadata={"format": "pt"})

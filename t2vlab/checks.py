@@ -11,6 +11,9 @@ otherwise raises an error that names the argument and shows what it got:
     integer("height", 60, low=8, multiple_of=8)
                                            ValueError: height must be a positive integer divisible by 8, got 60
 
+On the command line each check is an argparse ``type`` through :func:`cli` (``type=cli(positive_int)``):
+``--steps 0`` is refused by argparse, naming the flag, instead of silently becoming a default.
+
 ``True`` and ``False`` are never numbers here (Python counts them as 0 and 1, users never mean that),
 NaN and infinity are never numbers, and NumPy scalars count as the Python numbers they stand for.
 ``error`` picks the exception class (e.g. a module's own ``ValueError`` subclass); ``hint`` is appended
@@ -19,10 +22,13 @@ to the message (say what the value means, or what to do).
 
 from __future__ import annotations
 
+import argparse
 import math
 import numbers
 
 import torch
+
+MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes seeds in [0, 2^64)
 
 
 def _fail(error, name, wanted, v, hint):
@@ -115,3 +121,26 @@ def float_dtype(name, v, *, error=ValueError, hint=""):
     if not isinstance(v, torch.dtype) or not v.is_floating_point:
         _fail(error, name, "a floating-point torch.dtype (e.g. torch.float16)", v, hint)
     return v
+
+
+def seed(name, v, *, error=ValueError, hint="") -> int:
+    """A seed for ``torch.Generator().manual_seed``: an integer in [0, 2^64 - 1]."""
+    return integer(name, v, low=0, high=MAX_SEED, error=error, hint=hint)
+
+
+def cli(check, convert=int, **bounds):
+    """``check`` (one of the above) as an argparse ``type``: the text converted with ``convert`` (int, float),
+    then checked with ``bounds``; a refusal is argparse's error, which names the flag and exits with status 2."""
+    def parse(text):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if convert is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        try:
+            return check("it", value, **bounds)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e).removeprefix("it ")) from None
+
+    parse.__name__ = check.__name__  # argparse says "invalid positive_int value" if the message is empty
+    return parse

@@ -16,6 +16,11 @@ the whole UNet call is one compiled program.
   names and switches are unchanged, and ``module.forward(...)`` still runs the eager code.
 - A switch that changes the forward (FreeU, FreeNoise's windows, attention slicing) after compiling
   makes the next call recompile (torch.compile's guards notice), it does not give stale numbers.
+
+Beside it, diffusers' other speed switch: ``pipe.fuse_qkv_projections()`` puts each attention's q, k and v
+projections (k and v for cross-attention) into one matrix, one matmul instead of three, in the UNet and the VAE
+(``t2vlab.attention.fuse_projections``); ``unfuse_qkv_projections()`` drops the fused copies. Whether it pays on
+a CPU is measured in ``benchmarks/fused_qkv_cpu.py``.
 """
 
 from __future__ import annotations
@@ -57,15 +62,17 @@ class CompiledPath:
                              "the graph: call pipe.disable_deepcache() first")
         checks.one_of("mode", mode, COMPILE_MODES)
         compile_module(self.unet, mode, backend, fullgraph, dynamic)
+        vae = bool(vae) and self.vae is not None  # a pipeline without a VAE compiles the UNet only
         if vae:
             compile_module(self.vae.decoder, mode, backend, fullgraph, dynamic)
-        self.compiled = {"mode": mode, "backend": backend, "vae": bool(vae)}
+        self.compiled = {"mode": mode, "backend": backend, "vae": vae}
         return self
 
     def uncompile(self):
         """Back to the eager models (the compiled programs are dropped)."""
         uncompile_module(self.unet)
-        uncompile_module(self.vae.decoder)
+        if self.vae is not None:
+            uncompile_module(self.vae.decoder)
         self.compiled = None
         return self
 
@@ -79,20 +86,38 @@ class CompiledPath:
         rec = self.recommended
         height, width = height or rec.height, width or rec.width
         num_frames = num_frames or rec.num_frames
-        f, c = self.vae.spatial_factor, self.unet.config.in_channels
-        batch = num_videos * (2 if guidance_scale > 1.0 else 1)
+        f, c = self.vae_scale_factor, self.unet.config.in_channels
+        guided = self.classifier_free_guidance(guidance_scale)  # False for a UNet that embeds the guidance scale
+        batch = num_videos * (2 if guided else 1)
         dtype, device = self.unet.dtype, self.device
         x = torch.zeros(batch, c, num_frames, height // f, width // f, dtype=dtype, device=device)
-        cond, uncond = self.encode_prompt("", device, num_videos, guidance_scale > 1.0)
+        cond, uncond = self.encode_prompt("", device, num_videos, guided)
         context = cond if uncond is None else torch.cat([uncond, cond])  # (batch, 77, D), as the loop's
         seconds = {}
         with torch.no_grad():
             with self.running(self.unet) as unet:
                 start = time.perf_counter()
-                unet(x, torch.tensor(999, device=device), context)
+                unet(x, torch.tensor(999, device=device), context,
+                     timestep_cond=self.guidance_condition(guidance_scale, batch))
                 seconds["unet"] = time.perf_counter() - start
-            start = time.perf_counter()
-            self.decode_latents(x[:num_videos])
-            seconds["vae"] = time.perf_counter() - start
+            if self.vae is not None:
+                start = time.perf_counter()
+                self.decode_latents(x[:num_videos])
+                seconds["vae"] = time.perf_counter() - start
         self.first_call_seconds = seconds
         return seconds
+
+    def fuse_qkv_projections(self, unet=True, vae=True):
+        """One matmul for each attention's q, k and v (k and v in cross-attention) in the UNet and the VAE, as
+        diffusers' ``fuse_qkv_projections``: the same numbers up to float rounding (each output is the same dot
+        product). A LoRA-adapted projection is refused (``t2vlab.attention.fuse_projections``); a LoRA loaded after
+        fusing makes its attentions run unfused again, so the LoRA acts."""
+        for model in (self.unet if unet else None, self.vae if vae else None):
+            if model is not None:
+                model.fuse_qkv_projections()
+
+    def unfuse_qkv_projections(self, unet=True, vae=True):
+        """Back to three projections: the fused copies are dropped, the layers' weights were never changed."""
+        for model in (self.unet if unet else None, self.vae if vae else None):
+            if model is not None:
+                model.unfuse_qkv_projections()

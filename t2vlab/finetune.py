@@ -65,7 +65,7 @@ from .lora import (
 from .motion_director import APPEARANCE, MOTION, DualPath, add_adapters
 from .pipeline import TextToVideoPipeline
 from .schedulers import DDPMScheduler
-from .video import export_to_video
+from .video import VideoFileError, export_to_video
 
 VIDEO_SUFFIXES = (".mp4", ".gif", ".webm", ".mov", ".avi", ".mkv")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -115,20 +115,26 @@ def bad(on_bad, message):
 
 
 def read_clip(path, frames, size, stride=1) -> torch.Tensor:
-    """``frames`` frames ``stride`` apart from the start, centre-cropped square and resized: (F, size, size, 3)."""
+    """``frames`` frames ``stride`` apart from the start, centre-cropped square and resized: (F, size, size, 3).
+    Files are looked at before they are decoded (``t2vlab.video``: sizes and frame counts within its limits,
+    truncated files named); of a folder of frames only the files used are read."""
     path = Path(path)
+    need = (frames - 1) * stride + 1
     try:
         if path.is_dir():
             files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-            video = np.stack([image_input(p, str(p)) for p in files])
+            video = np.stack([image_input(p, str(p)) for p in files[:need:stride]])
+            have = len(files)
         else:
             video = video_input(path, str(path))[0]
+            have, video = len(video), video[:need:stride]
+    except VideoFileError as e:  # too large or truncated: the message names the file already
+        raise DataError(str(e)) from None
     except (ValueError, OSError) as e:
         raise DataError(f"{path}: unreadable clip ({e})") from None
-    need = (frames - 1) * stride + 1
-    if len(video) < need:
-        raise DataError(f"{path}: too short: {len(video)} frames, {frames} frames {stride} apart need {need}")
-    x = torch.from_numpy(video[:need:stride]).permute(0, 3, 1, 2)  # (F, 3, H, W)
+    if have < need:
+        raise DataError(f"{path}: too short: {have} frames, {frames} frames {stride} apart need {need}")
+    x = torch.from_numpy(video).permute(0, 3, 1, 2)  # (F, 3, H, W)
     h, w = x.shape[-2:]
     s = min(h, w)
     x = x[..., (h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]

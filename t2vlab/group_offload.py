@@ -374,7 +374,7 @@ def _write_files(model, plan, root):
     """One safetensors file per group with its floating tensors, in a new folder of ours, written whole."""
     names = {id(t): n for n, t in [*model.named_parameters(), *model.named_buffers()]}
     folder = root / f"{FOLDER_PREFIX}{re.sub(r'[^A-Za-z0-9_.-]', '_', type(model).__name__)}-{secrets.token_hex(4)}"
-    with atomic_folder(folder) as tmp:
+    with atomic_folder(folder, mark=False) as tmp:  # a scratch folder: only _remove_files removes it
         for i, g in enumerate(plan.groups):
             tensors = {}
             for t in g.tensors:

@@ -9,7 +9,9 @@ None of this is the method; the pipeline calls it before and around its steps:
                              are NaN/inf (on a GPU it reads its flags every few steps, since a read
                              makes the CPU wait for the GPU);
 - ``check_decoded``          the same for the decoded frames;
-- ``check_callback_update``  what a ``callback_on_step_end`` may hand back;
+- ``check_callback_update``  what a ``callback_on_step_end`` may hand back (``check_callback_embeds``: the text);
+- ``check_step_callbacks``, ``check_cross_attention_kwargs``, ``check_component``  diffusers' callback arguments,
+                             ``cross_attention_kwargs`` and the components a call needs (a pipeline may lack some);
 - ``check_video_to_video_args``, ``check_strength``, ``check_frames_shape``, ``check_video_latents``,
   ``check_image_anchor``  the same for video-to-video and image-to-video (the pixels themselves are
                              read and checked by ``t2vlab.inputs.video_input`` / ``image_input``).
@@ -23,6 +25,8 @@ import math
 import torch
 
 from . import checks
+from .lora import lora_layers
+from .weights import COMPONENTS, OPTIONAL_COMPONENTS
 
 CHECK_EVERY = 8  # denoising steps between two reads of the latents' finiteness flags on a GPU
 MAX_FRAMES = 1024  # the model was trained on 16 frames; more than this is a typo, not a video
@@ -138,18 +142,25 @@ def check_video_count(videos, generator, what):
 def check_generation_args(pipe, prompt, height, width, num_frames, num_inference_steps, guidance_scale,
                           negative_prompt, eta, generator, latents, prompt_embeds, negative_prompt_embeds,
                           output_type, callback_on_step_end, num_videos_per_prompt, noise_shared_ratio,
-                          image_size=None, image_strength=1.0) -> int:
+                          image_size=None, image_strength=1.0, callback=None, callback_steps=None,
+                          callback_on_step_end_tensor_inputs=None, cross_attention_kwargs=None) -> int:
     """Check every argument of ``pipe(...)`` (ValueError naming it); return the number of videos.
     ``image_size``: (height, width) of the image of ``image=``, or None without one."""
+    check_component(pipe, "unet", "generating")
+    check_component(pipe, "scheduler", "generating")
     if image_size is not None:
+        check_component(pipe, "vae", "image: encoding the image")
         if pipe.free_init is not None:
             raise ValueError("image: the first-frame anchor and FreeInit's re-noised passes do not combine; "
                              "call pipe.disable_free_init() to start from an image")
-        check_image_anchor(image_size, height, width, image_strength, pipe.vae.spatial_factor)
-    check_size(height, width, num_frames, pipe.vae.spatial_factor)
+        check_image_anchor(image_size, height, width, image_strength, pipe.vae_scale_factor)
+    check_size(height, width, num_frames, pipe.vae_scale_factor)
     check_sampling(num_inference_steps, guidance_scale, eta, noise_shared_ratio, generator, latents)
     checks.positive_int("num_videos_per_prompt", num_videos_per_prompt)
     check_output(output_type, callback_on_step_end)
+    check_decoder(pipe, output_type)
+    check_step_callbacks(pipe, callback_on_step_end_tensor_inputs, callback, callback_steps)
+    check_cross_attention_kwargs(pipe, cross_attention_kwargs)
     batch = check_prompts(prompt, negative_prompt, prompt_embeds, negative_prompt_embeds,
                           pipe.unet.config.cross_attention_dim, num_frames)
     check_text_encoder(pipe, prompt, guidance_scale, negative_prompt_embeds)
@@ -158,9 +169,70 @@ def check_generation_args(pipe, prompt, height, width, num_frames, num_inference
     return videos
 
 
+def check_component(pipe, name, purpose):
+    """``purpose`` needs the pipeline's ``name`` (one of ``_optional_components`` may be None)."""
+    if getattr(pipe, name, None) is None:
+        raise ValueError(f"{purpose}: this pipeline has no {name}; give it one (from_pretrained(..., {name}=...) or "
+                         f"{type(pipe).__name__}(**components))")
+
+
+def check_component_names(components):
+    """Components given by name (``from_pretrained(..., text_encoder=None)``, ``from_pipe(pipe, scheduler=...)``):
+    only the pipeline's five; None only for the optional ones."""
+    for name, part in components.items():
+        if name not in COMPONENTS:
+            raise ValueError(f"{name!r} is not a component of this pipeline (its components: {', '.join(COMPONENTS)})")
+        if part is None and name not in OPTIONAL_COMPONENTS:
+            raise ValueError(f"{name}=None: a pipeline cannot run without its {name} (only "
+                             f"{', '.join(OPTIONAL_COMPONENTS)} may be None)")
+
+
+def check_decoder(pipe, output_type):
+    """Frames need the VAE to decode the latents; output_type="latent" needs none."""
+    if output_type != "latent" and pipe.vae is None:
+        raise ValueError(f"output_type={output_type!r}: this pipeline has no vae to decode the latents into frames; "
+                         f"pass output_type='latent' for the latents themselves, or give the pipeline a vae")
+
+
+def check_step_callbacks(pipe, tensor_inputs, callback, callback_steps):
+    """diffusers' callback arguments: the names ``callback_on_step_end_tensor_inputs`` lists (each one of
+    ``pipe._callback_tensor_inputs``), the legacy ``callback`` and its ``callback_steps``."""
+    if tensor_inputs is not None:
+        if isinstance(tensor_inputs, str) or not all(isinstance(n, str) for n in tensor_inputs):
+            raise ValueError(f"callback_on_step_end_tensor_inputs must be a list of names, got {tensor_inputs!r:.80}")
+        unknown = [n for n in tensor_inputs if n not in pipe._callback_tensor_inputs]
+        if unknown:
+            raise ValueError(f"callback_on_step_end_tensor_inputs: {unknown[0]!r} is not one of "
+                             f"{list(pipe._callback_tensor_inputs)} (the tensors a step callback can see)")
+    checks.callable_or_none("callback", callback)
+    if callback_steps is not None:
+        checks.positive_int("callback_steps", callback_steps)
+
+
+def check_cross_attention_kwargs(pipe, kwargs):
+    """Only {"scale": s}, a finite number: the LoRA adapters' weight for this call. A LoRA fused into the
+    weights cannot be re-weighted per call (its correction is inside W)."""
+    if kwargs is None:
+        return
+    if not isinstance(kwargs, dict):
+        raise ValueError(f"cross_attention_kwargs must be a dict such as {{'scale': 0.7}}, got {kwargs!r:.80}")
+    for key in kwargs:
+        if key != "scale":
+            raise ValueError(f"cross_attention_kwargs: {key!r} is not used by this pipeline; only 'scale' (the LoRA "
+                             f"adapters' weight for this call) is")
+    if "scale" in kwargs:
+        scale = checks.number("cross_attention_kwargs['scale']", kwargs["scale"])
+        fused = [path for path, layer in lora_layers(pipe.unet).items() if layer.unfused_weight is not None]
+        if fused and scale != 1.0:
+            raise ValueError(f"cross_attention_kwargs['scale']={scale}: the LoRA is fused into the UNet's weights "
+                             f"(fuse_lora, e.g. {fused[0]}), so it cannot be re-weighted per call; call "
+                             f"pipe.unfuse_lora() first, or fuse it with fuse_lora(lora_scale={scale})")
+
+
 def check_text_encoder(pipe, prompt, guidance_scale, negative_prompt_embeds):
     """A pipeline without a text encoder (or tokenizer) runs from embeddings only: say which is missing."""
-    needs_text = prompt is not None or (guidance_scale > 1.0 and negative_prompt_embeds is None)
+    needs_negative = pipe.classifier_free_guidance(guidance_scale) and negative_prompt_embeds is None
+    needs_text = prompt is not None or needs_negative
     missing = [name for name in ("text_encoder", "tokenizer") if getattr(pipe, name) is None]
     if needs_text and missing:
         what = "prompt" if prompt is not None else "negative_prompt (guidance_scale > 1 needs negative_prompt_embeds)"
@@ -217,9 +289,12 @@ def check_video_latents(name, latents, channels):
 
 def check_video_to_video_args(pipe, prompt, strength, num_inference_steps, guidance_scale, negative_prompt, eta,
                               generator, latents, prompt_embeds, negative_prompt_embeds, output_type,
-                              callback_on_step_end) -> int:
+                              callback_on_step_end, callback=None, callback_steps=None,
+                              callback_on_step_end_tensor_inputs=None, cross_attention_kwargs=None) -> int:
     """Check the arguments of a video-to-video call other than the video (ValueError naming each);
     return the number of prompts."""
+    check_component(pipe, "unet", "video-to-video")
+    check_component(pipe, "scheduler", "video-to-video")
     if pipe.free_init is not None:
         raise ValueError("FreeInit does not combine with video-to-video: each of its passes re-noises the result "
                          "to the first timestep, from pure noise, and would discard the video; call "
@@ -227,6 +302,9 @@ def check_video_to_video_args(pipe, prompt, strength, num_inference_steps, guida
     check_strength(strength, num_inference_steps)
     check_sampling(num_inference_steps, guidance_scale, eta, 0.0, generator, latents)
     check_output(output_type, callback_on_step_end)
+    check_decoder(pipe, output_type)
+    check_step_callbacks(pipe, callback_on_step_end_tensor_inputs, callback, callback_steps)
+    check_cross_attention_kwargs(pipe, cross_attention_kwargs)
     prompts = check_prompts(prompt, negative_prompt, prompt_embeds, negative_prompt_embeds,
                             pipe.unet.config.cross_attention_dim)
     check_text_encoder(pipe, prompt, guidance_scale, negative_prompt_embeds)
@@ -255,6 +333,36 @@ def check_callback_update(update, x):
     return new
 
 
+def check_callback_embeds(name, new, like, batch=None):
+    """Text embeddings a ``callback_on_step_end`` returned: a float tensor shaped like ``like`` (what it was given),
+    with ``batch`` rows when given (the context under guidance has two per video: [uncond; cond])."""
+    if like is None:
+        raise ValueError(f"callback_on_step_end returned {name}, but this call has none to replace (no guidance: "
+                         f"guidance_scale <= 1)")
+    want = (like.shape[0] if batch is None else batch, *like.shape[1:])
+    if not torch.is_tensor(new) or not new.is_floating_point() or tuple(new.shape) != want:
+        hint = ""
+        if batch is not None and torch.is_tensor(new) and new.shape[0] * 2 == batch:
+            hint = (" (with guidance the context is [uncond; cond]; to stop guidance from this step on, also set "
+                    "pipe._guidance_scale = 0.0, as in diffusers' dynamic classifier-free guidance)")
+        raise ValueError(f"callback_on_step_end returned {name} of shape {tuple(getattr(new, 'shape', ()))}; expected "
+                         f"a float tensor of shape {want}{hint}")
+    return new
+
+
+def check_latents_or_pixels(name, video, channels):
+    """A tensor (V, 4, 3, H, W) reads two ways: latents of 3 frames (V, 4, F, h, w), or 4 frames of RGB pixels
+    channels first (V, F, 3, H, W), diffusers' layout. Pixels lie in [0, 1] and latents almost never do, so a value
+    outside [0, 1] says latents; with every value inside, the shape is refused as ambiguous."""
+    if not (torch.is_tensor(video) and video.ndim == 5 and video.shape[1] == channels and video.shape[2] == 3
+            and video.shape[-1] != 3):
+        return
+    if not ((video < 0) | (video > 1)).any():
+        raise ValueError(f"{name}: a tensor of shape {tuple(video.shape)} with every value in [0, 1] reads two ways: "
+                         f"latents (videos, {channels} channels, 3 frames, h, w) or RGB pixels channels first (videos, "
+                         f"{channels} frames, 3 colours, H, W); pass pixels channels last (permute(0, 1, 3, 4, 2))")
+
+
 # ------------------------------------------------------------------------------------ out of memory
 def is_out_of_memory(error) -> bool:
     """torch's CUDA OOM, or the CPU allocator's "can't allocate memory" RuntimeError."""
@@ -273,8 +381,8 @@ def explain_out_of_memory(pipe, videos, frames, height, width, steps):
         if not (isinstance(e, MemoryError) or is_out_of_memory(e)) or isinstance(e, OutOfMemoryError):
             raise
         on_off = {"enable_model_cpu_offload()": bool(pipe.offload_device),
-                  "enable_vae_slicing()": pipe.vae.use_slicing,
-                  "enable_vae_tiling()": pipe.vae.use_tiling,
+                  "enable_vae_slicing()": pipe.vae is not None and pipe.vae.use_slicing,
+                  "enable_vae_tiling()": pipe.vae is not None and pipe.vae.use_tiling,
                   "enable_attention_slicing()": any(m.backend == "sliced" for m in pipe.unet.attention_modules())}
         state = ", ".join(f"{k} {'on' if v else 'off'}" for k, v in on_off.items())
         helps = [k for k, v in on_off.items() if not v]

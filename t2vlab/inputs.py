@@ -7,7 +7,11 @@ image-to-video), made into float32 pixels in [0, 1], channels last.
 
 Unlike ``video.export_to_video`` (which writes 8-bit files) these keep float input as it is, so a float video
 gives the same numbers as the reference pipeline. Rules, each a ValueError naming the argument: RGB only (grey
-and RGBA are refused, not guessed), pixels uint8 or float in [0, 1], frames of one size.
+and RGBA are refused, not guessed), pixels uint8 or float in [0, 1], frames of one size. Files are looked at
+before they are decoded (``video.inspect_video_file`` / ``video.open_image``: declared size and frame count
+within ``video.MAX_SIDE``/``MAX_FRAMES``/``MAX_PIXELS``, truncated files named as such), and a PIL image (a
+file's or yours) is turned upright by its EXIF orientation first, as diffusers' ``load_image`` does
+(``PIL.ImageOps.exif_transpose``): a phone photo is not used on its side.
 """
 
 from __future__ import annotations
@@ -16,13 +20,32 @@ import os
 
 import numpy as np
 
-from .video import decode_video_file, is_pil, is_pixel_dtype, is_tensor, to_numpy
+from .video import (
+    VideoFileError,
+    check_declared,
+    decode_video_file,
+    is_pil,
+    is_pixel_dtype,
+    is_tensor,
+    open_image,
+    to_numpy,
+)
 
 __all__ = ["video_input", "image_input"]
 
 
+def _upright(img, name):
+    """A PIL image within the size limits, turned as its EXIF orientation says (diffusers' ``load_image`` does
+    the same; a camera stores the pixels as the sensor saw them and the turn in the EXIF tag)."""
+    from PIL import ImageOps  # imported here: only PIL images need it
+
+    check_declared(img.size[1], img.size[0], None, getattr(img, "filename", "") or "the image", name)
+    return ImageOps.exif_transpose(img)
+
+
 def _pil_rgb(img, name):
-    """A PIL image as (H, W, 3) uint8; grey and alpha modes are refused (converting them would be a guess)."""
+    """A PIL image as (H, W, 3) uint8, upright; grey and alpha modes are refused (converting them would be a guess)."""
+    img = _upright(img, name)
     if img.mode in ("L", "LA", "1", "I", "I;16", "F") or img.mode.startswith("I;"):
         raise ValueError(f"{name}: a grey-scale image (PIL mode {img.mode!r}); the model wants RGB: pass "
                          f"image.convert('RGB') if grey is what you mean")
@@ -70,7 +93,9 @@ def _read_video_file(path, name) -> np.ndarray:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{name}: no such file {path!r}")
     try:
-        frames = decode_video_file(path)
+        frames = decode_video_file(path, name)
+    except VideoFileError:  # too large or truncated: said already, naming the argument
+        raise
     except Exception as e:  # imageio raises many kinds (OSError, ValueError, its own) for a file it cannot read
         raise ValueError(f"{name}: cannot read {path!r} as a video ({type(e).__name__}: "
                          f"{str(e).splitlines()[0] if str(e) else ''})") from e
@@ -122,15 +147,50 @@ def _one_video(video, name) -> np.ndarray:
     return _as_rgb_float(arr, name)
 
 
+def frames_last(video, name: str = "video"):
+    """A video array or tensor with its colour channels last: diffusers' channels-first video tensors, one video
+    (F, 3, H, W) or a batch (B, F, 3, H, W) (or a list of (F, 3, H, W)), become (F, H, W, 3) / (B, F, H, W, 3).
+
+    Told apart by which axis has 3 entries: the channel axis of the channels-first layout (axis 1 of one video,
+    2 of a batch) or the last axis. Last axis 3, channel axis not: channels last already, returned as it is.
+    Channel axis 3, last axis not: channels first, moved last. Both 3 (frames 3 pixels high, or 3 wide): either
+    layout fits, so it is refused naming the shape. Neither: returned as it is, for the reader to refuse (grey,
+    RGBA and other channel counts have their own messages). Anything else (files, lists of frames, PIL images)
+    is returned as it is.
+    """
+    if isinstance(video, (list, tuple)):
+        return type(video)(frames_last(v, f"{name}[{i}]") if _is_array(v) and v.ndim == 4 else v
+                           for i, v in enumerate(video))
+    if not (_is_array(video) and video.ndim in (4, 5)):
+        return video
+    channel_axis = video.ndim - 3  # (F, C, H, W) or (B, F, C, H, W)
+    first, last = video.shape[channel_axis] == 3, video.shape[-1] == 3
+    if first and last:
+        raise ValueError(f"{name}: shape {tuple(video.shape)} reads both as channels last (..., H, W, 3), frames 3 "
+                         f"pixels high, and as channels first (..., 3, H, W), frames 3 pixels wide; the layout cannot "
+                         f"be told (frames for the model are at least 8 pixels a side)")
+    if not first:
+        return video
+    order = (*range(channel_axis), *range(channel_axis + 1, video.ndim), channel_axis)  # channels to the end
+    return video.permute(*order) if is_tensor(video) else video.transpose(order)
+
+
+def _is_array(v) -> bool:
+    return isinstance(v, np.ndarray) or is_tensor(v)
+
+
+
 def video_input(video, name: str = "video") -> np.ndarray:
     """What a user passes as a video -> float32 pixels (videos, frames, height, width, 3) in [0, 1].
 
     One video: a list of frames (arrays or tensors (H, W, 3), PIL images), an array or tensor
     (F, H, W, 3) (uint8, or float in [0, 1]), or a path to a video file (.mp4, .gif, whatever imageio
     reads). Several videos: an array or tensor (B, F, H, W, 3), such as a pipeline's ``.frames``, or a
-    list of videos. Grey-scale, RGBA, mixed frame sizes, empty videos and unreadable files are
-    refused with a ValueError (FileNotFoundError for a missing file) naming ``name``.
+    list of videos. Arrays and tensors may also come channels first, as diffusers' video tensors do ((F, 3, H, W),
+    (B, F, 3, H, W); told apart by ``frames_last``). Grey-scale, RGBA, mixed frame sizes, empty videos and
+    unreadable files are refused with a ValueError (FileNotFoundError for a missing file) naming ``name``.
     """
+    video = frames_last(video, name)
     if (isinstance(video, np.ndarray) or is_tensor(video)) and video.ndim == 5:
         if video.shape[0] == 0:
             raise ValueError(f"{name}: an empty batch of videos (shape {tuple(video.shape)})")
@@ -160,10 +220,8 @@ def image_input(image, name: str = "image") -> np.ndarray:
         path = os.fspath(image)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{name}: no such file {path!r}")
-        from PIL import Image  # imported here: only an image file needs it
-
         try:
-            with Image.open(path) as img:
+            with open_image(path, name) as img:  # the header only: its size is checked before decoding
                 arr = _pil_rgb(img, name)
         except (OSError, SyntaxError) as e:  # Pillow's errors for a file it cannot decode
             raise ValueError(f"{name}: cannot read {path!r} as an image ({e})") from e

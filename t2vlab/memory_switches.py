@@ -28,17 +28,22 @@ class MemorySwitches:
         self.offload_device = device
 
     def enable_vae_slicing(self, frames_per_slice=1):
-        """Decode and encode ``frames_per_slice`` frames at a time: the VAE's peak memory stops growing with frames."""
-        self.vae.enable_slicing(frames_per_slice)
+        """Decode and encode ``frames_per_slice`` frames at a time: the VAE's peak memory stops growing with frames.
+        (A pipeline without a VAE has nothing to slice: the VAE switches then do nothing.)"""
+        if self.vae is not None:
+            self.vae.enable_slicing(frames_per_slice)
 
     def disable_vae_slicing(self):
-        self.vae.disable_slicing()
+        if self.vae is not None:
+            self.vae.disable_slicing()
 
     def enable_vae_tiling(self, tile_size=None, overlap=None):
-        self.vae.enable_tiling(tile_size, overlap)
+        if self.vae is not None:
+            self.vae.enable_tiling(tile_size, overlap)
 
     def disable_vae_tiling(self):
-        self.vae.disable_tiling()
+        if self.vae is not None:
+            self.vae.disable_tiling()
 
     def enable_attention_slicing(self, slice_size="auto"):
         self.unet.enable_attention_slicing(slice_size)

@@ -39,6 +39,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import json
+import os
 import re
 import warnings
 from pathlib import Path
@@ -47,9 +48,10 @@ import torch
 from tqdm.auto import tqdm
 
 from . import configs
-from .atomic import atomic_folder
+from .atomic import atomic_folder, check_apart, check_replaceable
 from .checkpoint import CheckpointError, config_from_dict, read_json, tensor_problems
 from .checks import integer, is_number, positive_int
+from .os_errors import not_a_file
 from .safe_pickle import LazyTensor, materialize, read_pickle
 from .schedulers import from_config as scheduler_from_config
 from .text_encoder import CLIPTextEncoder
@@ -445,29 +447,33 @@ def write_pipeline_files(folder, text_positions=None):
     (folder / "model_index.json").write_text(json.dumps(configs.MODEL_INDEX, indent=2) + "\n")
 
 
-def convert_original(folder, out, fp16=False, overwrite=False, progress=True) -> Path:
+def convert_original(folder, out, fp16=False, overwrite=False, progress=True, say=None) -> Path:
     """Write the original-layout ``folder`` in the published layout at ``out`` (safetensors,
     model_index.json, configs, tokenizer), loadable by t2vlab and by diffusers/transformers.
 
     One component at a time: read, converted, written, freed (peak memory: one component's tensors).
     ``fp16`` writes float16 weights under the plain file names. The output appears whole or not at all
-    (written to a temporary sibling folder, renamed at the end); an existing ``out`` is an error unless
-    ``overwrite``. ``progress`` shows a bar over the bytes of the three files.
+    (written to a temporary sibling folder, renamed at the end). Refused before anything is read or
+    written: an ``out`` that is ``folder``, holds it or lies inside it (ValueError), and an existing ``out``
+    unless ``overwrite``, which replaces only a folder t2vlab wrote (``t2vlab.atomic``; ``say`` hears what
+    will be removed). ``progress`` shows a bar over the bytes of the three files.
     """
     out = Path(out)
+    check_apart(out, [folder], "convert: the output folder")
+    if os.path.lexists(out):  # before reading gigabytes
+        if not overwrite:
+            raise FileExistsError(f"{out} already exists; pass overwrite=True (--overwrite) to replace it")
+        check_replaceable(out)
     original = read_configuration(folder)
-    if out.exists() and not overwrite:  # before reading gigabytes
-        raise FileExistsError(f"{out} already exists; pass overwrite=True (--overwrite) to replace it")
-    if out.resolve() == Path(folder).resolve():
-        raise ValueError(f"convert: the output folder {out} is the input folder")
     for path in original.files.values():
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: named by {original.folder / CONFIGURATION} but not found")
+            raise not_a_file(path) or FileNotFoundError(f"{path}: named by {original.folder / CONFIGURATION} but "
+                                                        "not found")
     sizes = {c: p.stat().st_size for c, p in original.files.items()}
     dtype = torch.float16 if fp16 else torch.float32
     bar = tqdm(total=sum(sizes.values()), unit="B", unit_scale=True, unit_divisor=1024, disable=not progress,
                desc="converting")
-    with bar, atomic_folder(out, overwrite) as tmp:
+    with bar, atomic_folder(out, overwrite, say) as tmp:
         positions = None
         for component in MODELS:
             start = bar.n
@@ -576,6 +582,8 @@ TINY_SIZES = {"unet": TINY_UNET, "vae": TINY_VAE, "text_encoder": TINY_TEXT}
 def make_tiny_original_checkpoint(path, seed=0, overwrite=False) -> Path:
     """A tiny checkpoint (random weights drawn from ``seed``) in the original ModelScope layout, about
     16 MB (the text tower's 49,408-token embedding is most of it): for trying the converter."""
-    if Path(path).exists() and not overwrite:  # before building anything
-        raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
+    if os.path.lexists(path):  # before building anything
+        if not overwrite:
+            raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
+        check_replaceable(path)
     return write_original(path, tiny_models(TINY_SIZES, seed), max_frames=8, overwrite=overwrite)

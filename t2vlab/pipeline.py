@@ -21,12 +21,13 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from .callbacks import Conditioning, StepCallbacks, as_conditioning
 from .compiled import CompiledPath
 from .frames import batch_to_frames, frames_to_batch
 from .guards import (  # noqa: F401  (OutOfMemoryError: documented as t2vlab.pipeline.OutOfMemoryError)
     FiniteWatch,
     OutOfMemoryError,
-    check_callback_update,
+    check_component_names,
     check_decoded,
     check_generation_args,
     explain_out_of_memory,
@@ -35,17 +36,21 @@ from .inputs import image_input
 from .lora_loading import LoraLoaderMixin
 from .memory_switches import MemorySwitches
 from .noise import video_noise
+from .outputs import Output
+from .saving import save_pipeline
 from .technique_switches import TechniqueSwitches
 from .techniques import prompt_travel
+from .techniques.consistency import guidance_scale_embedding
 from .techniques.keyframes import anchor_first_frame
-from .weights import load_components, recommended_settings, resolve_checkpoint
+from .weights import OPTIONAL_COMPONENTS, adapter_settings, load_components, recommended_settings, resolve_checkpoint
 
 
 @dataclass
-class TextToVideoOutput:
+class TextToVideoOutput(Output):
     """``frames``: one video per prompt (x num_videos_per_prompt), each (F, H, W, 3).
     np: float32 array (B, F, H, W, 3) in [0, 1]; pt: the same as a tensor; pil: a list (per video)
-    of lists of PIL images; latent: the final latents (B, 4, F, h, w).
+    of lists of PIL images; latent: the final latents (B, 4, F, h, w). ``out[0]`` and ``out["frames"]`` are
+    ``out.frames`` too (``t2vlab.outputs``).
     """
 
     frames: object
@@ -55,7 +60,14 @@ class TextToVideoPipeline(TechniqueSwitches, MemorySwitches, CompiledPath, LoraL
     """Text to video. Mixed in: the ``enable_*``/``disable_*`` switches of the techniques (FreeU, FreeInit,
     FreeNoise, DeepCache: ``t2vlab.technique_switches``) and of memory (offload, VAE slicing and tiling,
     attention slicing: ``t2vlab.memory_switches``), ``compile`` (``t2vlab.compiled``), the LoRA methods
-    (``t2vlab.lora_loading``). The mixins keep no state of their own: all of it is here."""
+    (``t2vlab.lora_loading``). The mixins keep no state of their own: all of it is here.
+
+    Components are passed by name, as diffusers' are (``TextToVideoPipeline(**pipe.components)``); the optional
+    ones may be None where a call does not need them (a call that does names the missing one)."""
+
+    _optional_components = OPTIONAL_COMPONENTS  # text_encoder, tokenizer (prompt_embeds), vae (output_type="latent")
+    _callback_tensor_inputs = ("latents", "prompt_embeds", "negative_prompt_embeds", "pred_original_sample")
+    reference_class = "TextToVideoSDPipeline"  # diffusers' class of the same pipeline: model_index.json's _class_name
 
     def __init__(self, unet, vae, text_encoder, tokenizer, scheduler, name_or_path=""):
         self.unet, self.vae, self.text_encoder = unet, vae, text_encoder  # the models
@@ -68,27 +80,66 @@ class TextToVideoPipeline(TechniqueSwitches, MemorySwitches, CompiledPath, LoraL
         self.prompt_interpolation_callback = None  # prompt travel's rule between keyframes; None: linear
         self.compiled = None  # {"mode", "backend", "vae"} while compiled (t2vlab.compiled)
         self.first_call_seconds = None  # the last warm_up's timings, {"unet": s, "vae": s}
+        self.num_timesteps = None  # the steps of the running (or last) denoising loop, as diffusers' num_timesteps
+        self._guidance_scale = None  # the running loop's guidance scale; a step callback may set it (callbacks.py)
+        self.lora_sources = {}  # adapter name -> where load_lora_weights read it: (Hub id, file or folder) or a path
 
     @classmethod
     def from_pretrained(cls, repo_id_or_path="toy", torch_dtype=None, variant=None, device=None,
-                        local_files_only=False):
-        """Load all five components (see ``t2vlab.weights``): a folder, a Hub id, "toy" or "tiny"."""
+                        local_files_only=False, **components):
+        """Load all five components (see ``t2vlab.weights``): a folder, a Hub id, "toy" or "tiny".
+
+        ``torch_dtype``: one dtype, or one per model with a default: ``{"unet": torch.float16, "default":
+        torch.float32}``. ``components``: ones you bring instead of loading them, by name (``text_encoder=None``
+        for a pipeline run from ``prompt_embeds``; ``scheduler=...``), as diffusers takes them."""
+        check_component_names(components)
         folder = resolve_checkpoint(repo_id_or_path, variant, local_files_only)
-        pipe = cls(**load_components(folder, torch_dtype, variant), name_or_path=repo_id_or_path)
+        loaded = load_components(folder, torch_dtype, variant, skip=set(components))
+        pipe = cls(**loaded, **components, name_or_path=repo_id_or_path)
         return pipe.to(device) if device is not None else pipe
 
     @classmethod
-    def from_pipe(cls, pipe):
+    def from_pipe(cls, pipe, **components):
         """This kind of pipeline on another pipeline's models, shared (not copied: no second load, no more
-        memory), with its offload and progress-bar settings: ``VideoToVideoPipeline.from_pipe(pipe)``."""
-        new = cls(pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.scheduler, pipe.name_or_path)
+        memory), with its offload and progress-bar settings: ``VideoToVideoPipeline.from_pipe(pipe)``;
+        ``components`` replace some by name (``scheduler=...``)."""
+        check_component_names(components)
+        new = cls(**{**pipe.components, **components}, name_or_path=pipe.name_or_path)
         new.offload_device, new.progress_bar_config = pipe.offload_device, dict(pipe.progress_bar_config)
+        new.lora_sources = pipe.lora_sources  # the same UNet, so the same adapters: one record of them
         return new
 
     @property
+    def components(self) -> dict:
+        """The five components by diffusers' names (None where absent): ``OtherPipeline(**pipe.components)``."""
+        return {"unet": self.unet, "vae": self.vae, "text_encoder": self.text_encoder, "tokenizer": self.tokenizer,
+                "scheduler": self.scheduler}
+
+    def save_pretrained(self, save_directory, safe_serialization=True, variant=None):
+        """The whole pipeline as one folder in the published layout (model_index.json and a folder per component),
+        loadable by t2vlab and by diffusers: see ``t2vlab.saving`` (a fused LoRA is saved inside the weights)."""
+        return save_pipeline(self.components, save_directory, self.reference_class, variant, safe_serialization)
+
+    @property
     def recommended(self):
-        """The size, frames, steps, sampler and a sample prompt this checkpoint is meant for."""
-        return recommended_settings(self.name_or_path, self.unet.config, self.vae.spatial_factor)
+        """The size, frames, steps, sampler and a sample prompt this checkpoint is meant for; with a known distilled
+        adapter loaded and active (MCM, T2V-Turbo: ``weights.KNOWN_ADAPTERS``), its sampler, steps and guidance."""
+        checkpoint = recommended_settings(self.name_or_path, self.unet.config, self.vae_scale_factor)
+        return adapter_settings(checkpoint, self.active_lora_sources())
+
+    @property
+    def vae_scale_factor(self) -> int:
+        """Pixels per latent along a side: the VAE's downsampling (8 without a VAE, as diffusers assumes)."""
+        return self.vae.spatial_factor if self.vae is not None else 8
+
+    @property
+    def guidance_scale(self):
+        """The running (or last) denoising loop's guidance scale (``pipe._guidance_scale``, as diffusers')."""
+        return self._guidance_scale
+
+    @property
+    def do_classifier_free_guidance(self) -> bool:
+        return self._guidance_scale is not None and self.classifier_free_guidance(self._guidance_scale)
 
     # ---------------------------------------------------------------------------- placement
     @property
@@ -163,7 +214,7 @@ class TextToVideoPipeline(TechniqueSwitches, MemorySwitches, CompiledPath, LoraL
                         noise_shared_ratio=0.0):
         """Starting noise (B, C, F, H/8, W/8) times ``init_noise_sigma``; with ``noise_shared_ratio`` > 0
         VideoFusion's shared + residual noise (``t2vlab.noise.video_noise``)."""
-        f = self.vae.spatial_factor
+        f = self.vae_scale_factor
         shape = (batch, self.unet.config.in_channels, frames, height // f, width // f)
         if latents is None:
             latents = video_noise(shape, generator, device, dtype, noise_shared_ratio)
@@ -173,13 +224,33 @@ class TextToVideoPipeline(TechniqueSwitches, MemorySwitches, CompiledPath, LoraL
             raise ValueError(f"latents: expected shape {shape} for these arguments, got {tuple(latents.shape)}")
         return latents.to(device=device, dtype=dtype) * self.scheduler.init_noise_sigma
 
+    @property
+    def guidance_embedded(self) -> bool:
+        """Whether the UNet takes the guidance scale as an input (``time_cond_proj_dim``: consistency-distilled)."""
+        return self.unet.config.time_cond_proj_dim is not None
+
+    def classifier_free_guidance(self, guidance_scale) -> bool:
+        """Whether guidance runs as two UNet passes: for ``guidance_scale`` > 1, unless the UNet embeds the guidance
+        scale (``guidance_embedded``: a consistency-distilled UNet takes w as an input and runs once per step)."""
+        return guidance_scale > 1.0 and not self.guidance_embedded
+
+    def guidance_condition(self, guidance_scale, batch):
+        """The UNet's ``timestep_cond``: for a UNet that embeds the guidance scale, w = ``guidance_scale`` as LCM's
+        sin/cos embedding (batch, time_cond_proj_dim) (``techniques.consistency``); None for any other UNet.
+        w is ``guidance_scale`` itself, as T2V-Turbo's pipeline passes it (diffusers' LatentConsistencyModelPipeline
+        passes ``guidance_scale - 1``: for a UNet distilled that way, ask for one more)."""
+        dim = self.unet.config.time_cond_proj_dim
+        return None if dim is None else guidance_scale_embedding(torch.full((batch,), float(guidance_scale)), dim)
+
     def predict_noise(self, unet, x, t, context, guidance_scale):
         """The UNet's noise estimate at t, with classifier-free guidance when ``guidance_scale`` > 1:
-        one call on [x, x] with [uncond, cond], then eps = eps_u + g * (eps_c - eps_u)."""
-        guided = guidance_scale > 1.0
+        one call on [x, x] with [uncond, cond], then eps = eps_u + g * (eps_c - eps_u). A UNet that embeds the
+        guidance scale instead gets it as ``timestep_cond`` and runs once (``guidance_condition``)."""
+        guided = self.classifier_free_guidance(guidance_scale)
         x_in = self.scheduler.scale_model_input(torch.cat([x, x]) if guided else x, t)
-        with torch.no_grad():
-            eps = unet(x_in, t, context)
+        with torch.no_grad():  # in the UNet's dtype, which may differ from the text's (torch_dtype as a dict)
+            eps = unet(x_in.to(unet.dtype), t, context.to(unet.dtype),
+                       timestep_cond=self.guidance_condition(guidance_scale, len(x_in))).to(x.dtype)
         if not guided:
             return eps
         eps_uncond, eps_cond = eps.chunk(2)
@@ -197,36 +268,36 @@ class TextToVideoPipeline(TechniqueSwitches, MemorySwitches, CompiledPath, LoraL
                 callback_on_step_end=None, hooks=None, desc="denoising"):
         """The reverse process, x_T -> x_0: for each t, predict the noise (guided) and take one step.
 
-        ``context``: the text embeddings, [uncond; cond] stacked when ``guidance_scale`` > 1.
+        ``context``: the text embeddings, [uncond; cond] stacked when ``guidance_scale`` > 1; or a
+        ``callbacks.Conditioning`` (context and guidance scale) that a step hook may change between steps.
         ``timesteps``: default the scheduler's (``set_timesteps`` first); a tail of them starts part-way.
         ``hooks``: callables ``hook(i, t, x, x0) -> x`` run after every step; by default the finiteness
         guard and ``callback_on_step_end`` (``step_hooks``). ``desc``: the progress bar's label.
         """
         timesteps = self.scheduler.timesteps if timesteps is None else timesteps
+        text = as_conditioning(context, guidance_scale, self.guidance_embedded)  # read at every step: a callback may
+        # change it
         if hooks is None:
-            hooks = self.step_hooks(len(timesteps), guidance_scale, callback_on_step_end)
+            hooks = self.step_hooks(len(timesteps), text.guidance_scale, callback_on_step_end, text)
+        self.num_timesteps, self._guidance_scale = len(timesteps), text.guidance_scale
         x = latents
         with self.running(self.unet) as unet, self.progress_bar(len(timesteps), desc) as bar:
             for i, t in enumerate(timesteps):
-                eps = self.predict_noise(unet, x, t, context, guidance_scale)
+                eps = self.predict_noise(unet, x, t, text.context, text.guidance_scale)
                 x, x0 = self.step(eps, t, x, eta=eta, generator=generator)
                 for hook in hooks:
                     x = hook(i, t, x, x0)
                 bar.update()
         return x
 
-    def step_hooks(self, total_steps, guidance_scale, callback_on_step_end=None):
-        """The default hooks of ``denoise``: stop at NaN/inf latents, then the user's callback (which sees
-        finite latents only, so the guard reads its flags at every step when there is one)."""
-        watch = FiniteWatch(total_steps, guidance_scale, every=1 if callback_on_step_end else None)
-        if callback_on_step_end is None:
-            return [watch]
-
-        def callback(i, t, x, x0):
-            update = callback_on_step_end(self, i, t, {"latents": x, "pred_original_sample": x0})
-            return check_callback_update(update, x)
-
-        return [watch, callback]
+    def step_hooks(self, total_steps, guidance_scale, callback_on_step_end=None, conditioning=None):
+        """The default hooks of ``denoise``: stop at NaN/inf latents, then the user's callbacks (which see
+        finite latents only, so the guard reads its flags at every step when there are any).
+        ``callback_on_step_end``: a callable, or the call's ``callbacks.StepCallbacks``; ``conditioning``: the
+        loop's ``Conditioning``, whose context and guidance the callback sees and may change."""
+        callbacks = StepCallbacks.of(callback_on_step_end)
+        watch = FiniteWatch(total_steps, guidance_scale, every=1 if callbacks else None)
+        return [watch, callbacks.hook(self, conditioning)] if callbacks else [watch]
 
     def encode_video(self, frames, generator=None, sample=True):
         """frames (B, F, H, W, 3) in [0, 1] (on any device) -> latents (B, C, F, H/8, W/8) scaled as the loop's,
@@ -254,15 +325,21 @@ class TextToVideoPipeline(TechniqueSwitches, MemorySwitches, CompiledPath, LoraL
                  guidance_scale=9.0, negative_prompt=None, eta=0.0, generator=None, latents=None,
                  prompt_embeds=None, negative_prompt_embeds=None, output_type="np", return_dict=True,
                  callback_on_step_end=None, clip_skip=None, num_videos_per_prompt=1, noise_shared_ratio=0.0,
-                 image=None, image_strength=1.0):
+                 image=None, image_strength=1.0,
+                 callback=None, callback_steps=None, cross_attention_kwargs=None,
+                 callback_on_step_end_tensor_inputs=None):
         """Generate videos. Returns ``TextToVideoOutput`` (``.frames``), or a tuple without ``return_dict``.
 
         ``prompt`` may be a dict {frame: text}: the text changes over the video (prompt travel). ``image`` (a PIL
         image, an array or tensor (H, W, 3), or a path) starts every video from that image: its first frame is
         anchored to it with weight ``image_strength`` (``techniques.keyframes``; height, width: the image's).
+        ``callback_on_step_end`` (with ``callback_on_step_end_tensor_inputs``), the legacy ``callback`` /
+        ``callback_steps`` and ``cross_attention_kwargs={"scale": s}`` (the LoRA's weight for this call only) are
+        diffusers' (``t2vlab.callbacks``).
 
         0. read the image, check every argument (``guards.check_generation_args``), before any work;
-        1. encode the prompt and, for classifier-free guidance, the negative prompt -> context (with a
+        1. encode the prompt and, for classifier-free guidance, the negative prompt -> context (none for a UNet
+           that embeds the guidance scale: it runs once per step, w as its ``timestep_cond``) (with a
            dict {frame: text}, one text per frame: ``techniques.prompt_travel``);
         2. choose the timesteps, draw the starting noise (B, 4, F, H/8, W/8) (rescheduled with FreeNoise);
            with an image, anchor frame 0 (a step hook);
@@ -275,9 +352,13 @@ class TextToVideoPipeline(TechniqueSwitches, MemorySwitches, CompiledPath, LoraL
         videos = check_generation_args(
             self, prompt, height, width, num_frames, num_inference_steps, guidance_scale, negative_prompt, eta,
             generator, latents, prompt_embeds, negative_prompt_embeds, output_type, callback_on_step_end,
-            num_videos_per_prompt, noise_shared_ratio, None if pixels is None else pixels.shape[:2], image_strength)
-        with explain_out_of_memory(self, videos, num_frames, height, width, num_inference_steps):
-            device, guided = self.device, guidance_scale > 1.0
+            num_videos_per_prompt, noise_shared_ratio, None if pixels is None else pixels.shape[:2], image_strength,
+            callback=callback, callback_steps=callback_steps, cross_attention_kwargs=cross_attention_kwargs,
+            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs)
+        callbacks = StepCallbacks(callback_on_step_end, callback_on_step_end_tensor_inputs, callback, callback_steps)
+        with explain_out_of_memory(self, videos, num_frames, height, width, num_inference_steps), \
+                self.scaled_lora(cross_attention_kwargs):
+            device, guided = self.device, self.classifier_free_guidance(guidance_scale)
             if prompt_travel.is_travel(prompt, negative_prompt):  # a text per frame: (B, F, 77, D)
                 cond, uncond = prompt_travel.encode_prompt_travel(
                     self, prompt, negative_prompt, num_frames, device, num_videos_per_prompt, guided, clip_skip,
@@ -285,12 +366,13 @@ class TextToVideoPipeline(TechniqueSwitches, MemorySwitches, CompiledPath, LoraL
             else:  # one text per video: (B, 77, D)
                 cond, uncond = self.encode_prompt(prompt, device, num_videos_per_prompt, guided, negative_prompt,
                                                   prompt_embeds, negative_prompt_embeds, clip_skip)
-            context = torch.cat([uncond, cond]) if guided else cond
+            context = Conditioning(torch.cat([uncond, cond]) if guided else cond, guidance_scale,
+                                   self.guidance_embedded)  # read at each step
 
             self.scheduler.set_timesteps(num_inference_steps, device=device)
             x = self.prepare_latents(videos, num_frames, height, width, context.dtype, device, generator, latents,
                                      noise_shared_ratio)
-            hooks = self.step_hooks(len(self.scheduler.timesteps), guidance_scale, callback_on_step_end)
+            hooks = self.step_hooks(len(self.scheduler.timesteps), guidance_scale, callbacks, context)
             if pixels is not None:  # image-to-video: the first frame follows the image's latents, noised to each step
                 anchor = self.image_anchor(pixels, x, image_strength)
                 x, hooks = anchor.start(x), [anchor, *hooks]
@@ -299,7 +381,7 @@ class TextToVideoPipeline(TechniqueSwitches, MemorySwitches, CompiledPath, LoraL
                 x = self.denoise(x, context, self.scheduler.timesteps, guidance_scale, eta, generator, hooks=hooks)
             else:  # FreeInit: several passes of denoise, each from the last one's low frequencies
                 x = self.free_init.sample(self, x, context, num_inference_steps, guidance_scale, eta, generator,
-                                          callback_on_step_end)
+                                          callbacks)
 
             video = self.finish(x, output_type, guidance_scale)
         return TextToVideoOutput(frames=video) if return_dict else (video,)
@@ -307,7 +389,7 @@ class TextToVideoPipeline(TechniqueSwitches, MemorySwitches, CompiledPath, LoraL
     def default_size(self, height, width, pixels=None):
         """(height, width) of the video: as given, else the image's (``pixels`` (H, W, 3)), else the size the
         model was trained at (the UNet's ``sample_size`` x the VAE's factor)."""
-        trained = self.unet.config.sample_size * self.vae.spatial_factor
+        trained = self.unet.config.sample_size * self.vae_scale_factor
         size = tuple(pixels.shape[:2]) if pixels is not None else (trained, trained)
         return size[0] if height is None else height, size[1] if width is None else width
 

@@ -12,7 +12,11 @@ any other name the pickle asks for (``os.system``, ``builtins.eval``, a callback
 storage records when ``materialize``d, so the parts of the file nobody uses are never read.
 
 Both the zip format (torch >= 1.6) and the legacy format are read. Truncated or damaged files raise
-``CheckpointError`` naming the file.
+``CheckpointError`` naming the file; a tensor record that does not describe a tensor of its storage (an
+offset, size or stride that is not a non-negative integer, a size and stride of different lengths, more
+elements than the storage holds: a hand-made or corrupted record) raises ``CheckpointError`` naming the file
+and the tensor's key when the tensor is looked at, never torch's own ``TypeError``/``RuntimeError``. When
+``torch.load`` fails on such a record, the file is read again with ``SafeReader`` so that the error can name it.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import CheckpointError
+from .os_errors import not_a_file
 
 
 class Opaque:
@@ -71,33 +76,59 @@ class StorageRef:
         raise pickle.UnpicklingError("refusing to set the state of a storage")
 
 
+def _naturals(v) -> bool:
+    return isinstance(v, tuple) and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in v)
+
+
+def record_problem(storage, offset, size, stride) -> str | None:
+    """What is wrong with a tensor record (storage, offset, size, stride) of a pickle, or None."""
+    if not isinstance(storage, StorageRef):
+        return f"its storage is a {type(storage).__name__}, not a storage record of the file"
+    if not _naturals((offset,)) or not _naturals(size) or not _naturals(stride):
+        return (f"a malformed tensor record (offset {offset!r:.40}, size {size!r:.60}, stride {stride!r:.60}): each "
+                "must be non-negative integers")
+    if len(size) != len(stride):
+        return f"a malformed tensor record: size {size} and stride {stride} have different lengths"
+    needed = offset + sum((n - 1) * st for n, st in zip(size, stride)) + 1 if all(size) else 0
+    if needed > storage.numel:
+        return (f"the tensor record needs {needed:,} elements of storage {storage.key}, which holds "
+                f"{storage.numel:,}: the file is damaged")
+    return None
+
+
 @dataclasses.dataclass
 class LazyTensor:
-    """A tensor of the file, read only if kept (so 5 GB of training state costs only what is used)."""
+    """A tensor of the file, read only if kept (so 5 GB of training state costs only what is used). ``name``
+    is its key in the file's dict, once known; ``problem`` says what is wrong with its record, if anything."""
 
     storage: StorageRef
     offset: int
     size: tuple
     stride: tuple
     reader: object = None
+    name: str = "?"
+    problem: str | None = None
 
     def __setstate__(self, state):  # a file may not BUILD into our own objects
         raise pickle.UnpicklingError("refusing to set the state of a tensor")
 
+    def _check(self):
+        if self.problem:
+            raise CheckpointError(f"{self.reader.path}: tensor {self.name!r}: {self.problem}")
+
     @property
     def shape(self):
+        self._check()
         return torch.Size(self.size)
 
     @property
     def dtype(self):
+        self._check()
         return self.storage.dtype
 
     def load(self) -> torch.Tensor:
-        flat = self.reader.storage(self.storage)
-        needed = self.offset + sum((s - 1) * st for s, st in zip(self.size, self.stride)) + 1 if all(self.size) else 0
-        if needed > flat.numel():
-            raise CheckpointError(f"{self.reader.path}: a tensor needs {needed} elements of storage "
-                                  f"{self.storage.key}, which holds {flat.numel()}: the file is damaged")
+        self._check()
+        flat = self.reader.storage(self.storage, self.name)
         return torch.as_strided(flat, self.size, self.stride, self.offset).clone()
 
 
@@ -133,7 +164,7 @@ class SafeUnpickler(pickle.Unpickler):
     def persistent_load(self, pid):
         # zip format: ('storage', type, key, location, numel); legacy: (..., view_metadata)
         if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage" and isinstance(pid[1], torch.dtype)
-                and isinstance(pid[4], int)) or (len(pid) > 5 and pid[5] is not None):
+                and _naturals((pid[4],))) or (len(pid) > 5 and pid[5] is not None):
             raise pickle.UnpicklingError(f"unsupported persistent id {str(pid)[:80]}")
         ref = StorageRef(str(pid[2]), pid[1], int(pid[4]))
         self.reader.refs.setdefault(ref.key, ref)
@@ -142,7 +173,9 @@ class SafeUnpickler(pickle.Unpickler):
     def _rebuild_tensor(self, storage, offset, size, stride, *rest):
         if not isinstance(storage, StorageRef):
             return Opaque(storage)
-        return LazyTensor(storage, int(offset), tuple(size), tuple(stride), self.reader)
+        size, stride = (tuple(v) if isinstance(v, (tuple, list)) else v for v in (size, stride))
+        return LazyTensor(storage, offset, size, stride, self.reader,
+                          problem=record_problem(storage, offset, size, stride))
 
 
 class SafeReader:
@@ -182,7 +215,7 @@ class SafeReader:
                 f.seek(count * _itemsize(self.refs[str(key)].dtype), os.SEEK_CUR)
         return obj
 
-    def storage(self, ref: StorageRef) -> torch.Tensor:
+    def storage(self, ref: StorageRef, name="?") -> torch.Tensor:
         size = _itemsize(ref.dtype)
         if self._zip is not None:
             data = self._zip.read(f"{self._prefix}data/{ref.key}")
@@ -192,8 +225,8 @@ class SafeReader:
                 count = struct.unpack("<q", f.read(8))[0]
                 data = f.read(count * size)
         if len(data) != ref.numel * size:
-            raise CheckpointError(f"{self.path}: storage {ref.key} has {len(data)} bytes, expected "
-                                  f"{ref.numel * size}: the file is truncated")
+            raise CheckpointError(f"{self.path}: tensor {name!r}: its storage {ref.key} has {len(data)} bytes, "
+                                  f"expected {ref.numel * size}: the file is truncated")
         return torch.frombuffer(bytearray(data), dtype=ref.dtype) if data else torch.empty(0, dtype=ref.dtype)
 
 
@@ -207,7 +240,7 @@ def read_pickle(path):
     as ``LazyTensor`` (read on first ``materialize``)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"weight file not found: {path}")
+        raise not_a_file(path) or FileNotFoundError(f"weight file not found: {path}")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: the file is empty (an interrupted download?); download it again")
     for mmap in (True, False):  # legacy (pre-1.6) files cannot be memory-mapped
@@ -215,19 +248,31 @@ def read_pickle(path):
             return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
         except pickle.UnpicklingError:
             break  # weights_only refused an object: read it with the restricted unpickler
-        except (RuntimeError, EOFError, OSError, ValueError, struct.error) as e:
+        except (RuntimeError, EOFError, OSError, ValueError, struct.error, TypeError, AttributeError, IndexError,
+                KeyError) as e:
             if mmap and "mmap" in str(e):
                 continue
-            raise CheckpointError(f"{path}: cannot read this file ({_first_line(e)}): it is truncated or "
-                                  "damaged; download it again") from None
+            break  # truncated, damaged, or a tensor record torch cannot build: SafeReader says which
     try:
-        return SafeReader(path).load()
+        obj = SafeReader(path).load()
     except CheckpointError:
         raise
     except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, KeyError, ValueError, TypeError,
             AttributeError, IndexError, struct.error, OSError) as e:
         raise CheckpointError(f"{path}: cannot read this file ({type(e).__name__}: {_first_line(e)}): it is "
                               "truncated or damaged; download it again") from None
+    _name_tensors(obj)
+    return obj
+
+
+def _name_tensors(obj, prefix="", depth=0):
+    """Give each LazyTensor its key (nested dicts joined by dots), so that its errors can name it."""
+    if isinstance(obj, dict) and depth < 8:
+        for k, v in obj.items():
+            if isinstance(v, LazyTensor):
+                v.name = f"{prefix}{k}"
+            else:
+                _name_tensors(v, f"{prefix}{k}.", depth + 1)
 
 
 def _first_line(e):

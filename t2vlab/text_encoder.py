@@ -13,14 +13,11 @@ computes with the same function, ``attention.attention``, so the backends (sdpa 
 from __future__ import annotations
 
 import dataclasses
-import json
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .atomic import write_text
 from .attention import BACKENDS, attention
 from .checkpoint import TRANSFORMERS_WEIGHTS, CheckpointError, ModelBase, check_positive_ints, check_small_positive
 from .checks import integer, one_of
@@ -195,11 +192,6 @@ class CLIPTextEncoder(ModelBase):
             return {cls.prefix + k: v for k, v in state.items()}
         return state
 
-    def save_pretrained(self, folder, variant=None, safe_serialization=True):
-        """Weights as ``model[.variant].safetensors`` (or ``pytorch_model.bin``) with the published
-        names, and a config.json that transformers' ``CLIPTextModel.from_pretrained`` reads."""
-        target = super().save_pretrained(folder, variant=variant, safe_serialization=safe_serialization)
-        config = {"architectures": ["CLIPTextModel"], "model_type": "clip_text_model",
-                  **dataclasses.asdict(self.config)}
-        write_text(Path(folder) / self.config_filename(), json.dumps(config, indent=2) + "\n")
-        return target
+    def config_dict(self) -> dict:
+        """config.json as transformers' ``CLIPTextModel.from_pretrained`` reads it."""
+        return {"architectures": ["CLIPTextModel"], "model_type": "clip_text_model", **dataclasses.asdict(self.config)}

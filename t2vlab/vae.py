@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from .attention import Attention
+from .attention import Attention, fuse_projections, unfuse_projections
 from .checkpoint import CheckpointError, ModelBase, check_positive_ints
 from .checks import boolean, integer, number, positive_int
 from .frames import batch_to_frames, frames_to_batch
@@ -269,6 +269,13 @@ class AutoencoderKL(ModelBase):
 
     def disable_tiling(self):
         self.use_tiling = False
+
+    def fuse_qkv_projections(self):
+        """The attentions' q, k, v in one matmul each (``t2vlab.attention.fuse_projections``), as diffusers'."""
+        fuse_projections(self)
+
+    def unfuse_qkv_projections(self):
+        unfuse_projections(self)
 
     # ------------------------------------------------------------------------------ encode
     def encode(self, images) -> DiagonalGaussian:

@@ -3,7 +3,8 @@
 * :func:`export_to_video` writes an ``.mp4`` (H.264, yuv420p, plays in browsers and QuickTime) or a looping
   ``.gif``, through ``t2vlab.atomic``: encoded beside the target under a temporary name and renamed into
   place only when complete, so an error or Ctrl-C never leaves a truncated video behind.
-* :func:`read_video` reads a file back as a ``uint8`` array ``(F, H, W, 3)``.
+* :func:`read_video` reads a file back as a ``uint8`` array ``(F, H, W, 3)``, after looking at what the file
+  declares (:func:`inspect_video_file`, below).
 * :func:`to_uint8` converts float pixels in ``[0, 1]`` to ``uint8``; :func:`uint8_video` makes any accepted
   video (below) one ``uint8`` array ``(F, H, W, 3)``.
 
@@ -18,6 +19,19 @@ Accepted videos (``video_frames`` / ``frames`` below):
 * the pipeline's ``.frames`` as returned: an array ``(B, F, H, W, C)`` or a list of per-video arrays/frame lists.
   With exactly one video it is used; with several a ``ValueError`` asks you to pick one (``frames[i]``).
 
+**Look before you decode.** Every file read (:func:`decode_video_file`, which ``t2vlab.inputs`` and the
+fine-tuning trainer's clip reader use too) is first inspected without decoding it: its size from the header
+(Pillow's lazy ``Image.open`` for GIF and images, ffmpeg's stream header for the rest) and its frame count
+(a GIF's frames are counted without decoding them; a video's are its duration x frame rate) are checked
+against ``MAX_SIDE`` pixels a side, ``MAX_FRAMES`` frames and ``MAX_PIXELS`` pixels in all (frames x height x
+width), so a 4.6 KB GIF declaring 200 frames of 8000x8000 (38 GB decoded) is refused at once. Decoding then
+stops as soon as the frames read pass those limits, whatever the header said. The limits are module
+constants, overridden by the environment (``T2VLAB_MAX_SIDE``, ``T2VLAB_MAX_FRAMES``, ``T2VLAB_MAX_PIXELS``,
+read at each check).
+A file shorter than its own structure declares is named as truncated (an interrupted download): an MP4/MOV
+whose boxes run past the end of the file, a GIF without its closing byte. Each refusal is a
+``VideoFileError`` (a ``ValueError``) naming the argument.
+
 Pixels are ``uint8`` (0-255), another integer type with values in 0-255, or float in ``[0, 1]``. Floats slightly
 outside ``[0, 1]`` (an unclamped decode) are clipped; floats far outside it (below -0.5 or above 1.5) are rejected,
 since they almost certainly mean a ``[-1, 1]`` or ``[0, 255]`` convention that clipping would silently ruin.
@@ -28,15 +42,44 @@ alpha: drop it with ``frames[..., :3]``. PIL images are converted with ``.conver
 from __future__ import annotations
 
 import os
+import re
 import sys
 import tempfile
+import warnings
 
 import numpy as np
 
 from .atomic import atomic_file
-from .checks import number
+from .checks import number, positive_int
 
-__all__ = ["export_to_video", "read_video", "to_uint8", "uint8_video"]
+__all__ = ["export_to_video", "read_video", "to_uint8", "uint8_video", "VideoFileError"]
+
+
+# What a file may declare before anything is decoded (see the module docstring), unless the environment says
+# otherwise (T2VLAB_MAX_SIDE, ..., read at each check). A side of 8192 is the pipeline's own cap
+# (guards.MAX_SIZE); 2^28 pixels are 1024 frames of 512x512, 805 MB as uint8 and 3.2 GB as the float32 the
+# pipeline works in.
+MAX_SIDE = 8192
+MAX_FRAMES = 1024
+MAX_PIXELS = 2**28
+
+
+def limit(name: str) -> int:
+    """The limit ``name`` ("MAX_SIDE", ...): ``T2VLAB_<name>`` from the environment, else the module constant."""
+    value = os.environ.get(f"T2VLAB_{name}")
+    if not value:
+        return globals()[name]
+    try:
+        return positive_int(f"T2VLAB_{name} (environment)", int(value))
+    except ValueError:
+        raise ValueError(f"T2VLAB_{name}={value!r} in the environment: expected a positive integer") from None
+
+
+STILL_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")  # inspected through Pillow's header
+
+
+class VideoFileError(ValueError):
+    """A video or image file refused before (or while) decoding: it declares too much, or it is truncated."""
 
 SUPPORTED_EXTENSIONS = (".mp4", ".gif")
 
@@ -334,12 +377,132 @@ def read_video(path) -> np.ndarray:
     return decode_video_file(path)
 
 
-def decode_video_file(path) -> np.ndarray:
+def check_declared(height, width, frames, path, name, verb="declares") -> None:
+    """Refuse (``VideoFileError`` naming ``name``) a file that declares (or holds: ``verb``) more than the limits."""
+    side, most, pixels = limit("MAX_SIDE"), limit("MAX_FRAMES"), limit("MAX_PIXELS")
+    too = [f"{which} {v} > MAX_SIDE={side}" for which, v in (("height", height), ("width", width)) if v > side]
+    if frames is not None and frames > most:
+        too.append(f"{frames} frames > MAX_FRAMES={most}")
+    if (frames or 1) * height * width > pixels:
+        too.append(f"{(frames or 1) * height * width:,} pixels in all > MAX_PIXELS={pixels:,}")
+    if too:
+        what = f"{frames} frame(s) of " if frames is not None else ""
+        raise VideoFileError(
+            f"{name}: {path!r} {verb} {what}{height}x{width} pixels (height x width), beyond the limits ("
+            f"{'; '.join(too)}), so it is not decoded. Resize or cut it; or, if you trust it and have the memory, "
+            f"raise the limits with the environment variables T2VLAB_MAX_SIDE, T2VLAB_MAX_FRAMES, T2VLAB_MAX_PIXELS")
+
+
+def open_image(path, name):
+    """A file as a lazy PIL image (header read, nothing decoded), its size checked; Pillow's own decompression-bomb
+    refusal becomes ours (a ``VideoFileError`` naming ``name``)."""
+    from PIL import Image  # imported here: only image and GIF files need it
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our limits are lower, checked below
+        try:
+            img = Image.open(path)
+        except Image.DecompressionBombError as e:
+            pixels = re.search(r"\((\d+) pixels\)", str(e))
+            many = f"{int(pixels[1]):,}" if pixels else "too many"
+            raise VideoFileError(f"{name}: {path!r} declares an image of {many} pixels, beyond any limit (Pillow "
+                                 f"refuses more than {2 * Image.MAX_IMAGE_PIXELS:,}; t2vlab more than "
+                                 f"MAX_SIDE={limit('MAX_SIDE')} a side), so it is not decoded") from None
+    check_declared(img.size[1], img.size[0], None, path, name)
+    return img
+
+
+def truncation(path) -> str | None:
+    """Why the file is shorter than its own structure declares (an interrupted download), or None: an MP4/MOV
+    (ISO base media file: a sequence of boxes, each starting with its size) whose boxes run past the end, a GIF
+    without its closing byte. Other containers are not looked into."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if head[:4] in (b"GIF8",):
+            f.seek(max(size - 1, 0))
+            return None if f.read(1) == b";" else "it does not end with the GIF trailer byte (0x3B)"
+        if len(head) < 8 or head[4:8] not in (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip", b"pnot"):
+            return None
+        pos = 0
+        while pos < size:
+            f.seek(pos)
+            box = f.read(16)
+            if len(box) < 8:
+                return f"a box header at byte {pos:,} is cut off"
+            n, kind = int.from_bytes(box[:4], "big"), box[4:8].decode("latin-1")
+            if n == 1:  # a 64-bit size follows the type
+                if len(box) < 16:
+                    return f"the {kind!r} box header at byte {pos:,} is cut off"
+                n = int.from_bytes(box[8:16], "big")
+            elif n == 0:  # the box runs to the end of the file
+                return None
+            if n < 8:  # not a box structure after all: ffmpeg will say what it is
+                return None
+            if pos + n > size:
+                return f"its {kind!r} box declares {n:,} bytes from byte {pos:,}, but the file ends at {size:,}"
+            pos += n
+    return None
+
+
+def _check_whole(path, name):
+    why = truncation(path)
+    if why:
+        raise VideoFileError(f"{name}: {path!r} is truncated ({why}): an interrupted download or copy? Get the "
+                             "whole file again")
+
+
+def inspect_video_file(path, name="path"):
+    """(frames or None, height, width) as the file declares them, checked against the limits and for
+    truncation (``VideoFileError`` naming ``name``), without decoding a frame: GIFs through Pillow (their frames
+    counted, not decoded) and still images through Pillow, the rest through ffmpeg's header (frames: duration x
+    frame rate, when it gives both)."""
+    path = os.fspath(path)
+    _check_whole(path, name)
+    if os.path.splitext(path)[1].lower() in (".gif", *STILL_EXTENSIONS):
+        with open_image(path, name) as img:
+            frames = getattr(img, "n_frames", 1)
+            width, height = img.size
+    else:
+        meta = _ffmpeg_frames(path)
+        try:
+            info = next(meta)
+        finally:
+            meta.close()  # stops ffmpeg
+        width, height = info["size"]
+        duration, fps = info.get("duration"), info.get("fps")
+        frames = round(duration * fps) if duration and fps and np.isfinite(duration * fps) else None
+    check_declared(height, width, frames, path, name)
+    return frames, height, width
+
+
+def _ffmpeg_frames(path):
+    """imageio-ffmpeg's reader (what imageio's FFMPEG plugin runs): its header first, then raw RGB frames."""
+    import imageio_ffmpeg  # imported here: only video files need it
+
+    return imageio_ffmpeg.read_frames(path, pix_fmt="rgb24", bits_per_pixel=24)
+
+
+def decode_video_file(path, name="path") -> np.ndarray:
     """The frames of any video file imageio reads, as it reads them (``uint8``, ``(F, H, W, 3)`` for a video):
-    ``.gif`` through Pillow, the rest through ffmpeg."""
+    ``.gif`` through Pillow, the rest through ffmpeg; ``inspect_video_file`` first, and decoding stops at the
+    first frame beyond the limits."""
     import imageio.v3 as iio  # imported here: only reading needs it, and it is slow to import
 
+    path = os.fspath(path)
+    inspect_video_file(path, name)
     if os.path.splitext(path)[1].lower() == ".gif":
         # mode="RGB": composite each frame over the previous ones (GIF frames may be partial) and drop the palette.
         return np.asarray(iio.imread(path, index=None, plugin="pillow", mode="RGB"))
-    return np.asarray(iio.imread(path, index=None, plugin="FFMPEG"))
+    reader = _ffmpeg_frames(path)
+    try:
+        width, height = next(reader)["size"]
+        frames = []
+        for raw in reader:
+            frames.append(np.frombuffer(raw, np.uint8).reshape(height, width, 3))
+            check_declared(height, width, len(frames), path, name, "holds at least")  # a header may lie
+    finally:
+        reader.close()
+    if not frames:
+        raise VideoFileError(f"{name}: {path!r} holds no frames")
+    return np.stack(frames)

@@ -27,8 +27,11 @@ import torch
 import torch.nn.functional as F
 
 from . import checks
+from .callbacks import Conditioning, StepCallbacks
 from .guards import (
+    check_component,
     check_frames_shape,
+    check_latents_or_pixels,
     check_video_count,
     check_video_latents,
     check_video_to_video_args,
@@ -40,9 +43,14 @@ from .pipeline import TextToVideoOutput, TextToVideoPipeline
 
 
 def is_latents(video, channels=4) -> bool:
-    """A tensor (videos, C, frames, h, w) of C = 4 latents (what ``output_type="latent"`` returns), not pixels
-    (videos, frames, H, W, 3). A pixel video of 4 frames has 3 channels last, which latents never have here."""
-    return torch.is_tensor(video) and video.ndim == 5 and video.shape[1] == channels and video.shape[-1] != 3
+    """A tensor (videos, C, frames, h, w) of C = 4 latents (what ``output_type="latent"`` returns), not pixels:
+    (videos, frames, H, W, 3), or channels first (videos, frames, 3, H, W) as diffusers' video tensors are. A pixel
+    video of 4 frames has 3 channels last, which latents never have here; channels first, (V, 4, 3, H, W), it has the
+    shape of 3-frame latents, and is told apart by its values: pixels lie in [0, 1], latents almost never do
+    (``guards.check_latents_or_pixels`` refuses such a tensor with every value in [0, 1])."""
+    if not (torch.is_tensor(video) and video.ndim == 5 and video.shape[1] == channels and video.shape[-1] != 3):
+        return False
+    return video.shape[2] != 3 or bool(((video < 0) | (video > 1)).any())
 
 
 def resize_video(video, height, width):
@@ -67,16 +75,21 @@ class VideoToVideoPipeline(TextToVideoPipeline):
     ``VideoToVideoPipeline.from_pipe(pipe)``. Everything but ``__call__`` is the text-to-video pipeline's.
     """
 
+    reference_class = "VideoToVideoSDPipeline"  # diffusers' class of the same pipeline (model_index.json)
+
     def video_tensor(self, video):
         """``video`` as a tensor: pixels (V, F, H, W, 3) in [0, 1] (on the CPU; moved slice by slice when
         encoded), or latents (V, 4, F, h, w) as given. Checked before any model runs."""
-        if is_latents(video, self.vae.config.latent_channels):
-            check_video_latents("video", video, self.vae.config.latent_channels)
+        channels = self.unet.config.in_channels
+        check_latents_or_pixels("video", video, channels)
+        if is_latents(video, channels):
+            check_video_latents("video", video, channels)
             return video
         if video is None:
             raise ValueError("video is missing: pass the video to restyle (frames, an array, a tensor or a path)")
         pixels = torch.from_numpy(video_input(video, "video"))
-        check_frames_shape("video", pixels.shape[1], pixels.shape[2], pixels.shape[3], self.vae.spatial_factor)
+        check_component(self, "vae", "video: encoding its frames (latents (V, 4, F, h, w) as the video need none)")
+        check_frames_shape("video", pixels.shape[1], pixels.shape[2], pixels.shape[3], self.vae_scale_factor)
         return pixels
 
     def get_timesteps(self, num_inference_steps, strength):
@@ -99,13 +112,16 @@ class VideoToVideoPipeline(TextToVideoPipeline):
     def __call__(self, prompt=None, video=None, strength=0.6, num_inference_steps=50, guidance_scale=15.0,
                  negative_prompt=None, eta=0.0, generator=None, latents=None, prompt_embeds=None,
                  negative_prompt_embeds=None, output_type="np", return_dict=True, callback_on_step_end=None,
-                 clip_skip=None):
+                 clip_skip=None, callback=None, callback_steps=None, cross_attention_kwargs=None,
+                 callback_on_step_end_tensor_inputs=None):
         """Restyle ``video`` to follow ``prompt``. Returns ``TextToVideoOutput`` (``.frames``, as text-to-video).
 
         ``video``: a list of frames (arrays or PIL images), an array or tensor (F, H, W, 3) (uint8, or float
-        in [0, 1]), a batch (V, F, H, W, 3) such as a pipeline's ``.frames``, a path to a video file, or
-        latents (V, 4, F, h, w) (encoding skipped). One video serves every prompt; or pass one per prompt.
-        ``latents``: the noise added to the encoded video (V, 4, F, h, w), in place of a draw.
+        in [0, 1]), a batch (V, F, H, W, 3) such as a pipeline's ``.frames``, the same channels first (V, F, 3, H, W)
+        as diffusers' video tensors are (``t2vlab.video.frames_last``), a path to a video file, or latents
+        (V, 4, F, h, w) (encoding skipped). One video serves every prompt; or pass one per prompt.
+        ``latents``: the noise added to the encoded video (V, 4, F, h, w), in place of a draw. The callbacks and
+        ``cross_attention_kwargs`` are text-to-video's (``TextToVideoPipeline.__call__``).
 
         0. check every argument and read the video, before any model runs;
         1. encode the prompt and, for classifier-free guidance, the negative prompt -> context;
@@ -117,24 +133,28 @@ class VideoToVideoPipeline(TextToVideoPipeline):
         """
         prompts = check_video_to_video_args(self, prompt, strength, num_inference_steps, guidance_scale,
                                             negative_prompt, eta, generator, latents, prompt_embeds,
-                                            negative_prompt_embeds, output_type, callback_on_step_end)
+                                            negative_prompt_embeds, output_type, callback_on_step_end, callback,
+                                            callback_steps, callback_on_step_end_tensor_inputs, cross_attention_kwargs)
+        callbacks = StepCallbacks(callback_on_step_end, callback_on_step_end_tensor_inputs, callback, callback_steps)
         source = self.video_tensor(video)
         if len(source) not in (1, prompts):
             raise ValueError(f"video: {len(source)} videos for {prompts} prompt(s); pass one video, or one per prompt")
         check_video_count(prompts, generator, f"{prompts} prompt(s)")
-        encoded, factor = is_latents(source, self.vae.config.latent_channels), self.vae.spatial_factor
+        encoded, factor = is_latents(source, self.unet.config.in_channels), self.vae_scale_factor
         if encoded:
             frames, height, width = source.shape[2], source.shape[3] * factor, source.shape[4] * factor
         else:
             frames, height, width = source.shape[1:4]
-        shape = (prompts, self.vae.config.latent_channels, frames, height // factor, width // factor)
+        shape = (prompts, self.unet.config.in_channels, frames, height // factor, width // factor)
         if latents is not None and tuple(latents.shape) != shape:
             raise ValueError(f"latents: the noise for this video must have shape {shape}, got {tuple(latents.shape)}")
-        with explain_out_of_memory(self, prompts, frames, height, width, num_inference_steps):
-            device, guided = self.device, guidance_scale > 1.0
+        with explain_out_of_memory(self, prompts, frames, height, width, num_inference_steps), \
+                self.scaled_lora(cross_attention_kwargs):
+            device, guided = self.device, self.classifier_free_guidance(guidance_scale)
             cond, uncond = self.encode_prompt(prompt, device, 1, guided, negative_prompt, prompt_embeds,
                                               negative_prompt_embeds, clip_skip)
-            context = torch.cat([uncond, cond]) if guided else cond
+            context = Conditioning(torch.cat([uncond, cond]) if guided else cond, guidance_scale,
+                                   self.guidance_embedded)  # read at each step
 
             self.scheduler.set_timesteps(num_inference_steps, device=device)
             timesteps = self.get_timesteps(num_inference_steps, strength)
@@ -146,7 +166,7 @@ class VideoToVideoPipeline(TextToVideoPipeline):
                 z0 = self.encode_video(source, generator).to(context.dtype)
             x = self.noise_video(z0, timesteps[:1], generator, latents)
 
-            x = self.denoise(x, context, timesteps, guidance_scale, eta, generator, callback_on_step_end)
+            x = self.denoise(x, context, timesteps, guidance_scale, eta, generator, callbacks)
 
             out = self.finish(x, output_type, guidance_scale)
         return TextToVideoOutput(frames=out) if return_dict else (out,)

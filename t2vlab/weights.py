@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 
 from . import configs, original
-from .atomic import atomic_folder
+from .atomic import atomic_folder, check_replaceable
 from .checkpoint import (
     DIFFUSERS_WEIGHTS,
     TRANSFORMERS_WEIGHTS,
@@ -61,6 +61,10 @@ WEIGHT_STEMS = {"unet": DIFFUSERS_WEIGHTS, "vae": DIFFUSERS_WEIGHTS, "text_encod
 EXPECTED_CLASSES = {"_class_name": ("TextToVideoSDPipeline", "VideoToVideoSDPipeline"),
                     "unet": ("UNet3DConditionModel",), "vae": ("AutoencoderKL",), "text_encoder": ("CLIPTextModel",)}
 MODEL_INDEX = configs.MODEL_INDEX
+MODELS = ("unet", "vae", "text_encoder")  # the components with weights (and so a dtype)
+# what a pipeline may be without (None): a run from prompt_embeds needs no text encoder or tokenizer, a run
+# returning output_type="latent" no VAE (each call says which component it needs)
+OPTIONAL_COMPONENTS = ("text_encoder", "tokenizer", "vae")
 
 
 # ------------------------------------------------------------------------ what each checkpoint is for
@@ -123,6 +127,35 @@ KNOWN_CHECKPOINTS = {
         "animov 512x (strangeman3107): the anime fine-tune at 512x512; put 'anime' in the prompt. Frame count "
         "not published: the base model's 16.")),
 }
+# Distilled adapters for ms-1.7b: (Hub id, the file or PEFT folder inside it) -> the settings they run at. While
+# one is loaded and active, ``TextToVideoPipeline.recommended`` takes its sampler, steps, guidance and
+# description instead of the checkpoint's (the size and frames stay the checkpoint's): ``adapter_settings``.
+MCM_SUBFOLDERS = ("webvid", "laion", "anime", "real", "3d-cartoon")
+MCM = ("MCM, the motion consistency model (Zhai et al. 2024, yhZhai/mcm), {}: a LoRA (rank 64, a PEFT adapter "
+       "folder) distilled from ms-1.7b for 4 steps without classifier-free guidance (guidance 1.0), sampled with "
+       "LCM's scheduler at timestep_scaling 4 ('lcm-mcm'), as its authors run it.")
+T2V_TURBO = ("T2V-Turbo-MS (Li et al. 2024, Ji4chenLi/t2v-turbo): a LoRA (rank 32, a list file) distilled from "
+             "ms-1.7b with reward feedback, for a UNet with a guidance embedding: call "
+             "t2vlab.techniques.consistency.add_guidance_embedding(pipe.unet, 256) before loading it (the "
+             "embedding's base weight is random in T2V-Turbo's code; here it is drawn from seed 0). 4 steps at "
+             "T2V-Turbo's timesteps 999, 759, 519, 279 ('lcm-t2v-turbo'), the guidance w = 7.5 fed as the "
+             "embedding: one UNet pass per step, no classifier-free guidance.")
+KNOWN_ADAPTERS = {
+    **{("yhzhai/mcm", f"modelscopet2v-{v}"): dict(scheduler="lcm-mcm", num_inference_steps=4, guidance_scale=1.0,
+                                                  description=MCM.format(f"modelscopet2v-{v}"))
+       for v in MCM_SUBFOLDERS},
+    ("jiachenli-ucsb/T2V-Turbo-MS", "unet_lora.pt"): dict(scheduler="lcm-t2v-turbo", num_inference_steps=4,
+                                                          guidance_scale=7.5, description=T2V_TURBO),
+}
+
+
+def adapter_settings(settings, sources) -> Recommended:
+    """``settings`` (a checkpoint's) with those of the first known distilled adapter among ``sources`` (where the
+    active adapters came from: (Hub id, file or folder) or a path), if any."""
+    known = next((KNOWN_ADAPTERS[s] for s in sources if s in KNOWN_ADAPTERS), None)
+    return settings if known is None else dataclasses.replace(settings, **known)
+
+
 EMBEDDED = {"toy-trained": TOY, "tiny-random": TINY}  # canonical names say what the weights are
 ALIASES = {"toy": "toy-trained", "tiny": "tiny-random"}
 
@@ -205,7 +238,8 @@ def write_checkpoint(path, models, overwrite=False, variants=(None,), extra=None
     ``variants``: variant names (None: float32 under the plain file names; "fp16": the float16 variant)
     or (name, dtype) pairs such as (None, torch.float16) for float16 weights under the plain names.
     The folder appears whole or not at all: everything is written to a temporary sibling folder
-    that is renamed into place at the end. An existing ``path`` is an error unless ``overwrite``.
+    that is renamed into place at the end. An existing ``path`` is an error unless ``overwrite``, which
+    replaces only a folder t2vlab wrote (``t2vlab.atomic.check_replaceable``).
     """
     path = Path(path)
     with atomic_folder(path, overwrite) as tmp:
@@ -222,8 +256,10 @@ def write_checkpoint(path, models, overwrite=False, variants=(None,), extra=None
 
 def make_tiny_checkpoint(path, seed=0, overwrite=False, variants=(None, "fp16")):
     """Write a complete tiny checkpoint (random weights, drawn from ``seed``) to ``path``; see write_checkpoint."""
-    if Path(path).exists() and not overwrite:  # before building anything
-        raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
+    if os.path.lexists(path):  # before building anything
+        if not overwrite:
+            raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
+        check_replaceable(path)
     return write_checkpoint(path, tiny_models(TINY_SIZES, seed), overwrite=overwrite, variants=variants)
 
 
@@ -329,8 +365,9 @@ def resolve_checkpoint(name_or_path, variant=None, local_files_only=False) -> Pa
 
 
 # ------------------------------------------------------------------------------------ loading a folder
-def check_architecture(folder: Path):
-    """Refuse a checkpoint that is not this architecture, naming what was found."""
+def check_architecture(folder: Path) -> set:
+    """Refuse a checkpoint that is not this architecture, naming what was found; return the components its
+    model_index.json names as absent (``absent_components``)."""
     index = read_json(folder / "model_index.json") if (folder / "model_index.json").is_file() else None
     if index is None and (folder / original.CONFIGURATION).is_file():
         raise CheckpointError(f"{folder}: its configuration.json is not ModelScope's text-to-video one (no "
@@ -341,32 +378,77 @@ def check_architecture(folder: Path):
     if not isinstance(index, dict):
         raise CheckpointError(f"{folder / 'model_index.json'}: expected a JSON object, got {type(index).__name__}")
     found = {"_class_name": index.get("_class_name")}
+    absent = absent_components(index)
     for comp in ("unet", "vae", "text_encoder"):
         entry = index.get(comp)
         found[comp] = entry[1] if isinstance(entry, (list, tuple)) and len(entry) == 2 else entry
-    wrong = {k: v for k, v in found.items() if v not in EXPECTED_CLASSES[k]}
+    wrong = {k: v for k, v in found.items() if v not in EXPECTED_CLASSES[k] and k not in absent}
     if wrong:
         what = ", ".join(f"{k}={v!r}" for k, v in wrong.items())
         raise CheckpointError(f"{folder} is not a ModelScope text-to-video checkpoint: found {what}; expected "
                               f"TextToVideoSDPipeline with UNet3DConditionModel, AutoencoderKL and CLIPTextModel")
     for comp in COMPONENTS:
-        if not (folder / comp).is_dir():
+        if comp not in absent and not (folder / comp).is_dir():
             raise FileNotFoundError(f"{folder}: component folder {comp}/ is missing")
+    return absent
 
 
-def load_components(folder, torch_dtype=None, variant=None) -> dict:
+def absent_components(index: dict) -> set:
+    """The components a model_index.json names as absent ([null, null], as diffusers writes a pipeline saved
+    without them); only the optional ones may be."""
+    absent = {c for c in COMPONENTS if c in index and index[c] in (None, [None, None])}
+    required = sorted(absent - set(OPTIONAL_COMPONENTS))
+    if required:
+        raise CheckpointError(f"model_index.json names no {required[0]} ([null, null]); a pipeline cannot run "
+                              f"without one (only {', '.join(OPTIONAL_COMPONENTS)} may be absent)")
+    return absent
+
+
+def component_dtypes(torch_dtype) -> dict:
+    """{model: dtype or None (float32)} from ``torch_dtype`` as diffusers takes it: None, one floating torch.dtype
+    for every model, or a dict {"unet": torch.float16, "default": torch.float32} naming models, "default" for the
+    rest (float32 without one). ValueError naming a key that is no model or a value that is no floating dtype."""
+    def floating(name, v):
+        if v is not None and not (isinstance(v, torch.dtype) and v.is_floating_point):
+            raise ValueError(f"{name} must be a floating torch.dtype such as torch.float16, got {v!r:.80}")
+        return v
+
+    if not isinstance(torch_dtype, dict):
+        return dict.fromkeys(MODELS, floating("torch_dtype", torch_dtype))
+    unknown = [k for k in torch_dtype if k not in (*MODELS, "default")]
+    if unknown:
+        why = " holds no weights" if unknown[0] in COMPONENTS else " is no component of this pipeline"
+        raise ValueError(f"torch_dtype: the key {unknown[0]!r}{why}; the keys are the models "
+                         f"{', '.join(MODELS)} and 'default' (for those not named)")
+    default = floating("torch_dtype['default']", torch_dtype.get("default"))
+    return {m: floating(f"torch_dtype[{m!r}]", torch_dtype.get(m, default)) for m in MODELS}
+
+
+def load_components(folder, torch_dtype=None, variant=None, skip=()) -> dict:
     """The five components of a checkpoint folder, every model built on the meta device and then
-    given its weights: {"unet", "vae", "text_encoder", "tokenizer", "scheduler"}. A folder in the
+    given its weights: {"unet", "vae", "text_encoder", "tokenizer", "scheduler"} (None for one its
+    model_index.json names as absent), without the names in ``skip`` (the caller brings those).
+    ``torch_dtype``: one dtype, or a dict per model with a "default" (``component_dtypes``). A folder in the
     original ModelScope layout is converted on the way (``t2vlab.original``; it has no variants)."""
     folder = Path(folder)
+    dtypes = component_dtypes(torch_dtype)
     if original.is_original(folder):
         choose_variant([], variant, str(folder), torch_dtype)  # one set of weights: cast, with a note
-        return original.load_original(folder, torch_dtype)
-    check_architecture(folder)
-    names = [f"{c}/{p.name}" for c in WEIGHT_STEMS for p in (folder / c).iterdir()]
-    kw = dict(torch_dtype=torch_dtype, variant=choose_variant(names, variant, str(folder), torch_dtype))
-    return {"unet": UNet3DConditionModel.from_pretrained(folder, subfolder="unet", **kw),
-            "vae": AutoencoderKL.from_pretrained(folder, subfolder="vae", **kw),
-            "text_encoder": CLIPTextEncoder.from_pretrained(folder, subfolder="text_encoder", **kw),
-            "tokenizer": Tokenizer.from_pretrained(folder, subfolder="tokenizer"),
-            "scheduler": scheduler_from_config(read_json(folder / "scheduler" / "scheduler_config.json"))}
+        per_model = isinstance(torch_dtype, dict)  # then loaded in float32 and each model cast to its own
+        parts = original.load_original(folder, None if per_model else torch_dtype)
+        return {c: v.to(dtypes[c] or torch.float32) if per_model and c in MODELS else v
+                for c, v in parts.items() if c not in skip}
+    absent = check_architecture(folder)
+    wanted = [c for c in COMPONENTS if c not in skip and c not in absent]
+    names = [f"{c}/{p.name}" for c in WEIGHT_STEMS if c in wanted for p in (folder / c).iterdir()]
+    variant = choose_variant(names, variant, str(folder), torch_dtype)
+    models = {"unet": UNet3DConditionModel, "vae": AutoencoderKL, "text_encoder": CLIPTextEncoder}
+
+    def load(c):
+        if c in models:
+            return models[c].from_pretrained(folder, subfolder=c, torch_dtype=dtypes[c], variant=variant)
+        if c == "tokenizer":
+            return Tokenizer.from_pretrained(folder, subfolder="tokenizer")
+        return scheduler_from_config(read_json(folder / "scheduler" / "scheduler_config.json"))
+
+    return {c: load(c) if c in wanted else None for c in COMPONENTS if c not in skip}

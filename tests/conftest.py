@@ -41,6 +41,21 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture()
+def offline_cache(tmp_path, monkeypatch):
+    """An empty Hub cache folder that huggingface_hub reads, offline (HF_HUB_OFFLINE=1): what a test lays out
+    in it with ``tests.helpers.hub_cache`` is what a download would have left; the Hub itself is never reached."""
+    import huggingface_hub.constants
+
+    cache = tmp_path / "hub"
+    cache.mkdir()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))  # read at import time
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    return cache
+
+
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
     """Four captioned toy clips of 8 frames: a folder of frames, .gif and .mp4 files (the fine-tuning

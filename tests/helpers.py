@@ -1,10 +1,13 @@
-"""Shared test helpers: random parameter filling, relative error, a writer that fails half-way, and the small
-cases that a component's unit tests (tests/test_*.py) and its parity tests (tests/parity/) both use."""
+"""Shared test helpers: random parameter filling, relative error, a writer that fails half-way, a pickle payload,
+the Hub cache's layout, and the small cases that a component's unit tests (tests/test_*.py) and its parity tests
+(tests/parity/) both use."""
 
 from __future__ import annotations
 
 import inspect
 import math
+import shutil
+from pathlib import Path
 
 import torch
 
@@ -47,6 +50,29 @@ def fails_half_way(path_arg=1):
         raise OSError(28, "No space left on device (injected)")
 
     return write
+
+
+class CreatesAFile:
+    """Unpickling this calls open(path, "w"): the file appearing would mean pickled code ran."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+SNAPSHOT = "0123456789abcdef0123456789abcdef01234567"  # a commit hash, as the Hub cache names a snapshot
+
+
+def hub_cache(root: Path, repo_id: str, folder: Path) -> Path:
+    """Lay ``folder`` out in ``root`` as huggingface_hub's cache holds a download of ``repo_id`` (the fixture
+    ``offline_cache`` gives a ``root`` that huggingface_hub reads, offline); returns the snapshot folder."""
+    repo = root / ("models--" + repo_id.replace("/", "--"))
+    shutil.copytree(folder, repo / "snapshots" / SNAPSHOT)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(SNAPSHOT)
+    return repo / "snapshots" / SNAPSHOT
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:

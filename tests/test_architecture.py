@@ -8,24 +8,24 @@ functions are kept for optional or slow third-party packages only (the reason is
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
-
-import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "t2vlab"
 
 # lowest first; a module belongs to the first layer with a prefix of its name
 LAYERS = [
     ("facts and tensor helpers", ["t2vlab.configs", "t2vlab.frames", "t2vlab.noise", "t2vlab.checks",
-                                  "t2vlab.atomic"]),
+                                  "t2vlab.os_errors", "t2vlab.atomic", "t2vlab.outputs"]),
     ("building blocks and files", ["t2vlab.attention", "t2vlab.resnet", "t2vlab.checkpoint", "t2vlab.safe_pickle",
                                    "t2vlab.video", "t2vlab.inputs", "t2vlab.display", "t2vlab.lora",
-                                   "t2vlab.layerwise_casting", "t2vlab.group_offload"]),
+                                   "t2vlab.lora_files", "t2vlab.layerwise_casting", "t2vlab.group_offload"]),
     ("techniques", ["t2vlab.techniques"]),
     ("models and schedulers", ["t2vlab.unet", "t2vlab.vae", "t2vlab.tokenizer", "t2vlab.text_encoder",
                                "t2vlab.schedulers"]),
-    ("where weights come from", ["t2vlab.weights", "t2vlab.original"]),
-    ("the method", ["t2vlab.guards", "t2vlab.technique_switches", "t2vlab.memory_switches", "t2vlab.compiled",
+    ("where weights come from", ["t2vlab.weights", "t2vlab.original", "t2vlab.saving"]),
+    ("the method", ["t2vlab.guards", "t2vlab.callbacks", "t2vlab.technique_switches", "t2vlab.memory_switches",
+                    "t2vlab.compiled",
                     "t2vlab.pipeline",
                     "t2vlab.video_to_video", "t2vlab.lora_loading"]),
     ("what people run", ["t2vlab.notebook", "t2vlab.course", "t2vlab.widgets", "t2vlab.toy", "t2vlab.batch",
@@ -156,6 +156,31 @@ def test_imports_inside_functions_are_only_optional_heavy_packages():
         assert said, f"{name}:{line}: say why {target} is imported inside the function"
 
 
-@pytest.mark.parametrize("name", ["t2vlab.unet.temporal", "t2vlab.frames", "t2vlab.weights", "t2vlab.guards"])
-def test_the_named_homes_exist(name):
-    assert name in modules()
+def documented_modules() -> dict[str, str]:
+    """{module file or folder named in docs/architecture.md's layer table: its layer's title}."""
+    text = (PACKAGE.parent / "docs" / "architecture.md").read_text(encoding="utf-8")
+    found = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.split("|")]
+        if len(cells) > 3 and cells[1] in {title for title, _ in LAYERS}:
+            for name in re.findall(r"`([\w/]+(?:\.py|/))`", cells[2]):
+                found[name] = cells[1]
+    return found
+
+
+def test_the_architecture_page_names_every_module_in_its_layer():
+    """docs/architecture.md's table is the tree: every top-level module and package is in it, in the layer this
+    test holds it to, and everything it names exists."""
+    documented = documented_modules()
+    tree = {p.name + ("/" if p.is_dir() else "") for p in PACKAGE.iterdir()
+            if (p.suffix == ".py" and p.name != "__init__.py") or (p.is_dir() and (p / "__init__.py").is_file())}
+    assert tree - set(documented) == set(), "in the tree but not in docs/architecture.md's table"
+    assert set(documented) - tree == set(), "in docs/architecture.md's table but not in the tree"
+    for name, title in documented.items():
+        module = "t2vlab." + name.removesuffix(".py").rstrip("/")
+        assert LAYERS[layer_of(module)][0] == title, f"{name}: the page says {title!r}, the test says otherwise"
+
+
+def test_the_page_is_read_as_a_table_of_layers():
+    documented = documented_modules()
+    assert "pipeline.py" in documented and "techniques/" in documented and "unet/" in documented

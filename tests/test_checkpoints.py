@@ -27,9 +27,9 @@ from t2vlab.weights import (
     load_components,
     make_tiny_checkpoint,
 )
+from tests.helpers import SNAPSHOT, hub_cache
 
 ROOT = Path(__file__).resolve().parents[1]
-SNAPSHOT = "0123456789abcdef0123456789abcdef01234567"
 
 
 @pytest.fixture(scope="module")
@@ -77,28 +77,6 @@ def test_model_index_of_another_unet_is_still_refused(copy):
 
 
 # ------------------------------------------------------------------------ known checkpoints' defaults
-def hub_cache(root: Path, repo_id: str, checkpoint: Path) -> Path:
-    """Lay ``checkpoint`` out in ``root`` as huggingface_hub's cache holds a download of ``repo_id``."""
-    repo = root / ("models--" + repo_id.replace("/", "--"))
-    shutil.copytree(checkpoint, repo / "snapshots" / SNAPSHOT)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(SNAPSHOT)
-    return repo / "snapshots" / SNAPSHOT
-
-
-@pytest.fixture()
-def offline_cache(tmp_path, monkeypatch):
-    import huggingface_hub.constants
-
-    cache = tmp_path / "hub"
-    cache.mkdir()
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))  # read at import time
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    return cache
-
-
 @pytest.mark.parametrize("repo_id, size, frames", [("cerspense/zeroscope_v2_576w", (320, 576), 24),
                                                    ("strangeman3107/animov-0.1.1", (384, 448), 16)])
 def test_a_known_hub_id_gets_its_trained_size_from_the_offline_cache(tiny, offline_cache, repo_id, size, frames):

@@ -22,6 +22,7 @@ from t2vlab.text_encoder import CLIPTextEncoder
 from t2vlab.unet import UNet3DConditionModel
 from t2vlab.vae import AutoencoderKL
 from t2vlab.weights import TINY_TEXT, TINY_UNET, TINY_VAE, make_tiny_checkpoint
+from tests.helpers import CreatesAFile
 
 UNET_FILE = "unet/diffusion_pytorch_model.safetensors"
 
@@ -39,16 +40,6 @@ def copy(tiny, tmp_path):
 
 
 # ------------------------------------------------------------------------------------ pickled code
-class CreatesAFile:
-    """Unpickling this calls open(path, "w"): the file appearing would mean pickled code ran."""
-
-    def __init__(self, path):
-        self.path = str(path)
-
-    def __reduce__(self):
-        return (open, (self.path, "w"))
-
-
 def plant_pickle(path, marker, how):
     state = {"conv_in.weight": torch.zeros(1), "payload": CreatesAFile(marker)}
     if how == "zip":  # torch.save's default format
@@ -121,6 +112,27 @@ def rewrite_unet(folder, change):
     state = load_file(str(folder / UNET_FILE))
     change(state)
     save_file(state, str(folder / UNET_FILE))
+
+
+@pytest.mark.parametrize("how", ["loop", "dangling", "folder"])
+def test_a_weight_file_that_cannot_be_read_is_named_for_what_it_is(copy, how):
+    """Not "no weight file found" when one is there: a link that loops, a link to nothing, a folder."""
+    path = copy / UNET_FILE
+    path.unlink()
+    if how == "loop":
+        (copy / "unet" / "other").symlink_to(path.name)
+        path.symlink_to("other")
+    elif how == "dangling":
+        path.symlink_to("/nonexistent/diffusion_pytorch_model.safetensors")
+    else:
+        path.mkdir()
+    words = {"loop": "is a symbolic link that loops", "dangling": "is a symbolic link to '/nonexistent/",
+             "folder": "is a folder, where a file is needed"}[how]
+    with pytest.raises(OSError, match=re.escape(str(path)) + ".*" + re.escape(words)) as e:
+        TextToVideoPipeline.from_pretrained(copy)
+    assert "no weight file" not in str(e.value)
+    with pytest.raises(OSError, match=re.escape(words)):
+        load_weight_file(path)
 
 
 @pytest.mark.parametrize("change,words", [

@@ -122,6 +122,41 @@ def test_convert_refuses_to_overwrite_unless_asked(tiny, converted, capsys):
         convert_original(tiny, converted, progress=False)
 
 
+def tree(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None for p in sorted(folder.rglob("*"))}
+
+
+@pytest.mark.parametrize("where", ["parent", "same", "inside"])
+def test_convert_never_replaces_or_writes_into_its_source(tiny, tmp_path, capsys, where):
+    """``convert models/ms-original models --overwrite`` once deleted models/ whole (the source with it): an OUT
+    that holds the source, is it, or lies inside it is refused before anything is read or written."""
+    models = tmp_path / "models"
+    src = shutil.copytree(tiny, models / "ms-original")
+    (models / "notes.txt").write_text("beside the checkpoint")
+    out = {"parent": models, "same": src, "inside": src / "converted"}[where]
+    before = tree(tmp_path)
+    assert main(["convert", str(src), str(out), "--overwrite", "--quiet"]) == 2
+    how = {"parent": "contains", "same": "is", "inside": "is inside"}[where]
+    assert f"{how} the input" in capsys.readouterr().err
+    assert tree(tmp_path) == before  # byte for byte, and nothing new
+    with pytest.raises(ValueError, match=how):
+        convert_original(src, out, overwrite=True, progress=False)
+
+
+def test_convert_overwrite_replaces_only_a_folder_t2vlab_wrote_and_says_what(tiny, converted, tmp_path, capsys):
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "my-video.mp4").write_bytes(b"not t2vlab's")
+    assert main(["convert", str(tiny), str(theirs), "--overwrite", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "not written by t2vlab" in err and "1 files in 0 folders" in err and "my-video.mp4" in err
+    assert (theirs / "my-video.mp4").read_bytes() == b"not t2vlab's" and sorted(tmp_path.iterdir()) == [theirs]
+    ours = shutil.copytree(converted, tmp_path / "ours")  # a copy of a folder t2vlab wrote: it has the marker
+    assert (ours / ".t2vlab-written").is_file()
+    assert main(["convert", str(tiny), str(ours), "--overwrite", "--quiet"]) == 0
+    assert f"replacing {ours} (a folder t2vlab wrote: " in capsys.readouterr().err
+
+
 def test_convert_interrupted_midway_leaves_no_output_folder(tiny, tmp_path, monkeypatch):
     real = AutoencoderKL.save_pretrained
 
@@ -245,6 +280,36 @@ def test_a_tensor_problem_is_named_with_its_file(copy, problem):
         state[name] = value
     torch.save(obj, path)
     with pytest.raises(CheckpointError, match=message):
+        TextToVideoPipeline.from_pretrained(copy)
+
+
+class HandMadeRecord:
+    """A tensor record written by hand: torch's own rebuild function with arguments of our choosing (what a
+    corrupted or crafted file holds); torch.load builds it or fails with its TypeError/RuntimeError."""
+
+    def __init__(self, *args):
+        self.args = args
+
+    def __reduce__(self):
+        return (torch._utils._rebuild_tensor_v2, (torch.zeros(4).storage(), *self.args, False, {}))
+
+
+HAND_MADE = {"negative offset": (-5, (4,), (1,)), "string size": (0, ("a",), (1,)), "float offset": (1.5, (2,), (1,)),
+             "negative size": (0, (-3,), (1,)), "size and stride of different lengths": (0, (2, 2), (1,)),
+             "more elements than the storage": (0, (64, 32), (32, 1)), "no size": (0, None, (1,))}
+
+
+@pytest.mark.filterwarnings("ignore:TypedStorage is deprecated")
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
+@pytest.mark.parametrize("record", list(HAND_MADE))
+def test_a_hand_made_tensor_record_is_a_checkpoint_error_naming_file_and_key(copy, record, legacy):
+    """Never torch's TypeError ("set_() received an invalid combination of arguments") or RuntimeError
+    ("Tensor: invalid storage offset -5"): the file and the tensor's key are named."""
+    path = copy / FILES["unet"]
+    state = torch.load(path, weights_only=True)
+    state["out.2.weight"] = HandMadeRecord(*HAND_MADE[record])
+    torch.save(state, path, _use_new_zipfile_serialization=not legacy)
+    with pytest.raises(CheckpointError, match=r"text2video_pytorch_model\.pth: tensor 'out\.2\.weight': "):
         TextToVideoPipeline.from_pretrained(copy)
 
 

@@ -307,9 +307,9 @@ def test_overflow_midway_stops_the_run_at_that_step(pipe, monkeypatch):
     calls = []
     forward = type(pipe.unet).forward
 
-    def overflowing(self, x, t, context):
+    def overflowing(self, x, t, context, **kwargs):
         calls.append(int(t))
-        eps = forward(self, x, t, context)
+        eps = forward(self, x, t, context, **kwargs)
         return eps * torch.inf if len(calls) == 2 else eps
 
     monkeypatch.setattr(type(pipe.unet), "forward", overflowing)
@@ -387,10 +387,15 @@ def test_make_tiny_checkpoint_keeps_an_existing_folder(tmp_path, monkeypatch):
     (target / "mine.txt").write_text("keep me")
     with pytest.raises(FileExistsError, match="overwrite=True"):
         make_tiny_checkpoint(target, variants=(None,))
+    with pytest.raises(FileExistsError, match="not written by t2vlab .* would remove 1 files in 0 folders"):
+        make_tiny_checkpoint(target, overwrite=True, variants=(None,))  # not t2vlab's: never replaced
+    assert leftovers(tmp_path) == ["ckpt"] and (target / "mine.txt").read_text() == "keep me"
+    ours = make_tiny_checkpoint(tmp_path / "ours", variants=(None,))
+    (ours / "mine.txt").write_text("keep me")
     monkeypatch.setattr(t2vlab.Tokenizer, "save_pretrained", lambda self, folder: 1 / 0)
     with pytest.raises(ZeroDivisionError):  # asked to overwrite, but the write fails: the old folder stays
-        make_tiny_checkpoint(target, overwrite=True, variants=(None,))
-    assert leftovers(tmp_path) == ["ckpt"] and (target / "mine.txt").read_text() == "keep me"
+        make_tiny_checkpoint(ours, overwrite=True, variants=(None,))
+    assert leftovers(tmp_path) == ["ckpt", "ours"] and (ours / "mine.txt").read_text() == "keep me"
 
 
 @pytest.mark.parametrize("where", ["safetensors", "bin", "config.json"])
@@ -399,14 +404,25 @@ def test_save_pretrained_interrupted_midway_leaves_the_old_files_and_nothing_els
 
     model = t2vlab.AutoencoderKL.from_config(VAE_TINY)  # ModelBase's own save_pretrained
     safe = where != "bin"
-    model.save_pretrained(tmp_path, safe_serialization=safe)
-    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    folder = tmp_path / "vae"  # a folder save_pretrained made: t2vlab's, so a second save may replace its files
+    model.save_pretrained(folder, safe_serialization=safe)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
     writer = {"safetensors": (safetensors.torch, "save_file", 1), "bin": (torch, "save", 1),
               "config.json": (Path, "write_bytes", 0)}[where]
     monkeypatch.setattr(*writer[:2], fails_half_way(writer[2]))
     with pytest.raises(OSError, match="injected"):
-        model.save_pretrained(tmp_path, safe_serialization=safe)
-    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # byte for byte, and no partial file
+        model.save_pretrained(folder, safe_serialization=safe)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # byte for byte, and no partial file
+
+
+def test_save_pretrained_never_replaces_the_files_of_a_folder_t2vlab_did_not_write(tmp_path):
+    """diffusers' own checkpoint folder, say: new files may join it, its config.json is never replaced."""
+    model = t2vlab.AutoencoderKL.from_config(VAE_TINY)
+    (tmp_path / "config.json").write_text('{"theirs": 1}')
+    with pytest.raises(FileExistsError, match="holds config.json, and t2vlab did not write that folder"):
+        model.save_pretrained(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]
+    assert (tmp_path / "config.json").read_text() == '{"theirs": 1}'
 
 
 def test_export_to_video_does_not_overwrite_unless_asked(tmp_path):

@@ -265,3 +265,17 @@ def test_lcm_set_timesteps_refuses_bad_arguments_by_name():
                        ("timestep_scaling", 0.0), ("timestep_scaling", float("inf")), ("timestep_selection", "turbo")):
         with pytest.raises(ValueError, match=key):
             LCM(**{key: value})
+
+
+@pytest.mark.parametrize("name", ["dpm++", "euler", "euler-a", "lcm"])
+def test_step_index_counts_the_steps_taken_and_set_timesteps_resets_it(name):
+    """The stateful samplers (those that keep a history or a position in their schedule, as diffusers' do)."""
+    sched = ours.from_name(name, CKPT)
+    sched.set_timesteps(4)
+    assert sched.step_index is None  # before the first step
+    x = torch.zeros(1, 4, 2, 2, 2)
+    for i, t in enumerate(sched.timesteps):
+        x = sched.step(torch.zeros_like(x), t, x).prev_sample
+        assert sched.step_index == i + 1
+    sched.set_timesteps(3)
+    assert sched.step_index is None

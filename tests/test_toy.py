@@ -1,4 +1,4 @@
-"""The toy world (issue 10): the dataset, the evaluator, the training code and, once shipped, the trained checkpoint."""
+"""The toy world: the dataset, the evaluator, the training code and, once shipped, the trained checkpoint."""
 
 import json
 from pathlib import Path
@@ -277,7 +277,7 @@ def test_the_toy_context_is_the_caption_itself(tmp_path):
 
 @pytest.fixture(scope="module")
 def shipped_scores():
-    """The issue's setting: 25 DPM-Solver++ steps at the default guidance, all 48 captions (seed 0)."""
+    """The toy's recommended setting: 25 DPM-Solver++ steps at the default guidance, all 48 captions (seed 0)."""
     from t2vlab.pipeline import TextToVideoPipeline
     from t2vlab.toy import toy_checkpoint
     from t2vlab.toy.evaluate import evaluate, report
@@ -298,7 +298,8 @@ def test_shipped_checkpoint_draws_the_colour_it_is_asked_for(shipped_scores):
 
 @pytest.mark.slow
 def test_shipped_checkpoint_moves_the_way_it_is_asked(shipped_scores):
-    """The issue's bar, 80%, on all captions and on each split (held out: 6 videos, so at most one miss)."""
+    """The bar the toy was trained to, 80%, on all captions and on each split (held out: 6 videos, so at most one
+    miss)."""
     from t2vlab.toy.evaluate import report
 
     for split in ("all", "seen", "held_out"):
@@ -320,7 +321,7 @@ def test_the_main_job_draws_what_it_is_asked_for(tmp_path, monkeypatch, capsys):
     frames = torch.from_numpy(iio.imread(out, index=None, plugin="FFMPEG")).float() / 255
     assert frames.shape == (8, 64, 64, 3)
     colour, direction = colour_and_direction(frames)  # read back from the H.264 file
-    assert colour == "red" and direction is not None  # which way it moves is not reliable yet (issue 10)
+    assert (colour, direction) == ("red", "left")  # what the README promises this command draws
 
 
 def test_studio_starts_with_the_toy_models_own_setting(monkeypatch):

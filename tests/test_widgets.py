@@ -82,12 +82,19 @@ def test_bad_input_shows_a_message_and_the_studio_keeps_working(studio):
     assert studio.history[-1].settings.scheduler == "euler" and "<video" in studio.video.value
 
 
-def test_dice_changes_the_seed(studio):
-    seeds = set()
-    for _ in range(3):
-        studio.dice.click()
-        seeds.add(studio.seed.value)
-    assert len(seeds) > 1
+def test_dice_draws_a_seed_in_range_and_the_next_video_uses_it(studio, monkeypatch):
+    import random
+
+    from t2vlab.widgets.studio import MAX_SEED
+
+    draws = iter([12345, MAX_SEED])
+    monkeypatch.setattr(random, "randint", lambda lo, hi: (lo, hi) == (0, MAX_SEED) and next(draws))
+    studio.dice.click()
+    assert studio.seed.value == 12345
+    studio.generate.click()
+    assert studio.last_error is None and studio.history[-1].settings.seed == 12345
+    studio.dice.click()
+    assert studio.seed.value == MAX_SEED  # the largest draw fits the box
 
 
 def test_same_seed_same_video(pipe, tmp_path):

@@ -21,11 +21,14 @@ def guide(eps_u, eps_c, guidance_scale):
 class _Replay(torch.nn.Module):
     """A stand-in UNet that answers every call on [x, x] with the predictions it was given, [eps_u, eps_c]."""
 
+    dtype = torch.float32
+    config = types.SimpleNamespace(time_cond_proj_dim=None)  # no guidance embedding: guidance is two passes
+
     def __init__(self, eps_u, eps_c):
         super().__init__()
         self.out = torch.cat([eps_u, eps_c])
 
-    def forward(self, x, t, context):
+    def forward(self, x, t, context, timestep_cond=None):
         return self.out
 
 
@@ -34,9 +37,12 @@ def check_guidance(fn):
     eps_u, eps_c = torch.randn(1, 4, 3, 4, 4, generator=g), torch.randn(1, 4, 3, 4, 4, generator=g)
     x, context = torch.zeros_like(eps_u), torch.zeros(2, 5, 8)
     # the package's rule as the pipeline applies it (predict_noise, with a UNet that replays the two predictions)
-    host = types.SimpleNamespace(scheduler=DDIMScheduler())
+    replay = _Replay(eps_u, eps_c)
+    host = types.SimpleNamespace(scheduler=DDIMScheduler(), unet=replay, guidance_embedded=False)
+    for method in ("classifier_free_guidance", "guidance_condition"):  # the pipeline's own, on this stand-in
+        setattr(host, method, types.MethodType(getattr(TextToVideoPipeline, method), host))
     for scale in (3.0, 9.0):
-        want = TextToVideoPipeline.predict_noise(host, _Replay(eps_u, eps_c), x, torch.tensor(500), context, scale)
+        want = TextToVideoPipeline.predict_noise(host, replay, x, torch.tensor(500), context, scale)
         # one multiply-add in float32: compare's default tolerances
         compare(call(fn, eps_u, eps_c, scale), want, f"guide(eps_u, eps_c, {scale:g})", mistakes={
             "starting from eps_c: eps_c + g (eps_c - eps_u) overshoots by one step of (eps_c - eps_u)":

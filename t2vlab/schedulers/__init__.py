@@ -32,6 +32,8 @@ NAMED_SCHEDULERS = {
     "pndm": (PNDMScheduler, {}),
     "lms": (LMSDiscreteScheduler, {}),
     "lcm": (LCMScheduler, {}),  # for consistency-distilled checkpoints (few steps, little or no guidance)
+    "lcm-mcm": (LCMScheduler, {"timestep_scaling": 4.0}),  # MCM's adapters, as their authors sample them
+    "lcm-t2v-turbo": (LCMScheduler, {"timestep_selection": "stride"}),  # T2V-Turbo's 999, 759, 519, 279 for 4 steps
 }
 SCHEDULER_NAMES = tuple(NAMED_SCHEDULERS)
 

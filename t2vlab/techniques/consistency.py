@@ -26,6 +26,8 @@ Multistep sampling (LCM's Algorithm 3) is ``t2vlab.schedulers.LCMScheduler``.
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from ..checks import integer
@@ -74,4 +76,32 @@ def guidance_scale_embedding(w, embedding_dim=512, dtype=torch.float32):
     return torch.nn.functional.pad(emb, (0, 1)) if embedding_dim % 2 else emb
 
 
-__all__ = ["SIGMA_DATA", "boundary_scalings", "consistency_output", "guidance_scale_embedding"]
+def add_guidance_embedding(unet, embedding_dim=256, seed=0):
+    """Give a UNet without one a guidance embedding, in place: ``time_embedding.cond_proj`` (Linear from
+    ``embedding_dim`` to the timestep features' width, no bias) and ``time_cond_proj_dim`` in its config, so that it
+    takes w as ``timestep_cond``. Returns the UNet.
+
+    T2V-Turbo's UNet is ms-1.7b's with this layer added: their code draws its weight at random (unseeded) and
+    ships only a LoRA correction to it (``unet_lora.pt``). Here the weight is drawn as ``nn.Linear`` draws one,
+    U(-1/sqrt(embedding_dim), 1/sqrt(embedding_dim)), from a generator seeded with ``seed`` (0 by default), so that
+    every run builds the same UNet; it will not be the one any run of theirs drew."""
+    if unet.config.time_cond_proj_dim is not None:
+        raise ValueError("this UNet has a guidance embedding already "
+                         f"(time_cond_proj_dim={unet.config.time_cond_proj_dim})")
+    embedding_dim = integer("embedding_dim", embedding_dim, low=1)
+    seed = integer("seed", seed, low=0, high=2**63 - 1)
+    first = unet.time_embedding.linear_1
+    bound = 1 / embedding_dim**0.5  # nn.Linear's kaiming_uniform_(a=sqrt(5)): U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+    weight = torch.rand(first.in_features, embedding_dim, generator=torch.Generator().manual_seed(seed),
+                        dtype=torch.float64) * (2 * bound) - bound
+    layer = torch.nn.Linear(embedding_dim, first.in_features, bias=False, device=first.weight.device,
+                            dtype=first.weight.dtype)
+    with torch.no_grad():
+        layer.weight.copy_(weight)
+    unet.time_embedding.cond_proj = layer
+    unet.config = dataclasses.replace(unet.config, time_cond_proj_dim=embedding_dim)  # a config may be shared
+    return unet
+
+
+__all__ = ["SIGMA_DATA", "add_guidance_embedding", "boundary_scalings", "consistency_output",
+           "guidance_scale_embedding"]

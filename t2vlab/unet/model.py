@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint as recompute_in_backward
 
-from ..attention import Attention, FeedForward
+from ..attention import Attention, FeedForward, fuse_projections, unfuse_projections
 from ..checkpoint import CheckpointError, ModelBase, check_positive_ints, check_small_positive
 from ..frames import batch_to_frames, frames_to_batch
 from ..techniques import freeu
@@ -283,6 +283,15 @@ class UNet3DConditionModel(ModelBase):
 
     def disable_attention_slicing(self):
         self.set_attention_backend("sdpa")
+
+    def fuse_qkv_projections(self):
+        """Self-attention's q, k, v in one matmul, cross-attention's k, v in one (``attention.fuse_projections``),
+        as diffusers' ``fuse_qkv_projections``; LoRA-adapted projections are refused."""
+        fuse_projections(self)
+
+    def unfuse_qkv_projections(self):
+        """The three projections again; their weights were never changed, so this is exact."""
+        unfuse_projections(self)
 
     def enable_forward_chunking(self, chunk_size=None, dim=0):
         """Run every feed-forward ``chunk_size`` rows at a time along ``dim`` (0: batch, 1: tokens)."""

@@ -4,7 +4,10 @@ The reference: peft's LoRA injected into diffusers' UNet3DConditionModel of a ti
 (random weights), saved with diffusers' ``save_lora_weights`` (diffusers 0.42.1's
 ``TextToVideoSDPipeline.load_lora_weights`` fails on this UNet, which has no ``load_lora_adapter``, so the
 reference side writes and reads the file format itself: peft's ``get_peft_model_state_dict`` /
-``set_peft_model_state_dict`` and the metadata ``save_lora_weights`` stores).
+``set_peft_model_state_dict`` and the metadata ``save_lora_weights`` stores); a PEFT adapter folder made as MCM
+makes its adapters (``get_peft_model`` with convolution targets, ``PeftModel.save_pretrained``); and T2V-Turbo's
+list file, written as its ``save_lora_weight`` writes one and merged into diffusers' UNet as its
+``collapse_lora`` merges it (their code, Ji4chenLi/t2v-turbo utils/lora.py, read for the order and the formula).
 
 Tolerance: 1e-4 absolute on frames in [0, 1] (float32), the pipeline parity tests' bound: the UNets agree to
 ~1e-6 relative and a few guided steps amplify that ninefold; a wrong alpha / rank / layer moves frames by
@@ -17,12 +20,25 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 import t2vlab
-from t2vlab import TextToVideoPipeline
-from t2vlab.lora import LoRALinear, add_lora, load_lora, lora_layers, lora_targets, read_lora_file
+from t2vlab import TextToVideoPipeline, UNet3DConditionModel
+from t2vlab.lora import (
+    LoRAConv2d,
+    LoRAConv3d,
+    LoRALinear,
+    add_lora,
+    list_layers,
+    load_lora,
+    lora_layers,
+    lora_targets,
+    read_lora_file,
+    remove_lora,
+)
+from t2vlab.techniques.consistency import guidance_scale_embedding
 from t2vlab.weights import TINY_TEXT, TINY_UNET, TINY_VAE
-from tests.helpers import randomize_
+from tests.helpers import randomize_, rel_err
 
 diffusers = pytest.importorskip("diffusers")
 transformers = pytest.importorskip("transformers")
@@ -127,7 +143,8 @@ def test_the_older_diffusers_key_names_load_too(folder, peft_reference, tmp_path
     from diffusers.utils import convert_state_dict_to_diffusers
 
     _, expected, lora_folder = peft_reference
-    tensors, config = read_lora_file(lora_folder)
+    file = read_lora_file(lora_folder)
+    tensors, config = file.tensors, file.config
     renamed = convert_state_dict_to_diffusers(tensors)
     assert any(".lora.down.weight" in k for k in renamed)
     pipe = ours(folder)
@@ -156,7 +173,8 @@ def test_our_file_loads_into_peft_on_diffusers_with_the_same_frames(folder, tmp_
     path = pipe.save_lora_weights(tmp_path)
     assert path.name == "pytorch_lora_weights.safetensors"
 
-    tensors, config = read_lora_file(tmp_path)
+    file = read_lora_file(tmp_path)
+    tensors, config = file.tensors, file.config
     assert all(k.endswith((".lora_A.weight", ".lora_B.weight")) for k in tensors) and config["lora_alpha"] == 8
     ref = reference(folder)
     plain = frames(ref)
@@ -167,3 +185,96 @@ def test_our_file_loads_into_peft_on_diffusers_with_the_same_frames(folder, tmp_
     got = frames(ref)
     assert np.abs(got - plain).max() > 1e-2
     assert np.abs(got - expected).max() <= ATOL
+
+
+# ------------------------------------------------------------------------ a PEFT folder with conv targets
+# MCM's targets (yhZhai/mcm main.py): these suffixes, on every layer whose name ends with one, but for the
+# temporal convolutions; the second case adds those too (peft's Conv3d LoRA) and rsLoRA's scale.
+MCM_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2", "conv1", "conv2",
+               "conv_shortcut", "downsamplers.0.conv", "upsamplers.0.conv", "time_emb_proj")
+TEMPORAL_CONVS = ("conv1.2", "conv2.3", "conv3.3", "conv4.3")
+
+
+@pytest.fixture(scope="module", params=["mcm", "with temporal convs, rslora"])
+def peft_folder_reference(folder, tmp_path_factory, request):
+    """(plain frames, the frames of peft's adapter on diffusers' UNet, the folder PeftModel.save_pretrained wrote)."""
+    temporal = request.param != "mcm"
+    ref = reference(folder)
+    plain = frames(ref)
+    keys = [n for n, m in ref.unet.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d, nn.Conv3d))
+            and (any(n.endswith(t) for t in MCM_TARGETS) and not ("temp" in n and "conv" in n)
+                 or temporal and any(n.endswith(t) for t in TEMPORAL_CONVS))]
+    assert any("conv_shortcut" in k for k in keys) and any("upsamplers" in k for k in keys)
+    # with rsLoRA, alpha 4 gives the same scale as alpha 8 without (4 / sqrt(4) = 8 / 4): frames that move as much
+    config = peft.LoraConfig(r=4, lora_alpha=4 if temporal else 8, target_modules=keys, init_lora_weights=False,
+                             use_rslora=temporal, rank_pattern={"conv_shortcut": 2}, alpha_pattern={"time_emb_proj": 3})
+    torch.manual_seed(0)  # peft draws A and B (init_lora_weights=False: B is not zero)
+    model = peft.get_peft_model(ref.unet, config)  # injects into ref.unet itself
+    ref.unet.eval()
+    with_lora = frames(ref)
+    out = tmp_path_factory.mktemp("mcm") / "modelscopet2v-webvid"
+    model.save_pretrained(str(out))
+    assert (out / "adapter_config.json").is_file() and (out / "adapter_model.safetensors").is_file()
+    return plain, with_lora, out, temporal
+
+
+def test_a_peft_adapter_folder_with_conv_targets_gives_peft_s_frames(folder, peft_folder_reference):
+    """Loaded from the folder, unfused and fused: peft's frames within ATOL (measured 4e-6 to 7e-6, against
+    frames the adapter moves by 0.5)."""
+    plain, expected, adapter, temporal = peft_folder_reference
+    assert np.abs(expected - plain).max() > 1e-2  # the adapter changes the video: the comparison means something
+    pipe = ours(folder)
+    pipe.load_lora_weights(adapter)
+    kinds = {type(layer) for layer in lora_layers(pipe.unet).values()}
+    assert kinds == ({LoRALinear, LoRAConv2d, LoRAConv3d} if temporal else {LoRALinear, LoRAConv2d})
+    assert np.abs(frames(pipe) - expected).max() <= ATOL
+    pipe.fuse_lora()
+    assert np.abs(frames(pipe) - expected).max() <= ATOL
+    pipe.unload_lora_weights()
+    np.testing.assert_array_equal(frames(pipe), frames(ours(folder)))
+
+
+# ---------------------------------------------------------------------------------- T2V-Turbo's list
+def test_a_t2v_turbo_list_file_equals_its_deltas_merged_into_diffusers_unet(tmp_path):
+    """On a tiny UNet with a guidance embedding: the layer order is the one T2V-Turbo pairs its list with
+    (their _find_modules_v2 over the UNet: named_modules(), the exact classes nn.Linear, nn.Conv2d and nn.Conv3d,
+    never inside an injected layer), and ours with the list loaded, unfused and fused, equals diffusers' UNet
+    with each delta up.flatten(1) @ down.flatten(1) added to its weight (their collapse_lora) within 1e-4
+    relative (the UNets agree to ~1e-6 on the same weights); unloaded, ours is as it was, exactly."""
+    config = dict(TINY_UNET, time_cond_proj_dim=16)
+    ref = randomize_(diffusers.UNet3DConditionModel(**config), seed=0, std=0.2).eval()
+    ref.save_pretrained(tmp_path / "unet")
+    unet = UNet3DConditionModel.from_pretrained(tmp_path / "unet").eval()
+    order = [n for n, m in ref.named_modules() if type(m) in (nn.Linear, nn.Conv2d, nn.Conv3d)]
+    assert list_layers(unet) == order and "time_embedding.cond_proj" in order
+
+    g, tensors = torch.Generator().manual_seed(1), []
+    for name in order:  # as LoraInjected* layers draw shapes (rank 32 clamped to min(in, out)), saved as Parameters
+        layer = ref.get_submodule(name)
+        fan_in, fan_out = (layer.in_features, layer.out_features) if isinstance(layer, nn.Linear) else \
+            (layer.in_channels, layer.out_channels)
+        r, w = min(32, fan_in, fan_out), layer.weight
+        up = nn.Parameter(0.05 * torch.randn(w.shape[0], r, *[1] * (w.ndim - 2), generator=g))
+        down = nn.Parameter(0.05 * torch.randn(r, *w.shape[1:], generator=g))
+        tensors += [up.to("cpu").to(torch.float32), down.to("cpu").to(torch.float32)]
+    torch.save(tensors, tmp_path / "unet_lora.pt")
+    with torch.no_grad():  # collapse_lora (alpha 1.0)
+        for i, name in enumerate(order):
+            w = ref.get_submodule(name).weight
+            w += (tensors[2 * i].flatten(1) @ tensors[2 * i + 1].flatten(1)).reshape(w.shape).to(w.dtype)
+
+    g = torch.Generator().manual_seed(2)
+    x, ctx = torch.randn(2, 4, 3, 8, 8, generator=g), torch.randn(2, 7, 32, generator=g)
+    t, cond = torch.tensor([999, 259]), guidance_scale_embedding(torch.tensor([7.5, 7.5]), 16)
+    before = {k: v.clone() for k, v in unet.state_dict().items()}
+    with torch.no_grad():
+        plain = unet(x, t, ctx, timestep_cond=cond)
+        expected = ref(x, t, ctx, timestep_cond=cond).sample
+        file = read_lora_file(tmp_path / "unet_lora.pt")
+        load_lora(unet, file.tensors, file.config, "turbo", file.source)
+        assert rel_err(expected, plain) > 1e-2
+        assert rel_err(unet(x, t, ctx, timestep_cond=cond), expected) < 1e-4
+        t2vlab.lora.fuse_adapters(unet)
+        assert rel_err(unet(x, t, ctx, timestep_cond=cond), expected) < 1e-4
+    remove_lora(unet)
+    assert all(torch.equal(v, before[k]) for k, v in unet.state_dict().items())
