@@ -31,7 +31,6 @@ from . import (  # noqa: F401  (each module registers its notebook's exercises),
     ex12_free_noise,
     ex14_lora,
     ex15_speed,
-    ex16_capstone,
 )
 from .core import EXERCISES, Exercise, ExerciseMistake, check, exercise, solution, solution_source
 

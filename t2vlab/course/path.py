@@ -11,6 +11,8 @@ one its load (about a minute) besides generating. None where not yet measured or
 
 from __future__ import annotations
 
+from pathlib import Path
+
 LEARNING_PATH = {
     "00": dict(title="Quickstart, and the toy world and its judge", kind="core", prerequisites=[],
                cpu_minutes=None, t4_minutes_estimate=6,
@@ -57,9 +59,6 @@ LEARNING_PATH = {
                builds="LoRALinear's forward, the LoRA folded into the weight"),
     "15": dict(title="Speed: the compiled path, DeepCache, and a batch of prompts", kind="optional",
                prerequisites=["05", "06"], cpu_minutes=None, t4_minutes_estimate=None, builds=None),
-    "16": dict(title="Capstone: a new attribute, size, read by the judge and taught with a LoRA", kind="core",
-               prerequisites=["10", "14"], cpu_minutes=None, t4_minutes_estimate=None,
-               builds="the world's big shapes, the judge's size reader"),
 }
 
 
@@ -110,8 +109,6 @@ BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
 
 def notebook_file(number, folder) -> str:
     """The file name of notebook ``number`` in ``folder`` ("07" -> "07_memory.ipynb")."""
-    from pathlib import Path
-
     names = sorted(p.name for p in Path(folder).glob(f"{number}_*.ipynb"))
     if len(names) != 1:
         raise ValueError(f"notebook {number}: expected one file {number}_*.ipynb in {folder}, found {names}")
