@@ -45,3 +45,12 @@ def video_noise(shape, generator, device, dtype, shared_ratio=0.0) -> torch.Tens
         base = draw_noise((b, c, 1, h, w), generator, device, dtype)
         noise = math.sqrt(shared_ratio) * base + math.sqrt(1 - shared_ratio) * noise
     return noise
+
+
+def frame_correlation(noise) -> torch.Tensor:
+    """How alike the frames of a video's noise are: noise (B, C, F, h, w) -> (F, F), the correlation between
+    frames f and g over all videos, channels and pixels (every value of frame f paired with the same value of
+    frame g). Independent frames give the identity; VideoFusion's shared ratio r gives r off the diagonal."""
+    frames = noise.shape[2]
+    per_frame = noise.transpose(0, 2).reshape(frames, -1)  # (F, B*C*h*w): frame f's values in one row
+    return torch.corrcoef(per_frame.double()).to(noise.dtype)

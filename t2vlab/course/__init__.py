@@ -25,6 +25,12 @@ from . import (  # noqa: F401  (each module registers its notebook's exercises),
     ex04_attention,
     ex05_unet,
     ex06_pipeline,
+    ex08_noise,
+    ex10_training,
+    ex11_sdedit,
+    ex12_free_noise,
+    ex14_lora,
+    ex15_speed,
 )
 from .core import EXERCISES, Exercise, ExerciseMistake, check, exercise, solution, solution_source
 

@@ -8,6 +8,7 @@ import warnings
 import torch
 
 from ..attention import attention_math
+from ..tokenizer import Tokenizer
 from .core import Exercise, call, compare, generator, register
 
 PROMPTS = ["a photo of a cat", "", "an astronaut riding a horse on mars, 4k",
@@ -25,9 +26,7 @@ def frame(pieces, start, end, pad, length=77):
 
 
 def _tokenizer():
-    from ..tokenizer import Tokenizer  # imported here: building CLIP's vocabulary takes a second
-
-    if not hasattr(_tokenizer, "tok"):
+    if not hasattr(_tokenizer, "tok"):  # built once: CLIP's vocabulary takes a second
         _tokenizer.tok = Tokenizer.default()
     return _tokenizer.tok
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 
 from ..frames import frames_to_batch
+from ..unet.blocks import CrossAttnDownBlock3D
+from ..unet.model import UNetConfig
 from ..unet.model import timestep_embedding as package_timestep_embedding
 from .core import Exercise, ExerciseMistake, call, compare, generator, register
 
@@ -91,9 +93,6 @@ def down_level(level, x, temb, context, num_frames):
 def _level():
     """A small CrossAttnDownBlock3D with 2 layers; its zero-initialised weights (the temporal convolution's last
     layer) made non-zero, so that a step left out changes the result."""
-    from ..unet.blocks import CrossAttnDownBlock3D  # imported here: the UNet's blocks are only this check's
-    from ..unet.model import UNetConfig
-
     cfg = UNetConfig(block_out_channels=(16, 32, 32, 32), layers_per_block=2, norm_num_groups=4, attention_head_dim=8,
                      cross_attention_dim=12)
     torch.manual_seed(0)  # the modules' initial weights come from the global generator

@@ -11,6 +11,8 @@ one its load (about a minute) besides generating. None where not yet measured or
 
 from __future__ import annotations
 
+from pathlib import Path
+
 LEARNING_PATH = {
     "00": dict(title="Quickstart, and the toy world and its judge", kind="core", prerequisites=[],
                cpu_minutes=None, t4_minutes_estimate=6,
@@ -33,24 +35,30 @@ LEARNING_PATH = {
     "06": dict(title="The pipeline: the denoising loop by hand", kind="core", prerequisites=["01", "02", "03", "05"],
                cpu_minutes=None, t4_minutes_estimate=5,
                builds="the guidance rule, the guided denoising loop from the pipeline's parts"),
-    "07": dict(title="Memory and speed", kind="optional", prerequisites=["06"],
-               cpu_minutes=None, t4_minutes_estimate=None, builds=None),
+    "07": dict(title="Memory: what each option saves, and what it costs", kind="optional", prerequisites=["03", "06"],
+               cpu_minutes=None, t4_minutes_estimate=None,
+               builds=None),
     "08": dict(title="VideoFusion's decomposed noise", kind="core", prerequisites=["06"],
+               cpu_minutes=None, t4_minutes_estimate=None,
+               builds="the shared + residual noise of VideoFusion, the correlation between frames"),
+    "09": dict(title="The studio: generate, then look inside", kind="optional", prerequisites=["04", "06"],
                cpu_minutes=None, t4_minutes_estimate=None, builds=None),
-    "09": dict(title="The studio: generate, then look inside", kind="optional", prerequisites=["06"],
-               cpu_minutes=None, t4_minutes_estimate=None, builds=None),
-    "10": dict(title="Train your own text-to-video model", kind="core", prerequisites=["06"],
-               cpu_minutes=None, t4_minutes_estimate=None, builds=None),
-    "11": dict(title="Video-to-video and image-to-video", kind="core", prerequisites=["06"],
-               cpu_minutes=None, t4_minutes_estimate=None, builds=None),
-    "12": dict(title="Long videos: FreeNoise, prompt travel, FreeInit and FreeU", kind="core", prerequisites=["06"],
-               cpu_minutes=None, t4_minutes_estimate=None, builds=None),
+    "10": dict(title="Train your own text-to-video model", kind="core", prerequisites=["03", "06"],
+               cpu_minutes=None, t4_minutes_estimate=None,
+               builds="caption dropout, the noise-prediction loss"),
+    "11": dict(title="Video-to-video and image-to-video", kind="core", prerequisites=["02", "06"],
+               cpu_minutes=None, t4_minutes_estimate=None,
+               builds="SDEdit's starting timesteps, the video noised to the start"),
+    "12": dict(title="Long videos: FreeNoise, prompt travel, FreeInit and FreeU", kind="core",
+               prerequisites=["04", "06", "08"], cpu_minutes=None, t4_minutes_estimate=None,
+               builds="FreeNoise's windows, their pyramid weights, the windows fused (Eq. 4)"),
     "13": dict(title="Checkpoints: one model, two layouts, a family of fine-tunes", kind="optional",
-               prerequisites=["06"], cpu_minutes=None, t4_minutes_estimate=None, builds=None),
+               prerequisites=["05"], cpu_minutes=None, t4_minutes_estimate=None, builds=None),
     "14": dict(title="Fine-tuning with LoRA: teach the toy model a new colour", kind="core", prerequisites=["10"],
-               cpu_minutes=None, t4_minutes_estimate=None, builds=None),
+               cpu_minutes=None, t4_minutes_estimate=None,
+               builds="LoRALinear's forward, the LoRA folded into the weight"),
     "15": dict(title="Speed: the compiled path, DeepCache, and a batch of prompts", kind="optional",
-               prerequisites=["06"], cpu_minutes=None, t4_minutes_estimate=None, builds=None),
+               prerequisites=["05", "06"], cpu_minutes=None, t4_minutes_estimate=None, builds=None),
 }
 
 
@@ -90,3 +98,34 @@ def about(number) -> None:
     cpu = "not measured yet" if cpu is None else f"about {cpu:g} min on a CPU (measured on a loaded 2-core machine)"
     t4 = "" if t4 is None else f", about {t4:g} min on a T4 GPU (an estimate)"
     print(f"notebook {number} ({entry['kind']}): read first: {needs}; {cpu}{t4}")
+
+
+# Where the notebooks' Colab badges point. Nothing in this project has confirmed that this repository address exists
+# (it is the one the project's first notebooks used); it is written here once, with t2vlab.notebook.INSTALL_SOURCE.
+REPOSITORY = "t2vlab/t2vlab"
+COLAB = "https://colab.research.google.com/github/{repository}/blob/main/notebooks/{notebook}"
+BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
+
+
+def notebook_file(number, folder) -> str:
+    """The file name of notebook ``number`` in ``folder`` ("07" -> "07_memory.ipynb")."""
+    names = sorted(p.name for p in Path(folder).glob(f"{number}_*.ipynb"))
+    if len(names) != 1:
+        raise ValueError(f"notebook {number}: expected one file {number}_*.ipynb in {folder}, found {names}")
+    return names[0]
+
+
+def readme_rows(folder) -> list[str]:
+    """The README's course table, one markdown row per notebook, core sequence first (tests hold the README to it)."""
+    rows = ["| notebook | kind | needs first | CPU minutes (measured) | T4 minutes (estimate) | what you build | |",
+            "|---|---|---|---|---|---|---|"]
+    for kind in ("core", "optional"):
+        for number, entry in LEARNING_PATH.items():
+            if entry["kind"] != kind:
+                continue
+            name = notebook_file(number, folder)
+            badge = f"[![Open In Colab]({BADGE})]({COLAB.format(repository=REPOSITORY, notebook=name)})"
+            rows.append(f"| `{name[:-6]}` | {kind} | {', '.join(entry['prerequisites']) or '-'} | "
+                        f"{_minutes(entry['cpu_minutes'])} | {_minutes(entry['t4_minutes_estimate'])} | "
+                        f"{entry['title']}{': ' + entry['builds'] if entry['builds'] else ''} | {badge} |")
+    return rows

@@ -26,6 +26,8 @@ between calls, so it does not combine with a compiled UNet (refused, both ways r
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 
 from .. import checks
@@ -85,3 +87,25 @@ class DeepCache:
                     skips.append(x)
         x = unet.up(self.feature, skips, temb, context, f, unet.up_blocks[len(unet.up_blocks) - 1 - self.branch:])
         return unet.head(x, f)
+
+
+# ------------------------------------------------------------------------------ the premise, measured
+@contextmanager
+def recording_up_inputs(unet):
+    """Record what enters each up level of ``unet`` at every call: ``{level: [tensor per call]}``, level 0 the
+    deepest (its input comes from the mid block), the last the outermost (what DeepCache keeps with
+    ``cache_branch=0``). For measuring how much those features change from one denoising step to the next."""
+    records = {i: [] for i in range(len(unet.up_blocks))}
+    hooks = [block.register_forward_pre_hook(lambda module, args, i=i: records[i].append(args[0].detach().clone()))
+             for i, block in enumerate(unet.up_blocks)]
+    try:
+        yield records
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
+def relative_changes(features) -> torch.Tensor:
+    """[f_0, f_1, ..., f_S] (one feature per step) -> (S,): ||f_s - f_{s-1}|| / ||f_s|| for s = 1..S, how far a
+    feature kept at step s - 1 is from the one step s would compute (Frobenius norms)."""
+    return torch.stack([(b - a).norm() / b.norm() for a, b in zip(features, features[1:])])

@@ -158,6 +158,14 @@ def loss_weights(scheduler, cap=100.0):
     return (w / w.mean()).float()
 
 
+def drop_captions(caption_ids, empty, u, p=CAPTION_DROPOUT):
+    """Caption dropout: which caption each clip of a batch trains with. ``caption_ids`` (B,) index the rows of
+    the tokenized captions, ``empty`` is the row of the empty caption "", ``u`` (B,) uniform draws in [0, 1):
+    a clip whose draw is below ``p`` trains with "", so that one network learns both the conditional and the
+    unconditional prediction that classifier-free guidance combines."""
+    return torch.where(u < p, empty, caption_ids)
+
+
 def diffusion_loss(unet, text_encoder, scheduler, x0, context_ids, generator, probabilities=None, weights=None):
     """The epsilon-prediction loss at one random timestep per clip (uniform, or drawn from ``probabilities``),
     each clip's squared error multiplied by ``weights[t]`` when given.
@@ -201,7 +209,7 @@ def train_unet(unet, text_encoder, latents, caption_ids, ids, seconds, device, b
         for group in opt.param_groups:
             group["lr"] = lr * min(1.0, (step + 1) / 100)
         pick = torch.randint(len(latents), (batch,), generator=g)
-        which = torch.where(torch.rand(batch, generator=g) < CAPTION_DROPOUT, empty, caption_ids[pick])
+        which = drop_captions(caption_ids[pick], empty, torch.rand(batch, generator=g))
         loss = diffusion_loss(unet, text_encoder, scheduler, latents[pick.to(latents.device)],
                               ids[which.to(ids.device)], g, probabilities, weights)
         opt.zero_grad(set_to_none=True)
