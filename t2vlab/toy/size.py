@@ -1,5 +1,5 @@
-"""A new attribute for the toy world, size, taught to the trained toy model with a LoRA (the capstone,
-notebooks/16_capstone.ipynb).
+"""A new attribute for the toy world, size, taught to the trained toy model with a LoRA (the groundwork of the
+course's capstone, whose notebook is not written yet).
 
     python -m t2vlab.toy.size DATA_FOLDER              # write the clips, then train as TRAINING_COMMAND says
     python -m t2vlab.toy.size --check [LORA_FOLDER]    # the capstone's evaluation of a LoRA
