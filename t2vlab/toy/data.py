@@ -18,7 +18,9 @@ a new word with a LoRA (``PURPLE_COMBOS``; ``PURPLE_HELD_OUT`` stay out of the L
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
+import numpy as np
 import torch
 
 COLOURS = {"red": (0.90, 0.12, 0.10), "green": (0.12, 0.80, 0.20),
@@ -139,3 +141,19 @@ def make_clips(n, seed=0, combos=TRAIN_COMBOS, device=None):
     """n clips and their labels, a pure function of ``seed``."""
     labels = sample_labels(n, seed, combos)
     return render(labels, device=device), labels
+
+
+def write_clip_folders(folder, clips, captions):
+    """Clips (n, F, H, W, 3) in [0, 1] as what ``t2vlab finetune`` reads: a folder of PNG frames per clip (lossless:
+    GIF and MP4 would shift the colours) beside a same-named caption file. Returns ``folder``."""
+    from PIL import Image  # imported here: only writing the frames needs it
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, (clip, text) in enumerate(zip(clips, captions)):
+        clip_dir = folder / f"clip{i:04d}"
+        clip_dir.mkdir(exist_ok=True)
+        for j, frame in enumerate((np.asarray(clip) * 255).round().astype(np.uint8)):
+            Image.fromarray(frame).save(clip_dir / f"{j:02d}.png")
+        (folder / f"clip{i:04d}.txt").write_text(text + "\n", encoding="utf-8")
+    return folder

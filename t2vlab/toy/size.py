@@ -99,18 +99,7 @@ def lora_clips(seed=0, per_kind=None):
 
 def write_lora_data(folder, seed=0, per_kind=None):
     """Write the clips as folders of PNG frames with same-named captions (what ``python -m t2vlab finetune`` reads)."""
-    from PIL import Image  # imported here: only writing the frames needs it
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    clips, captions = lora_clips(seed, per_kind)
-    for i, (clip, text) in enumerate(zip(clips, captions)):
-        clip_dir = folder / f"clip{i:04d}"
-        clip_dir.mkdir(exist_ok=True)
-        for j, frame in enumerate((clip * 255).round().astype(np.uint8)):
-            Image.fromarray(frame).save(clip_dir / f"{j:02d}.png")
-        (folder / f"clip{i:04d}.txt").write_text(text + "\n", encoding="utf-8")
-    return folder
+    return data.write_clip_folders(folder, *lora_clips(seed, per_kind))
 
 
 def big_lora() -> Path:
