@@ -11,8 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
+from t2vlab import TextToVideoPipeline
+from t2vlab.schedulers import from_name
 from t2vlab.tokenizer import Tokenizer
-from t2vlab.toy import data as toy
+from t2vlab.toy import data as toy_data
 from t2vlab.video import export_to_video
 from t2vlab.weights import make_tiny_checkpoint
 
@@ -61,8 +63,8 @@ def clips(tmp_path_factory):
     """Four captioned toy clips of 8 frames: a folder of frames, .gif and .mp4 files (the fine-tuning
     trainer's data in tests/test_finetune.py and tests/test_motion_director.py)."""
     folder = tmp_path_factory.mktemp("clips")
-    videos, labels = toy.make_clips(4, seed=0)
-    for i, (video, caption) in enumerate(zip(videos.numpy(), toy.captions(labels))):
+    videos, labels = toy_data.make_clips(4, seed=0)
+    for i, (video, caption) in enumerate(zip(videos.numpy(), toy_data.captions(labels))):
         if i == 0:
             (folder / "c0").mkdir()
             for j, frame in enumerate(video):
@@ -71,3 +73,12 @@ def clips(tmp_path_factory):
             export_to_video(video, str(folder / f"c{i}.{'mp4' if i == 2 else 'gif'}"))
         (folder / f"c{i}.txt").write_text(caption)
     return folder
+
+
+@pytest.fixture(scope="module")
+def toy():
+    """The trained toy pipeline with DPM-Solver++ and no progress bar, one per test module (tests change its state)."""
+    p = TextToVideoPipeline.from_pretrained("toy")
+    p.scheduler = from_name("dpm++", p.scheduler.config)
+    p.set_progress_bar_config(disable=True)
+    return p

@@ -4,6 +4,7 @@ the Hub cache's layout, and the small cases that a component's unit tests (tests
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import math
 import shutil
@@ -148,3 +149,11 @@ def text_inputs(batch=3, seed=1):
     lengths = [5, 30, 77][:batch]
     mask = (torch.arange(77)[None] < torch.tensor(lengths)[:, None]).long()
     return ids, mask
+
+
+def load_file_module(path, name):
+    """A Python file that is not in a package (tools/gallery.py, notebooks/conftest.py), imported as ``name``."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from t2vlab import TextToVideoPipeline, VideoToVideoPipeline
-from t2vlab.schedulers import from_name
+from t2vlab import VideoToVideoPipeline
 from t2vlab.techniques.continuation import overlap_keyframes
 from t2vlab.toy.evaluate import colour_and_direction
 from tests.helpers import rel_err, tiny_pipe
@@ -96,14 +95,6 @@ def test_an_unreadable_video_is_refused_by_name(pipe):
 
 
 # ---------------------------------------------------------------------------------- on the toy model
-@pytest.fixture(scope="module")
-def toy():
-    p = TextToVideoPipeline.from_pretrained("toy")
-    p.scheduler = from_name("dpm++", p.scheduler.config)
-    p.set_progress_bar_config(disable=True)
-    return p
-
-
 def test_toy_seam_is_smaller_held_than_not_and_each_chunk_follows_its_prompt(toy):
     """A red circle moving right, then a chunk asked to move left (a story), overlap 4: held, the change at the
     seam (frame 7 -> 8) is about 2x the median; not held (strength 0) it is about 4x, the new chunk starting

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import re
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from t2vlab import atomic
+from tests.helpers import load_file_module
 
 from .helpers import fails_half_way
 
@@ -17,10 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def load_gallery():
-    spec = importlib.util.spec_from_file_location("gallery", ROOT / "tools" / "gallery.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file_module(ROOT / "tools" / "gallery.py", "gallery")
 
 
 def test_gallery_renders_a_reduced_set(tmp_path):

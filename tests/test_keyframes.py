@@ -9,8 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from t2vlab import TextToVideoPipeline
-from t2vlab.schedulers import from_name
 from t2vlab.techniques.keyframes import KeyframeAnchor, release_at
 from t2vlab.toy import data
 from t2vlab.toy.evaluate import colours_and_centroids
@@ -24,14 +22,6 @@ H = W = 32
 @pytest.fixture(scope="module")
 def pipe():
     return tiny_pipe(seed=4)
-
-
-@pytest.fixture(scope="module")
-def toy():
-    p = TextToVideoPipeline.from_pretrained("toy")
-    p.scheduler = from_name("dpm++", p.scheduler.config)
-    p.set_progress_bar_config(disable=True)
-    return p
 
 
 def image(seed=0):

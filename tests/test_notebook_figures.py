@@ -4,7 +4,6 @@ draw and draws nothing fails."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -13,6 +12,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
+
+from tests.helpers import load_file_module
 
 pytest.importorskip("nbmake")
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,10 +27,7 @@ def notebook(path, *sources):
 
 
 def load_conftest():
-    spec = importlib.util.spec_from_file_location("notebooks_conftest", ROOT / "notebooks" / "conftest.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file_module(ROOT / "notebooks" / "conftest.py", "notebooks_conftest")
 
 
 def test_which_cells_draw(tmp_path):
