@@ -157,3 +157,12 @@ def load_file_module(path, name):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def exit_code(main, argv) -> int:
+    """What a command's ``main(argv)`` exits with: its return value, or the code of the SystemExit its argument
+    parser raised (argparse exits 2 on a bad flag, having printed the message)."""
+    try:
+        return main(argv)
+    except SystemExit as e:
+        return e.code

@@ -96,14 +96,15 @@ def test_bad_settings_are_named(pipe, kwargs, message):
 
 def test_the_cli_switches_deepcache_on_and_says_so(tiny, tmp_path, capsys):
     from t2vlab.__main__ import main, parse_args
+    from tests.helpers import exit_code
 
     assert parse_args(["p", "--deepcache"]).deepcache == 3 and parse_args(["p"]).deepcache is None
     out = tmp_path / "v.mp4"
     assert main(["a red circle", "--out", str(out), "--model", str(tiny), "--steps", "3", "--frames", "2",
                  "--deepcache", "2"]) == 0
     assert "DeepCache" in capsys.readouterr().out and out.exists()
-    assert main(["x", "--out", str(tmp_path / "w.mp4"), "--model", str(tiny), "--deepcache", "0"]) == 2
-    assert "cache_interval must be a positive integer" in capsys.readouterr().err
+    assert exit_code(main, ["x", "--out", str(tmp_path / "w.mp4"), "--model", str(tiny), "--deepcache", "0"]) == 2
+    assert "argument --deepcache: must be a positive integer" in capsys.readouterr().err
 
 
 def test_the_studio_switches_deepcache_and_compile_needs_a_gpu(pipe, tmp_path):
