@@ -165,3 +165,14 @@ def test_the_learning_path_names_every_notebook_and_prints_its_place(capsys):
     about("00")
     out = capsys.readouterr().out
     assert "Quickstart" in out and "notebook 00 (core)" in out
+
+
+def test_the_readme_course_table_is_the_learning_path():
+    from pathlib import Path
+
+    from t2vlab.course.path import readme_rows
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    missing = [row for row in readme_rows(root / "notebooks") if row not in readme.splitlines()]
+    assert not missing, f"the README's course table differs from t2vlab.course.path: {missing[:2]}"

@@ -3,8 +3,11 @@ needs first, how long it takes, and what its exercises build. Notebook 00 prints
 and the README's course table gives the same figures.
 
 cpu_minutes: measured, the wall time of the notebook under nbmake (``python -m pytest --nbmake``, the exercises
-filled with their solutions, T2VLAB_QUICK=1) on the project's 2-core CPU machine while other jobs shared it (so an
-upper figure: an idle laptop is faster). t4_minutes_estimate: an estimate, not a measurement (no T4 was at hand):
+filled with their solutions, as CI runs it) on the project's 2-core CPU machine, one notebook at a time, rounded to
+half a minute (2026-12-01: 20 s for 00, 14 s for 01, 30 s for 02, 12 s for 03, 14 s for 04, 13 s for 05, 42 s for
+06, 71 s for 07, 22 s for 08, 22 s for 09, 90 s for 10, 109 s for 11, 119 s for 12, 14 s for 13, 78 s for 14, 39 s
+for 15; 12 minutes in all). Writing the exercises takes the learner longer, of course.
+t4_minutes_estimate: an estimate, not a measurement (no T4 was at hand):
 on a GPU the notebooks load the real 1.7 B-parameter model, so the first one pays its download (3.6 GB) and each
 one its load (about a minute) besides generating. None where not yet measured or estimated.
 """
@@ -15,55 +18,55 @@ from pathlib import Path
 
 LEARNING_PATH = {
     "00": dict(title="Quickstart, and the toy world and its judge", kind="core", prerequisites=[],
-               cpu_minutes=None, t4_minutes_estimate=6,
+               cpu_minutes=0.5, t4_minutes_estimate=6,
                builds="the judge's mask of the shape's pixels, and the path of its centroid"),
     "01": dict(title="Text: from a prompt to what the UNet reads", kind="core", prerequisites=["00"],
-               cpu_minutes=None, t4_minutes_estimate=3,
+               cpu_minutes=0.5, t4_minutes_estimate=3,
                builds="a prompt framed to 77 ids (start, text, end, padding), causal self-attention"),
     "02": dict(title="Noise, schedules and samplers", kind="core", prerequisites=["00"],
-               cpu_minutes=None, t4_minutes_estimate=4,
+               cpu_minutes=0.5, t4_minutes_estimate=4,
                builds="the DDPM posterior q(x_t' | x_t, x0), the DDIM step"),
     "03": dict(title="The VAE: pixels to latents and back", kind="core", prerequisites=["02"],
-               cpu_minutes=None, t4_minutes_estimate=3,
+               cpu_minutes=0.5, t4_minutes_estimate=3,
                builds="the VAE's KL term, the reparameterised sample"),
     "04": dict(title="Attention: self, cross and temporal", kind="core", prerequisites=["01"],
-               cpu_minutes=None, t4_minutes_estimate=3,
+               cpu_minutes=0.5, t4_minutes_estimate=3,
                builds="attention from its formula, the multi-head layer around it"),
     "05": dict(title="The 3D UNet", kind="core", prerequisites=["02", "04"],
-               cpu_minutes=None, t4_minutes_estimate=3,
+               cpu_minutes=0.5, t4_minutes_estimate=3,
                builds="frames folded into the batch, the sinusoidal timestep embedding, one level's forward"),
     "06": dict(title="The pipeline: the denoising loop by hand", kind="core", prerequisites=["01", "02", "03", "05"],
-               cpu_minutes=None, t4_minutes_estimate=5,
+               cpu_minutes=0.5, t4_minutes_estimate=5,
                builds="the guidance rule, the guided denoising loop from the pipeline's parts"),
     "07": dict(title="Memory: what each option saves, and what it costs", kind="optional", prerequisites=["03", "06"],
-               cpu_minutes=None, t4_minutes_estimate=None,
+               cpu_minutes=1, t4_minutes_estimate=None,
                builds=None),
     "08": dict(title="VideoFusion's decomposed noise", kind="core", prerequisites=["06"],
-               cpu_minutes=None, t4_minutes_estimate=None,
+               cpu_minutes=0.5, t4_minutes_estimate=None,
                builds="the shared + residual noise of VideoFusion, the correlation between frames"),
     "09": dict(title="The studio: generate, then look inside", kind="optional", prerequisites=["04", "06"],
-               cpu_minutes=None, t4_minutes_estimate=None, builds=None),
+               cpu_minutes=0.5, t4_minutes_estimate=None, builds=None),
     "10": dict(title="Train your own text-to-video model", kind="core", prerequisites=["03", "06"],
-               cpu_minutes=None, t4_minutes_estimate=None,
+               cpu_minutes=1.5, t4_minutes_estimate=None,
                builds="caption dropout, the noise-prediction loss"),
     "11": dict(title="Video-to-video and image-to-video", kind="core", prerequisites=["02", "06"],
-               cpu_minutes=None, t4_minutes_estimate=None,
+               cpu_minutes=2, t4_minutes_estimate=None,
                builds="SDEdit's starting timesteps, the video noised to the start"),
     "12": dict(title="Long videos: FreeNoise, prompt travel, FreeInit and FreeU", kind="core",
-               prerequisites=["04", "06", "08"], cpu_minutes=None, t4_minutes_estimate=None,
+               prerequisites=["04", "06", "08"], cpu_minutes=2, t4_minutes_estimate=None,
                builds="FreeNoise's windows, their pyramid weights, the windows fused (Eq. 4)"),
     "13": dict(title="Checkpoints: one model, two layouts, a family of fine-tunes", kind="optional",
-               prerequisites=["05"], cpu_minutes=None, t4_minutes_estimate=None, builds=None),
+               prerequisites=["05"], cpu_minutes=0.5, t4_minutes_estimate=None, builds=None),
     "14": dict(title="Fine-tuning with LoRA: teach the toy model a new colour", kind="core", prerequisites=["10"],
-               cpu_minutes=None, t4_minutes_estimate=None,
+               cpu_minutes=1.5, t4_minutes_estimate=None,
                builds="LoRALinear's forward, the LoRA folded into the weight"),
     "15": dict(title="Speed: the compiled path, DeepCache, and a batch of prompts", kind="optional",
-               prerequisites=["05", "06"], cpu_minutes=None, t4_minutes_estimate=None, builds=None),
+               prerequisites=["05", "06"], cpu_minutes=0.5, t4_minutes_estimate=None, builds=None),
 }
 
 
 def _minutes(value) -> str:
-    return "?" if value is None else f"{value:g}"
+    return "-" if value is None else f"{value:g}"
 
 
 def learning_path_table() -> str:
@@ -95,7 +98,7 @@ def about(number) -> None:
     entry = LEARNING_PATH[str(number)]
     needs = ", ".join(entry["prerequisites"]) or "nothing (Python and PyTorch tensors)"
     cpu, t4 = entry["cpu_minutes"], entry["t4_minutes_estimate"]
-    cpu = "not measured yet" if cpu is None else f"about {cpu:g} min on a CPU (measured on a loaded 2-core machine)"
+    cpu = "not measured yet" if cpu is None else f"about {cpu:g} min to run on a 2-core CPU (measured)"
     t4 = "" if t4 is None else f", about {t4:g} min on a T4 GPU (an estimate)"
     print(f"notebook {number} ({entry['kind']}): read first: {needs}; {cpu}{t4}")
 
@@ -125,7 +128,8 @@ def readme_rows(folder) -> list[str]:
                 continue
             name = notebook_file(number, folder)
             badge = f"[![Open In Colab]({BADGE})]({COLAB.format(repository=REPOSITORY, notebook=name)})"
+            what = f"{entry['title']}{': ' + entry['builds'] if entry['builds'] else ''}".replace("|", "\\|")
             rows.append(f"| `{name[:-6]}` | {kind} | {', '.join(entry['prerequisites']) or '-'} | "
                         f"{_minutes(entry['cpu_minutes'])} | {_minutes(entry['t4_minutes_estimate'])} | "
-                        f"{entry['title']}{': ' + entry['builds'] if entry['builds'] else ''} | {badge} |")
+                        f"{what} | {badge} |")
     return rows
