@@ -47,7 +47,7 @@ import time
 
 import torch
 
-from .batch import batch
+from .batch import FPS, batch
 from .checks import cli, integer, number, positive_int, seed
 from .compiled import COMPILE_MODES
 from .finetune import main as finetune_main
@@ -80,9 +80,6 @@ COMMANDS = """commands (each with --help):
   t2vlab finetune --data CLIPS ... train a LoRA on your own captioned clips
   t2vlab convert ORIGINAL OUT      write a checkpoint in the original ModelScope layout in the published one
 python -m t2vlab is the same program; a prompt that is one of these words: t2vlab -- batch"""
-
-
-FPS = cli(number, float, low=1e-3, high=1000)  # as export_to_video checks it, but before minutes of generation
 
 
 def given(value, default):

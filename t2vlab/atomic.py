@@ -156,6 +156,12 @@ def _explain_failure(e: BaseException, target: Path, tmp: Path):
     if isinstance(e, OSError):
         if e.errno is None:  # one of ours (FileExistsError("... pass overwrite=True")): already clear
             return None
+        if getattr(e, "t2vlab_explained", False):  # by a write inside this one: name the target, not tmp
+            if str(tmp) not in (e.strerror or ""):
+                return None
+            clear = OSError(e.errno, e.strerror.replace(str(tmp), str(target)))
+            clear.t2vlab_explained = True
+            return clear
         name = str(e.filename or tmp)
         return explained(e, str(target) + name[len(str(tmp)):] if name.startswith(str(tmp)) else name)
     return write_failure(e, target)

@@ -18,13 +18,22 @@ its line number and skipped; the rest run, and the exit status is 1.
   ``--batch-size`` per call. Seeds are per prompt: each video's starting noise is drawn from its own
   seed, so it does not depend on its batch-mates (a video equals ``python -m t2vlab PROMPT --seed S``
   up to float rounding; with the stochastic samplers ddpm and euler-a every call is one prompt, exactly).
+- Every setting is checked before the first video: the command line's (argparse refuses ``--fps 0``,
+  ``--steps 0``; a 0 is never read as "the default") and each line's, completed (a size the VAE cannot
+  take, too many frames: the line is reported and skipped, as a bad line).
 - A failing call is retried one prompt at a time; a prompt that fails alone is reported and the rest go on.
+- DIR: made (and marked as t2vlab's) when new or empty; an existing folder of someone else's may receive the
+  videos, but none of its files is ever replaced. What a killed run left there (temporary files of a process
+  that is gone: ``t2vlab.atomic``) is removed when a run starts; a concurrent run's files in progress are kept.
+- PROMPTS is UTF-8 (a byte-order mark, as Notepad writes, is skipped); another encoding is an error naming it.
 - Under ``accelerate launch --multi_gpu --num_processes N -m t2vlab batch ...`` the calls are dealt out
   between the processes (call k to process k mod N; one GPU each), so each video is written exactly
   once, by the same call it would be in with one process: the same videos as a one-process run. On a
   machine without a GPU the same command starts N CPU processes. (``accelerate launch --cpu`` starts
   ONE process whatever ``--num_processes`` says, unless an MPI hostfile is given: accelerate 1.15's rule;
-  the batch is then simply done by that one process.)
+  the batch is then simply done by that one process; with MPI the processes share it by their MPI ranks.)
+  What the launcher said is read by ``t2vlab.launcher``: processes that would not share the work (a
+  ``WORLD_SIZE`` without ``RANK``, a rank outside it) are stopped before any model loads.
 """
 
 from __future__ import annotations
@@ -42,10 +51,14 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from . import atomic
 from .atomic import write_text
-from .checks import integer, number
+from .checks import cli, integer, number, positive_int, seed
 from .compiled import COMPILE_MODES
+from .guards import check_size
+from .launcher import LaunchError, launched
 from .noise import video_noise
+from .os_errors import explain
 from .schedulers import SCHEDULER_NAMES
 from .techniques.prompt_weighting import SYNTAXES
 from .video import export_to_video
@@ -55,8 +68,15 @@ SETTINGS = {"prompt": str, "negative": str, "seed": int, "frames": int, "steps":
             "height": int, "width": int}
 
 
+FPS = cli(number, float, low=1e-3, high=1000)  # --fps as export_to_video checks it, but before the first video
+
+
 class BadLine(ValueError):
     pass
+
+
+class BadPrompts(ValueError):
+    """PROMPTS cannot be read at all (not UTF-8, a folder, ...)."""
 
 
 @dataclass(frozen=True)
@@ -104,8 +124,10 @@ def check_value(key, value):
         if not isinstance(value, str) or (key == "prompt" and not value.strip()):
             raise BadLine(f"{key} must be a non-empty string, got {value!r:.60}")
         return value
+    if key == "seed":
+        return seed(key, value, error=BadLine)
     if kind is int:
-        return integer(key, value, low=0 if key == "seed" else 1, error=BadLine)
+        return integer(key, value, low=1, error=BadLine)
     return number(key, value, low=0, error=BadLine)
 
 
@@ -131,28 +153,52 @@ def parse_line(text):
 
 
 def read_prompts(path):
-    """PROMPTS -> ([(line number, settings)], [problem per bad line]); comment lines are neither."""
+    """PROMPTS -> ([(line number, settings)], [problem per bad line]); comment lines are neither. UTF-8, with or
+    without a byte-order mark (which would otherwise stick to line 1 and turn its JSON into prompt text)."""
     entries, problems = [], []
-    with open(path, encoding="utf-8") as f:
-        for number, text in enumerate(f, start=1):
-            if text.lstrip().startswith("#"):
-                continue
-            try:
-                entries.append((number, parse_line(text)))
-            except BadLine as e:
-                problems.append(f"{path}:{number}: {e}")
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            lines = f.readlines()
+    except (UnicodeDecodeError, OSError) as e:
+        raise BadPrompts(explain(e, path)) from None
+    for line, text in enumerate(lines, start=1):
+        if text.lstrip().startswith("#"):
+            continue
+        try:
+            entries.append((line, parse_line(text)))
+        except BadLine as e:
+            problems.append(f"{path}:{line}: {e}")
     return entries, problems
 
 
 def make_jobs(entries, args, pipe, scheduler):
     """The settings of each line completed from the command line, then from the checkpoint's."""
     rec = pipe.recommended
-    defaults = {"negative": args.negative, "seed": args.seed, "frames": args.frames or rec.num_frames,
-                "steps": args.steps or rec.num_inference_steps,
-                "guidance": rec.guidance_scale if args.guidance is None else args.guidance,
-                "height": args.size or rec.height, "width": args.size or rec.width, "prompt_syntax": args.prompt_syntax}
+
+    def given(value, default):  # None: not given (a 0 never means "the default")
+        return default if value is None else value
+
+    defaults = {"negative": args.negative, "seed": args.seed, "frames": given(args.frames, rec.num_frames),
+                "steps": given(args.steps, rec.num_inference_steps),
+                "guidance": given(args.guidance, rec.guidance_scale),
+                "height": given(args.size, rec.height), "width": given(args.size, rec.width),
+                "prompt_syntax": args.prompt_syntax}
     return [Job(line=number, model=str(pipe.name_or_path), scheduler=scheduler, **{**defaults, **entry})
             for number, entry in entries]
+
+
+def check_jobs(jobs, pipe, path):
+    """(the jobs the pipeline can run, a problem per job it would refuse): each job's completed settings checked
+    as ``pipe(...)`` checks them (sizes divisible by the VAE's factor, within the caps), before the first video."""
+    good, problems = [], []
+    for job in jobs:
+        try:
+            check_size(job.height, job.width, job.frames, pipe.vae.spatial_factor)
+        except ValueError as e:
+            problems.append(f"{path}:{job.line}: {e}")
+        else:
+            good.append(job)
+    return good, problems
 
 
 def plan(jobs, batch_size):
@@ -175,6 +221,13 @@ def done(out, job):
     return (out / f"{job.stem}.mp4").exists() and (out / f"{job.stem}.json").exists()
 
 
+def replaceable(out, job):
+    """Whether what an interrupted run left of ``job`` (its video without its sidecar, or the reverse) may be
+    replaced: in a folder t2vlab wrote, or when there is nothing to replace."""
+    return atomic.written_by_t2vlab(out) or not any(
+        os.path.lexists(out / f"{job.stem}{ext}") for ext in (".mp4", ".json"))
+
+
 # ------------------------------------------------------------------------------------ generating
 def generate(pipe, call):
     """Frames (n, F, H, W, 3) of one call: its prompts together, each from its own seed's noise."""
@@ -192,11 +245,13 @@ def generate(pipe, call):
 
 
 def write(out, job, frames, fps, seconds):
-    """The video, then its sidecar (each appears whole or not at all): a job is done when both exist."""
-    export_to_video(frames, str(out / f"{job.stem}.mp4"), fps=fps, overwrite=True)
+    """The video, then its sidecar (each appears whole or not at all): a job is done when both exist. One of
+    the two left by an interrupted run is replaced, in a folder t2vlab wrote only (never someone else's file)."""
+    ours = atomic.written_by_t2vlab(out)
+    export_to_video(frames, str(out / f"{job.stem}.mp4"), fps=fps, overwrite=ours)
     sidecar = {**job.settings(), "line": job.line, "fps": fps, "video": f"{job.stem}.mp4",
                "seconds": round(seconds, 3)}
-    write_text(out / f"{job.stem}.json", json.dumps(sidecar, indent=1) + "\n")
+    write_text(out / f"{job.stem}.json", json.dumps(sidecar, indent=1) + "\n", overwrite=ours)
 
 
 def run_call(pipe, call, out, fps, report):
@@ -211,7 +266,8 @@ def run_call(pipe, call, out, fps, report):
     except Exception as e:  # noqa: BLE001  (any error of one prompt must not stop the others)
         if len(call) > 1:
             return [f for job in call for f in run_call(pipe, [job], out, fps, report)]
-        report(f"line {call[0].line} ({call[0].prompt!r:.60}) failed: {type(e).__name__}: {e}")
+        said = explain(e) if isinstance(e, OSError) and e.errno is not None else e
+        report(f"line {call[0].line} ({call[0].prompt!r:.60}) failed: {type(e).__name__}: {said}")
         return [call[0]]
 
 
@@ -219,12 +275,11 @@ def process_share():
     """(index, count) of this process among those the launcher started; (0, 1) alone.
 
     ``accelerate launch`` (like torchrun, which it uses) tells each process RANK, WORLD_SIZE and
-    LOCAL_RANK in its environment. Nothing is exchanged between the processes (the split is fixed by
-    the plan), so no process group is needed: the numbers are read, not negotiated.
+    LOCAL_RANK in its environment, MPI launchers their own names for them (``t2vlab.launcher.launched``,
+    which refuses what would not split the work). Nothing is exchanged between the processes (the split is
+    fixed by the plan), so no process group is needed: the numbers are read, not negotiated.
     """
-    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-    if not 0 <= rank < world:
-        raise ValueError(f"RANK={rank} and WORLD_SIZE={world} from the environment do not fit together")
+    rank, world, _ = launched()
     if world > 1 and torch.cuda.is_available():  # one GPU per process: "cuda" means this process's own from here on
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
     return rank, world
@@ -240,44 +295,49 @@ def parse_batch_args(argv):
     ap.add_argument("--model", default=None,
                     help="checkpoint (as for python -m t2vlab; default: real on a GPU, else toy)")
     ap.add_argument("--negative", default=None, help="negative prompt for lines that do not set one")
-    ap.add_argument("--steps", type=int, default=None, help="denoising steps (default: the checkpoint's)")
-    ap.add_argument("--frames", type=int, default=None, help="frames per video (default: the checkpoint's)")
-    ap.add_argument("--size", type=int, default=None, help="height and width in pixels (default: the model's)")
-    ap.add_argument("--seed", type=int, default=0, help="seed of lines that do not set one (default 0)")
-    ap.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default 9)")
+    ap.add_argument("--steps", type=cli(positive_int), default=None, help="denoising steps (default: the checkpoint's)")
+    ap.add_argument("--frames", type=cli(positive_int), default=None,
+                    help="frames per video (default: the checkpoint's)")
+    ap.add_argument("--size", type=cli(positive_int), default=None,
+                    help="height and width in pixels (default: the model's)")
+    ap.add_argument("--seed", type=cli(seed), default=0, help="seed of lines that do not set one (default 0)")
+    ap.add_argument("--guidance", type=cli(number, float, low=0), default=None,
+                    help="classifier-free guidance scale (default 9)")
     ap.add_argument("--scheduler", default=None, choices=SCHEDULER_NAMES, help="sampler (default dpm++)")
-    ap.add_argument("--fps", type=int, default=8)
+    ap.add_argument("--fps", type=FPS, default=8,
+                    help="frames per second of the files (default 8)")
     ap.add_argument("--prompt-syntax", default="plain", choices=SYNTAXES,
                     help="how the prompts are read: plain text (default), a1111 or compel weights")
-    ap.add_argument("--batch-size", type=int, default=4, help="prompts per call at most (default 4)")
+    ap.add_argument("--batch-size", type=cli(positive_int), default=4, help="prompts per call at most (default 4)")
     ap.add_argument("--fp16", action="store_true", help="half precision (GPU)")
     ap.add_argument("--offload", action="store_true", help="keep models on the CPU until each runs (GPU)")
     ap.add_argument("--vae-slicing", action="store_true", help="decode one frame at a time")
     ap.add_argument("--compile", nargs="?", const="default", default=None, choices=COMPILE_MODES, metavar="MODE",
                     help="torch.compile the UNet and the VAE decoder (see python -m t2vlab --help)")
-    ap.add_argument("--deepcache", nargs="?", type=int, const=3, default=None, metavar="INTERVAL",
+    ap.add_argument("--deepcache", nargs="?", type=cli(positive_int), const=3, default=None, metavar="INTERVAL",
                     help="DeepCache every INTERVAL steps (default 3)")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
-    if args.batch_size < 1:
-        ap.error(f"--batch-size must be at least 1, got {args.batch_size}")
     if not os.path.isfile(args.prompts):
         ap.error(f"PROMPTS: no such file {args.prompts!r}")
+    if os.path.lexists(args.out) and not os.path.isdir(args.out):
+        ap.error(f"--out {args.out} is a file; batch writes its videos into a folder there")
     return args
 
 
 def batch(argv, load, prepare):
     """The ``batch`` subcommand; ``load`` and ``prepare`` are the CLI's (``t2vlab.__main__``)."""
     args = parse_batch_args(argv)
-    rank, world = process_share()
+    try:
+        rank, world = process_share()
+        entries, problems = read_prompts(args.prompts)
+    except (LaunchError, BadPrompts) as e:  # before any model loads
+        print(f"t2vlab batch: {e}", file=sys.stderr)
+        return 2
 
     def report(message):
         print(f"t2vlab batch{f' [process {rank}]' if world > 1 else ''}: {message}", file=sys.stderr)
 
-    entries, problems = read_prompts(args.prompts)
-    if rank == 0:
-        for problem in problems:
-            report(problem)
     pipe = load(args, args.model)
     pipe.set_progress_bar_config(disable=True)
     _, scheduler = prepare(pipe, args)
@@ -285,14 +345,29 @@ def batch(argv, load, prepare):
         pipe.enable_deepcache(cache_interval=args.deepcache)
     if args.compile is not None:
         pipe.compile(mode=args.compile)
+    jobs, refused = check_jobs(make_jobs(entries, args, pipe, scheduler), pipe, args.prompts)
+    problems += refused
+    if rank == 0:
+        for problem in problems:
+            report(problem)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    calls = plan(make_jobs(entries, args, pipe, scheduler), args.batch_size)
+    try:
+        if not out.is_dir() or not any(out.iterdir()):
+            atomic.mark_folder(out)  # a folder batch makes (or an empty one) is t2vlab's: its files may be replaced
+        atomic.remove_leftovers(out)  # what a killed run left; a concurrent run's files in progress stay
+    except OSError as e:
+        report(explain(e))
+        return 2
+    calls = plan(jobs, args.batch_size)
     mine = [call for k, call in enumerate(calls) if k % world == rank]
     skipped = sum(done(out, j) for call in mine for j in call)
-    todo = [[j for j in call if not done(out, j)] for call in mine]
+    blocked = [j for call in mine for j in call if not done(out, j) and not replaceable(out, j)]
+    for j in blocked:
+        report(f"line {j.line} ({j.prompt!r:.60}): {out / j.stem}.mp4 or .json exists in a folder t2vlab did not "
+               "write, so it is not replaced: delete it to make this video again")
+    todo = [[j for j in call if not done(out, j) and j not in blocked] for call in mine]
     todo = [call for call in todo if call]
-    failed = []
+    failed = [*blocked]
     with tqdm(total=sum(map(len, todo)), desc=f"prompts{f' (process {rank})' if world > 1 else ''}",
               disable=args.quiet, position=rank) as bar:
         for call in todo:

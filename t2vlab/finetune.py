@@ -28,13 +28,18 @@ Out: ``DIR/pytorch_lora_weights.safetensors`` (diffusers' LoRA format: ``pipe.lo
 continues from, ``DIR/training-states/state-N/`` (the LoRA and the optimizer after step N, each written whole
 or not at all; the two newest are kept).
 ``accelerate`` is the engine: mixed precision (``--mixed-precision fp16|bf16``, fp16 with loss scaling),
-gradient accumulation, and data-parallel processes under ``accelerate launch``.
+gradient accumulation, and data-parallel processes under ``accelerate launch`` (on a machine without a GPU,
+with the trainer's ``--cpu``: processes accelerate does not join into one job are stopped, ``t2vlab.launcher``).
+A ``--resume`` must keep the settings its training state was made with (``RESUME_SETTINGS``); the log then
+holds each step once. ``--out`` is a new or empty folder, or one this trainer wrote (never someone else's).
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import os
 import shutil
 import sys
 import warnings
@@ -49,9 +54,12 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
 from tqdm.auto import tqdm
 
-from .atomic import atomic_file, atomic_folder
-from .checks import number, positive_int
+from . import atomic
+from .atomic import atomic_file, atomic_folder, write_bytes, write_text
+from .checks import MAX_SEED, cli, integer, number, positive_int, seed
+from .guards import MAX_FRAMES, MAX_SIZE
 from .inputs import image_input, video_input
+from .launcher import LaunchError, check_processes
 from .lora import (
     LORA_WEIGHT_NAME,
     TRAIN_CHOICES,
@@ -63,6 +71,7 @@ from .lora import (
     set_active,
 )
 from .motion_director import APPEARANCE, MOTION, DualPath, add_adapters
+from .os_errors import explain
 from .pipeline import TextToVideoPipeline
 from .schedulers import DDPMScheduler
 from .video import VideoFileError, export_to_video
@@ -73,6 +82,8 @@ ADAPTER = "finetune"  # the adapter's name while training (--train motion: motio
 STATES = "training-states"  # DIR/training-states/state-N/: what --resume continues from
 HALF = {"fp16": torch.float16, "bf16": torch.bfloat16}  # --mixed-precision: the frozen UNet's dtype
 APPEARANCE_WEIGHT_NAME = "appearance_lora.safetensors"  # --train motion: the spatial LoRA, to look at
+# what a training state must agree on with the run that resumes it (anything else may change: --steps, --lr, ...)
+RESUME_SETTINGS = ("train", "lora_rank", "lora_alpha", "feed_forward", "optimizer")
 
 
 class DataError(ValueError):
@@ -101,11 +112,36 @@ def find_clips(folder, on_bad="stop") -> list[Clip]:
         if not txt.is_file():
             bad(on_bad, f"{path}: no caption (expected {txt.name} beside it)")
             continue
-        clips.append(Clip(path, txt.read_text(encoding="utf-8").strip()))
+        clips.append(Clip(path, read_caption(txt)))
     if not clips:
         raise DataError(f"--data {folder}: no captioned clips (expected .mp4/.gif files or folders of frames, "
                         "each with a same-named .txt caption)")
     return clips
+
+
+def read_caption(txt) -> str:
+    """A caption file's text: UTF-8, with or without the byte-order mark some editors write; not UTF-8 is an
+    error naming the file (``os_errors``)."""
+    try:
+        return txt.read_text(encoding="utf-8-sig").strip()
+    except UnicodeDecodeError as e:
+        raise DataError(explain(e, txt)) from None
+    except OSError as e:
+        raise DataError(explain(e, txt)) from None
+
+
+def check_captions(clips, caption_dropout):
+    """All captions blank is refused: the run would learn the empty prompt only, and the LoRA would then ignore
+    every prompt it is used with (almost always captions not written yet). Training without text on purpose is
+    ``--caption-dropout 1`` (every caption replaced by ''). Some blank captions: a warning naming them."""
+    blank = [c.path.name for c in clips if not c.caption]
+    if blank and len(blank) == len(clips) and caption_dropout < 1:
+        raise DataError(f"--data: all {len(clips)} captions are blank ({', '.join(blank[:5])}"
+                        f"{', ...' if len(blank) > 5 else ''}): write what each clip shows in its .txt, or pass "
+                        "--caption-dropout 1 if you mean to train without text")
+    if blank and len(blank) < len(clips):
+        warnings.warn(f"{len(blank)} of {len(clips)} captions are blank, so those clips train on the empty prompt: "
+                      f"{', '.join(blank[:10])}{', ...' if len(blank) > 10 else ''}", stacklevel=3)
 
 
 def bad(on_bad, message):
@@ -181,7 +217,9 @@ def cached_data(pipe, accelerator, args, out):
             with safetensors.safe_open(str(cache), "pt") as f:
                 meta = f.metadata()
         if not meta or meta.get("settings") != key:
-            data = encode_data(pipe, find_clips(args.data, args.on_bad_clip), args)
+            clips = find_clips(args.data, args.on_bad_clip)
+            check_captions(clips, args.caption_dropout)
+            data = encode_data(pipe, clips, args)
             with atomic_file(cache) as tmp:
                 safetensors.torch.save_file(data, str(tmp), metadata={"settings": key})
     accelerator.wait_for_everyone()
@@ -192,7 +230,7 @@ def cached_data(pipe, accelerator, args, out):
 def step_draws(step, seed, n_clips, global_batch, latent_shape, num_timesteps, caption_dropout):
     """What step ``step`` draws, for the whole global batch: clip indices, noise, timesteps, dropped captions,
     and for --train motion a frame (the appearance path's) and an anchor frame (the debiased loss's) per clip."""
-    g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    g = torch.Generator().manual_seed((seed * 1_000_003 + step) % (MAX_SEED + 1))  # any --seed in [0, 2^64)
     return {"index": torch.randint(n_clips, (global_batch,), generator=g),
             "noise": torch.randn(global_batch, *latent_shape, generator=g),
             "t": torch.randint(num_timesteps, (global_batch,), generator=g),
@@ -221,17 +259,22 @@ def motion_director_loss(dual_path, scheduler, data, draws):
 
 
 # --------------------------------------------------------------------------------- training states
-def save_training_state(out, step, unet, optimizer, losses, keep=2, adapters=(ADAPTER,)):
-    """DIR/training-states/state-N/ (the LoRA, the optimizer, the step and the losses so far) written whole
-    or not at all; then the oldest beyond ``keep`` are removed."""
+def save_training_state(out, step, unet, optimizer, losses, keep=2, adapters=(ADAPTER,), settings=None):
+    """DIR/training-states/state-N/ (the LoRA, the optimizer, the step, the losses so far and the ``settings`` a
+    resume must keep) written whole or not at all; then the oldest beyond ``keep`` are removed (only folders t2vlab
+    wrote). Each file is serialised in memory and written with plain file writes (a few MB of LoRA and optimizer
+    state), so a full disk is an ``OSError`` that says so, not torch's "[enforce fail at inline_container.cc]"."""
     with atomic_folder(out / STATES / f"state-{step:07d}", overwrite=True) as tmp:
         for name in adapters:
-            safetensors.torch.save_file({k: v.contiguous() for k, v in lora_state_dict(unet, name).items()},
-                                        str(tmp / f"lora-{name}.safetensors"))
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        (tmp / "state.json").write_text(json.dumps({"step": step, "losses": losses}))
+            tensors = {k: v.contiguous() for k, v in lora_state_dict(unet, name).items()}
+            write_bytes(tmp / f"lora-{name}.safetensors", safetensors.torch.save(tensors))
+        buffer = io.BytesIO()
+        torch.save(optimizer.state_dict(), buffer)
+        write_bytes(tmp / "optimizer.pt", buffer.getvalue())
+        write_text(tmp / "state.json", json.dumps({"step": step, "losses": losses, "settings": settings}))
     for old in training_states(out)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        if atomic.written_by_t2vlab(old):
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def training_states(out) -> list[Path]:
@@ -239,17 +282,87 @@ def training_states(out) -> list[Path]:
     return sorted(p for p in (out / STATES).glob("state-*") if (p / "state.json").is_file())
 
 
+def resume_settings(args) -> dict:
+    """The ``RESUME_SETTINGS`` of a run, as they act: --lora-alpha not given is the rank (scale 1), so a run
+    resumed with ``--lora-alpha R`` where it was left out is the same run."""
+    settings = {k: getattr(args, k) for k in RESUME_SETTINGS}
+    settings["lora_alpha"] = float(args.lora_rank if args.lora_alpha is None else args.lora_alpha)
+    return settings
+
+
+def check_resumable(folder, args):
+    """Refuse, before any model loads, to resume a training state made with other settings (another --lora-rank,
+    --train, ...): its tensors would not fit, or would mean something else. Names both values."""
+    try:
+        state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise DataError(f"--resume: {folder / 'state.json'} cannot be read ({e}); the training state is damaged: "
+                        "remove that folder to resume from the one before") from None
+    saved, now = state.get("settings") or {}, resume_settings(args)
+    differ = [f"--{k.replace('_', '-')} {saved[k]} there, {now[k]} now" for k in RESUME_SETTINGS
+              if k in saved and saved[k] != now[k]]
+    if differ:
+        raise DataError(f"--resume: the training state {folder} was made with other settings ({'; '.join(differ)}): "
+                        "resume with the same ones, or start a new run in another --out")
+
+
 def load_training_state(folder, unet, optimizer, adapters=(ADAPTER,)):
-    """Put a training state's LoRA weights and optimizer state back; returns (step, losses)."""
+    """Put a training state's LoRA weights and optimizer state back; returns (step, losses).
+
+    A transaction: every file is read and checked against this run's adapters (names, shapes) and optimizer
+    (parameter groups, per-parameter state shapes) before anything is changed, so a state that does not fit
+    raises ``DataError`` naming the file and the key and leaves the LoRA and the optimizer as they were."""
+    tensors = {}
     for name in adapters:
-        tensors = safetensors.torch.load_file(str(folder / f"lora-{name}.safetensors"))
+        path = folder / f"lora-{name}.safetensors"
+        try:
+            tensors[name] = safetensors.torch.load_file(str(path))
+        except Exception as e:  # noqa: BLE001  (missing, truncated, not safetensors: all mean the same here)
+            raise DataError(f"--resume: {path} cannot be read ({str(e).splitlines()[0]})") from None
         own = lora_state_dict(unet, name)
-        with torch.no_grad():
-            for k, v in tensors.items():
+        missing, extra = sorted(own.keys() - tensors[name].keys()), sorted(tensors[name].keys() - own.keys())
+        wrong = [f"{k}: {tuple(tensors[name][k].shape)} in the file, {tuple(own[k].shape)} in this run"
+                 for k in sorted(own.keys() & tensors[name].keys()) if tensors[name][k].shape != own[k].shape]
+        if missing or extra or wrong:
+            raise DataError(f"--resume: {path} does not fit this run's adapter {name!r} (other --lora-rank, --train or "
+                            f"--feed-forward?): " + "; ".join(
+                                [f"missing {', '.join(missing[:3])}"] * bool(missing)
+                                + [f"unexpected {', '.join(extra[:3])}"] * bool(extra) + wrong[:3]))
+    path = folder / "optimizer.pt"
+    try:
+        saved = torch.load(path, weights_only=True)
+        check_optimizer_state(saved, optimizer, path)
+        state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
+    except DataError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise DataError(f"--resume: {path} cannot be read ({str(e).splitlines()[0]})") from None
+    with torch.no_grad():  # everything fits: now change things
+        for name in adapters:
+            own = lora_state_dict(unet, name)
+            for k, v in tensors[name].items():
                 own[k].copy_(v)
-    optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
-    state = json.loads((folder / "state.json").read_text())
+    optimizer.load_state_dict(saved)
     return state["step"], state["losses"]
+
+
+def check_optimizer_state(saved, optimizer, path):
+    """``saved`` (an optimizer's state_dict) fits ``optimizer``: the same groups of the same sizes, and each
+    parameter's state tensors (Adam's moments) of that parameter's shape. DataError naming the key otherwise."""
+    groups = saved.get("param_groups") if isinstance(saved, dict) else None
+    if not isinstance(groups, list) or len(groups) != len(optimizer.param_groups):
+        raise DataError(f"--resume: {path}: 'param_groups' does not match this run's optimizer (another --optimizer?)")
+    params = {}
+    for i, (theirs, ours) in enumerate(zip(groups, optimizer.param_groups)):
+        if len(theirs.get("params", ())) != len(ours["params"]):
+            raise DataError(f"--resume: {path}: param_groups[{i}] holds {len(theirs.get('params', ()))} parameters, "
+                            f"this run trains {len(ours['params'])} (another --train or --feed-forward?)")
+        params.update(zip(theirs["params"], ours["params"]))
+    for key, entry in (saved.get("state") or {}).items():
+        for name, value in (entry.items() if isinstance(entry, dict) else ()):
+            if torch.is_tensor(value) and value.dim() and key in params and value.shape != params[key].shape:
+                raise DataError(f"--resume: {path}: state[{key}][{name!r}] has shape {tuple(value.shape)}, its "
+                                f"parameter {tuple(params[key].shape)} (another --lora-rank?)")
 
 
 def plot_losses(losses, path):
@@ -284,7 +397,8 @@ def train(args):
     out, motion = Path(args.out), args.train == "motion"
     accelerator = Accelerator(mixed_precision=args.mixed_precision,
                               gradient_accumulation_steps=args.gradient_accumulation, cpu=args.cpu)
-    start_output_folder(out, accelerator, args.resume)
+    check_processes(accelerator.num_processes, accelerator.distributed_type)  # N processes are one job, or stop
+    start_output_folder(out, accelerator, args)
     pipe = frozen_pipeline(args.model, accelerator.device)
     data = cached_data(pipe, accelerator, args, out)
     pipe.text_encoder.to("cpu"), pipe.vae.to("cpu")  # the encoders leave the GPU; only the UNet trains
@@ -292,6 +406,8 @@ def train(args):
     adapters, params = add_trained_adapters(pipe.unet, args)
     optimizer = make_optimizer(params, args)
     step, losses = resume_latest_state(out, pipe.unet, optimizer, adapters) if args.resume else (0, [])
+    if accelerator.is_main_process:  # the log holds the steps of this run's history, each once
+        write_text(out / "log.jsonl", "".join(json.dumps({"step": s, "loss": v}) + "\n" for s, v in losses))
     model, optimizer = accelerator.prepare(DualPath(pipe.unet) if motion else pipe.unet, optimizer)
     scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     data = {k: v.to(accelerator.device) for k, v in data.items()}
@@ -315,12 +431,25 @@ def train(args):
     return out / LORA_WEIGHT_NAME
 
 
-def start_output_folder(out, accelerator, resume):
-    """--out made by the main process; a folder holding training states already needs --resume."""
+def start_output_folder(out, accelerator, args):
+    """--out made (and marked as t2vlab's) by the main process, before any model loads: a new folder, an empty
+    one, or one this trainer wrote (t2vlab's marker, or training states of an older run); a folder holding
+    training states already needs --resume, whose settings must match. What an interrupted run left (temporary
+    files of a process that is gone) is removed."""
     if accelerator.is_main_process:
-        if not resume and training_states(out):
+        found = training_states(out)
+        if not args.resume and found:
             raise DataError(f"--out {out} holds training states already: pass --resume to continue, or another --out")
-        out.mkdir(parents=True, exist_ok=True)
+        if args.resume:
+            if not found:
+                raise DataError(f"--resume: no training state in {out / STATES}")
+            check_resumable(found[-1], args)
+        if out.is_dir() and not found and any(out.iterdir()) and not atomic.written_by_t2vlab(out):
+            raise DataError(f"--out {out} is a folder t2vlab did not write, holding {atomic.contents(out)}: the "
+                            "trainer writes (and replaces) its files there; give a new or empty folder")
+        atomic.mark_folder(out)
+        for folder in (out, out / STATES, out / "samples"):
+            atomic.remove_leftovers(folder)
     accelerator.wait_for_everyone()
 
 
@@ -399,7 +528,7 @@ def after_step(out, step, losses, pipe, optimizer, adapters, accelerator, args):
     with open(out / "log.jsonl", "a") as f:
         f.write(json.dumps({"step": step, "loss": losses[-1][1]}) + "\n")
     if args.state_every and (step % args.state_every == 0 or step == args.steps):
-        save_training_state(out, step, pipe.unet, optimizer, losses, adapters=adapters)
+        save_training_state(out, step, pipe.unet, optimizer, losses, adapters=adapters, settings=resume_settings(args))
     if args.sample_every and step % args.sample_every == 0:
         with accelerator.autocast():  # the UNet's frozen weights may be in half precision
             sample(pipe, args, out / "samples" / f"step-{step:07d}.gif")
@@ -434,12 +563,7 @@ def sample(pipe, args, path):
 
 
 # ------------------------------------------------------------------------------------------- the CLI
-def positive(text):
-    """argparse's type for a positive integer."""
-    try:
-        return positive_int("value", int(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+positive = cli(positive_int)  # argparse's type for a positive integer
 
 
 def parse_args(argv=None):
@@ -448,31 +572,34 @@ def parse_args(argv=None):
     ap.add_argument("--out", required=True, help="output folder: the LoRA, log, loss curve, samples, training states")
     ap.add_argument("--model", default="toy", help="checkpoint to fine-tune (folder, Hub id, 'toy', 'tiny')")
     ap.add_argument("--lora-rank", type=positive, default=16, help="the rank r of each LoRA (A: r x in, B: out x r)")
-    ap.add_argument("--lora-alpha", type=float, default=None, help="default: the rank (scale 1)")
+    ap.add_argument("--lora-alpha", type=cli(number, float, low=0, low_open=True), default=None,
+                    help="default: the rank (scale 1)")
     ap.add_argument("--train", choices=(*TRAIN_CHOICES, "motion"), default="both",
                     help="which attention layers get LoRA; motion: MotionDirector's motion-only training, "
                          "which keeps the temporal LoRA alone")
     ap.add_argument("--feed-forward", action="store_true", help="also the transformers' feed-forwards")
-    ap.add_argument("--frames", type=positive, default=16, help="frames per clip")
+    ap.add_argument("--frames", type=cli(positive_int, high=MAX_FRAMES), default=16, help="frames per clip")
     ap.add_argument("--stride", type=positive, default=1, help="take every STRIDE-th frame of each clip")
-    ap.add_argument("--size", type=positive, default=256, help="height and width in pixels")
+    ap.add_argument("--size", type=cli(integer, low=8, high=MAX_SIZE, multiple_of=8), default=256,
+                    help="height and width in pixels (a multiple of 8, the VAE's factor)")
     ap.add_argument("--steps", type=positive, default=500, help="optimizer steps in all (also after --resume)")
     ap.add_argument("--batch-size", type=positive, default=1, help="clips per process per step")
     ap.add_argument("--gradient-accumulation", type=positive, default=1,
                     help="micro-steps of a global batch each per optimizer step")
     ap.add_argument("--lr", type=float, default=1e-4, help="learning rate")
-    ap.add_argument("--weight-decay", type=float, default=0.0, help="the optimizer's weight decay")
+    ap.add_argument("--weight-decay", type=cli(number, float, low=0), default=0.0, help="the optimizer's weight decay")
     ap.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw",
                     help="sgd: the update is the gradient itself (handy to compare runs to float precision)")
     ap.add_argument("--caption-dropout", type=float, default=0.0, help="share of captions replaced by ''")
     ap.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default="no",
                     help="the frozen UNet's weights and compute in half precision (fp16 with loss scaling)")
     ap.add_argument("--gradient-checkpointing", action="store_true", help="less memory, about 1.4x the time")
-    ap.add_argument("--seed", type=int, default=0, help="every draw of a step comes from (seed, step)")
-    ap.add_argument("--state-every", "--checkpoint-every", type=int, default=100, dest="state_every",
+    ap.add_argument("--seed", type=cli(seed), default=0,
+                    help="every draw of a step comes from (seed, step); 0 to 2^64-1")
+    ap.add_argument("--state-every", "--checkpoint-every", type=cli(integer, low=0), default=100, dest="state_every",
                     help="steps between training states, which --resume continues from (0: none; "
                          "--checkpoint-every is its old name)")
-    ap.add_argument("--sample-every", type=int, default=0, help="steps between sample videos (0: none)")
+    ap.add_argument("--sample-every", type=cli(integer, low=0), default=0, help="steps between sample videos (0: none)")
     ap.add_argument("--sample-prompt", default=None, help="the sample videos' prompt (default: the first caption)")
     ap.add_argument("--resume", action="store_true", help="continue from the newest training state in --out")
     ap.add_argument("--on-bad-clip", choices=("stop", "skip"), default="stop",
@@ -485,6 +612,12 @@ def parse_args(argv=None):
         number("--lr", args.lr, low=0, low_open=True)
     except ValueError as e:
         ap.error(str(e))
+    if os.path.lexists(args.out) and not os.path.isdir(args.out):  # before Accelerator and the model
+        ap.error(f"--out {args.out} is a file; the trainer writes a folder there: give a folder's name")
+    try:
+        atomic.check_apart(args.out, [args.data] + ([args.model] if os.path.isdir(args.model) else []), "--out")
+    except ValueError as e:
+        ap.error(str(e))
     if args.train == "motion" and args.gradient_checkpointing:  # the recomputed forward would see the adapter
         ap.error("--gradient-checkpointing does not work with --train motion: its two paths switch adapters "
                  "between forwards, and checkpointing reruns a forward during the backward pass, after the switch")
@@ -495,8 +628,9 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         finetune(args)
-    except (DataError, FileNotFoundError) as e:
-        print(f"t2vlab finetune: {e}", file=sys.stderr)
+    except (DataError, ValueError, OSError, LaunchError) as e:  # bad data or settings, a checkpoint's, a full disk
+        print(f"t2vlab finetune: {explain(e) if isinstance(e, OSError) and e.errno is not None else e}",
+              file=sys.stderr)
         return 2
     return 0
 

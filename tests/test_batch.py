@@ -36,7 +36,7 @@ def write_prompts(tmp_path, text=PROMPTS):
 
 
 def videos(folder):
-    return sorted(p.name for p in Path(folder).glob("*.mp4"))
+    return sorted(p.name for p in Path(folder).glob("*.mp4") if not p.name.startswith("."))  # not temporary files
 
 
 def test_bad_lines_are_reported_with_their_line_number(tmp_path):
@@ -52,13 +52,15 @@ def test_bad_lines_are_reported_with_their_line_number(tmp_path):
         '{"seed": 2}',                                    # 9 no prompt
         '{"prompt": "   "}',                              # 10 empty prompt
         '{"prompt": "y", "steps": 3, "height": 32}',      # 11 fine
+        '{"prompt": "x", "seed": 18446744073709551616}',  # 12 2^64: beyond what a generator takes
+        '{"prompt": "z", "seed": 18446744073709551615}',  # 13 2^64 - 1: fine
     ]) + "\n")
     entries, problems = read_prompts(path)
-    assert [n for n, _ in entries] == [1, 8, 11]
+    assert [n for n, _ in entries] == [1, 8, 11, 13]
     assert entries[2][1] == {"prompt": "y", "steps": 3, "height": 32}
     expected = {2: "empty line", 3: "invalid JSON", 4: "unknown setting(s) ['colour']", 5: "frames must be an integer",
                 6: "guidance must be a finite number", 7: "seed must be an integer", 9: 'no "prompt"',
-                10: "prompt must be a non-empty string"}
+                10: "prompt must be a non-empty string", 12: "seed must be an integer in [0, 18446744073709551615]"}
     assert len(problems) == len(expected)
     for problem, (line, words) in zip(problems, expected.items()):
         assert problem.startswith(f"{path}:{line}: ") and words in problem, problem
@@ -106,13 +108,14 @@ def test_one_run_writes_each_video_with_its_sidecar_and_a_rerun_skips_them(tiny,
     assert main(["batch", str(path), "--out", str(out), "--model", str(tiny), *OPTIONS]) == 0
     assert "wrote 0, skipped 4" in capsys.readouterr().out
     assert {n: (out / n).stat().st_mtime_ns for n in names} == before
-    assert not list(out.glob(".*"))  # no temporary file left behind
+    assert not atomic.leftovers(out) and [p.name for p in out.glob(".*")] == [atomic.MARKER]  # no temporary file
 
 
 def test_an_interrupted_sidecar_leaves_the_old_one_and_nothing_else(tmp_path, monkeypatch):
     job = Job(line=1, prompt="a red circle", negative=None, seed=0, frames=2, steps=2, guidance=9.0, height=64,
               width=64, model="tiny", scheduler="ddim")
     monkeypatch.setattr(batch, "export_to_video", lambda frames, path, **kw: open(path, "wb").close())  # no ffmpeg
+    atomic.mark_folder(tmp_path)  # a folder batch made: an interrupted job's files may be replaced there
     batch.write(tmp_path, job, None, fps=8, seconds=1.0)
     sidecar = tmp_path / f"{job.stem}.json"
     old = sidecar.read_bytes()
@@ -121,17 +124,94 @@ def test_an_interrupted_sidecar_leaves_the_old_one_and_nothing_else(tmp_path, mo
     with pytest.raises(OSError, match="injected"):
         batch.write(tmp_path, job, None, fps=8, seconds=2.0)
     assert sidecar.read_bytes() == old and not atomic.leftovers(tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{job.stem}.json", f"{job.stem}.mp4"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [atomic.MARKER, f"{job.stem}.json", f"{job.stem}.mp4"]
 
 
-def test_a_failing_prompt_is_reported_and_the_rest_go_on(tiny, tmp_path, capsys):
-    path = write_prompts(tmp_path, 'one\n{"prompt": "odd size", "height": 60}\nthree\n\n')
+def test_a_failing_prompt_is_reported_and_the_rest_go_on(tiny, tmp_path, capsys, monkeypatch):
+    path = write_prompts(tmp_path, 'one\n{"prompt": "fails"}\nthree\n\n')
     out = tmp_path / "out"
-    assert main(["batch", str(path), "--out", str(out), "--model", str(tiny), *OPTIONS]) == 1
+    real = TextToVideoPipeline.__call__
+
+    def fail_on_its_prompt(self, prompt, **kw):
+        if "fails" in prompt:
+            raise RuntimeError("out of luck")
+        return real(self, prompt, **kw)
+
+    monkeypatch.setattr(TextToVideoPipeline, "__call__", fail_on_its_prompt)
+    assert main(["batch", str(path), "--out", str(out), "--model", str(tiny), "--batch-size", "3", *OPTIONS]) == 1
     said = capsys.readouterr()
-    assert "line 2 ('odd size') failed: ValueError" in said.err and "height" in said.err
+    assert "line 2 ('fails') failed: RuntimeError: out of luck" in said.err  # alone, after its call failed
     assert f"{path}:4: empty line" in said.err
     assert "wrote 2, skipped 0 already done, 1 failed" in said.out and len(videos(out)) == 2
+
+
+def test_every_setting_is_checked_before_the_first_video(tiny, tmp_path, capsys, monkeypatch):
+    """A bad value on the command line stops the run before the model loads (--fps 0 was found after generating;
+    --steps 0 silently became the checkpoint's 25); a line whose completed settings the pipeline would refuse is
+    reported as a bad line, before the first video, and the rest run."""
+    path = write_prompts(tmp_path, 'one\n{"prompt": "odd size", "height": 60}\n{"prompt": "long", "frames": 5000}\n')
+    for flag, value in (("--fps", "0"), ("--steps", "0"), ("--frames", "0"), ("--size", "0"), ("--seed", str(2**64)),
+                        ("--guidance", "nan"), ("--batch-size", "0")):
+        with pytest.raises(SystemExit) as e:
+            main(["batch", str(path), "--out", str(tmp_path / "o"), "--model", str(tiny), flag, value])
+        assert e.value.code == 2 and f"argument {flag}: " in capsys.readouterr().err
+    calls = []
+    real = TextToVideoPipeline.__call__
+
+    def counted(self, *a, **kw):
+        calls.append(capsys.readouterr().err)  # what was reported before this video
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(TextToVideoPipeline, "__call__", counted)
+    assert main(["batch", str(path), "--out", str(tmp_path / "o"), "--model", str(tiny), *OPTIONS]) == 1
+    (before_first,) = calls
+    assert f"{path}:2: height must be divisible by 8" in before_first
+    assert f"{path}:3: num_frames=5000 is beyond" in before_first and len(videos(tmp_path / "o")) == 1
+
+
+def test_a_prompts_file_with_a_byte_order_mark_keeps_its_first_json_line(tmp_path):
+    path = tmp_path / "prompts.txt"
+    path.write_bytes('{"prompt": "a blue square", "seed": 3}\nsecond\n'.encode("utf-8-sig"))  # Notepad's UTF-8
+    entries, problems = read_prompts(path)
+    assert problems == [] and entries == [(1, {"prompt": "a blue square", "seed": 3}), (2, {"prompt": "second"})]
+
+
+def test_a_prompts_file_that_is_not_utf8_is_named_before_the_model_loads(tmp_path, capsys, monkeypatch):
+    path = tmp_path / "prompts.txt"
+    path.write_bytes("un cercle rouge, été\n".encode("latin-1"))
+    monkeypatch.setattr("t2vlab.__main__.load", lambda *a: pytest.fail("the model was loaded first"))
+    assert main(["batch", str(path), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert f"{path} is not UTF-8 text (byte 0xe9 at position 17" in err and "Traceback" not in err
+
+
+def test_an_existing_folder_of_someone_elses_gets_new_files_but_none_replaced(tiny, tmp_path, capsys):
+    path = write_prompts(tmp_path, "one\n")
+    out = tmp_path / "theirs"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert main(["batch", str(path), "--out", str(out), "--model", str(tiny), *OPTIONS]) == 0
+    (name,) = videos(out)
+    (out / name.replace(".mp4", ".json")).unlink()  # as if interrupted between the video and its sidecar
+    (out / name).write_bytes(b"someone's own file of that name")
+    assert main(["batch", str(path), "--out", str(out), "--model", str(tiny), *OPTIONS]) == 1
+    assert "exists in a folder t2vlab did not write" in capsys.readouterr().err
+    assert (out / name).read_bytes() == b"someone's own file of that name"
+    assert not atomic.written_by_t2vlab(out) and (out / "notes.txt").read_text() == "mine"
+
+
+def test_a_rerun_removes_what_a_killed_run_left_and_keeps_a_live_writers_files(tiny, tmp_path):
+    path = write_prompts(tmp_path, "one\n")
+    out = tmp_path / "out"
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    out.mkdir()
+    dead = out / f".x.mp4{atomic.PARTIAL}{child.pid}@{atomic._host()}~a.mp4"  # kill -9 while encoding
+    live = out / f".y.mp4{atomic.PARTIAL}{os.getppid()}@{atomic._host()}~a.mp4"  # a concurrent batch, still encoding
+    for p in (dead, live):
+        p.write_bytes(b"half a video")
+    assert main(["batch", str(path), "--out", str(out), "--model", str(tiny), *OPTIONS]) == 0
+    assert not dead.exists() and live.exists() and len(videos(out)) == 1
 
 
 def test_two_processes_write_the_same_videos_as_one_each_once(tiny, tmp_path, capsys):

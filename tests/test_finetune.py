@@ -24,7 +24,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from t2vlab import TextToVideoPipeline
+from t2vlab import TextToVideoPipeline, atomic
 from t2vlab import finetune as ft
 from t2vlab.atomic import leftovers
 
@@ -61,27 +61,40 @@ def test_trains_and_resume_after_an_interruption_equals_the_uninterrupted_run(cl
         run(clips, tmp_path / "cut", "--steps", "5", "--state-every", "2")
     monkeypatch.setattr(ft, "step_draws", draws)
     assert run(clips, tmp_path / "cut", "--steps", "5", "--state-every", "2") == 2  # needs --resume
+    assert len((tmp_path / "cut" / "log.jsonl").read_text().splitlines()) == 3  # steps 1-3; state 2 is the last
     assert run(clips, tmp_path / "cut", "--steps", "5", "--state-every", "2", "--resume") == 0
     whole, resumed = lora(tmp_path / "whole"), lora(tmp_path / "cut")
     assert set(whole) == set(resumed)
     for k in whole:
         assert torch.equal(whole[k], resumed[k]), k
+    # the log tells the run's history once: step 3, logged before the interruption and again after the resume from
+    # state 2, appears once (it appeared twice), and the losses are the uninterrupted run's
+    assert (tmp_path / "cut" / "log.jsonl").read_text() == (out / "log.jsonl").read_text()
 
 
-def test_a_crash_while_writing_a_training_state_keeps_the_last_one(clips, tmp_path, monkeypatch):
-    save = torch.save
+@pytest.mark.parametrize("which", ["lora-finetune.safetensors", "optimizer.pt"])
+def test_a_full_disk_while_writing_a_training_state_says_so_and_keeps_the_last_one(clips, tmp_path, monkeypatch,
+                                                                                   capsys, which):
+    """The disk fills up while state 4 is written (the kernel's ENOSPC on the write of ``which``): the message
+    says so about that file (torch's own writer said "[enforce fail at inline_container.cc:672]"), state 2 stays,
+    no half-written folder is left, and --resume continues from state 2."""
+    write = Path.write_bytes
 
-    def fail_second(obj, path, *a, **kw):
-        if "state-0000004" in Path(path).parent.name:  # inside the temporary folder of state 4
-            raise OSError("disk full")
-        return save(obj, path, *a, **kw)
+    def full_disk(self, data):
+        if "state-0000004" in self.parent.name and self.name.startswith(f".{which}"):  # its temporary file
+            write(self, data[:len(data) // 2])
+            raise OSError(28, "No space left on device")
+        return write(self, data)
 
-    monkeypatch.setattr(ft.torch, "save", fail_second)
-    with pytest.raises(OSError, match="disk full"):
-        run(clips, tmp_path / "o", "--steps", "4", "--state-every", "2")
+    monkeypatch.setattr(Path, "write_bytes", full_disk)
+    assert run(clips, tmp_path / "o", "--steps", "4", "--state-every", "2") == 2
+    err = capsys.readouterr().err
+    assert f"no space left on the disk holding {tmp_path / 'o' / ft.STATES}" in err and "free some space" in err
+    assert f"{ft.STATES}/state-0000004/{which}" in err and "enforce fail" not in err
+    assert atomic.PARTIAL not in err  # the file's own name, not the temporary one it was written under
     assert [p.name for p in ft.training_states(tmp_path / "o")] == ["state-0000002"]
     assert not list((tmp_path / "o" / ft.STATES).iterdir())[1:]  # no half-written folder left
-    monkeypatch.setattr(ft.torch, "save", save)
+    monkeypatch.setattr(Path, "write_bytes", write)
     assert run(clips, tmp_path / "o", "--steps", "4", "--state-every", "2", "--resume") == 0
 
 
@@ -93,9 +106,8 @@ def test_a_crash_while_writing_the_data_cache_leaves_nothing_behind(clips, tmp_p
         raise OSError("disk full (simulated)")
 
     monkeypatch.setattr(ft.safetensors.torch, "save_file", half_then_fail)
-    with pytest.raises(OSError, match="disk full"):
-        run(clips, tmp_path / "o", "--steps", "1", "--state-every", "0")
-    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == []  # no cache, no temporary file
+    assert run(clips, tmp_path / "o", "--steps", "1", "--state-every", "0") == 2
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == [".t2vlab-written"]  # no cache, no temporary file
     monkeypatch.setattr(ft.safetensors.torch, "save_file", save)
     assert run(clips, tmp_path / "o", "--steps", "1", "--state-every", "0") == 0
     assert (tmp_path / "o" / "cache.safetensors").is_file() and not leftovers(tmp_path / "o")
@@ -201,3 +213,106 @@ def test_two_processes_under_accelerate_launch_equal_one_with_the_same_global_ba
     assert np.allclose(*losses, rtol=1e-5, atol=0)
     assert two.stdout.count("LoRA written to") == 1  # written once, by the main process
     assert "processes: 2" in two.stdout  # really two (a one-process run with batch 1 would differ above too)
+
+
+# ------------------------------------------------------------------------------------- resuming
+def test_resuming_with_other_settings_is_refused_naming_both_values_before_the_model_loads(clips, tmp_path,
+                                                                                           monkeypatch, capsys):
+    assert run(clips, tmp_path / "o", "--steps", "2", "--state-every", "1") == 0
+    monkeypatch.setattr(ft, "frozen_pipeline", lambda *a: pytest.fail("the model was loaded first"))
+    for flags, words in ((["--lora-rank", "8"], "--lora-rank 4 there, 8 now"),
+                         (["--train", "spatial"], "--train both there, spatial now"),
+                         (["--lora-alpha", "2"], "--lora-alpha 4.0 there, 2.0 now"),  # not given: the rank, 4
+                         (["--optimizer", "sgd"], "--optimizer adamw there, sgd now")):
+        assert run(clips, tmp_path / "o", "--steps", "3", "--resume", *flags) == 2
+        assert words in capsys.readouterr().err
+    monkeypatch.undo()
+    assert run(clips, tmp_path / "o", "--steps", "3", "--resume", "--lora-alpha", "4") == 0  # the same scale: resumes
+
+
+def test_a_training_state_that_does_not_fit_leaves_the_lora_and_the_optimizer_as_they_were(clips, tmp_path):
+    """An older state (no settings recorded) of another rank: refused naming the file and the tensor with both
+    shapes, after nothing was changed; then a fitting state loads whole."""
+    assert run(clips, tmp_path / "o", "--steps", "2", "--state-every", "1") == 0
+    state = ft.training_states(tmp_path / "o")[-1]
+    pipe = TextToVideoPipeline.from_pretrained("tiny")
+    args = ft.parse_args(["--data", str(clips), "--out", str(tmp_path / "p"), *ARGS, "--lora-rank", "8"])
+    _, params = ft.add_trained_adapters(pipe.unet, args)
+    optimizer = ft.make_optimizer(params, args)
+    optimizer.zero_grad()
+    for p in params:
+        p.grad = torch.ones_like(p)
+    optimizer.step()  # an optimizer with state, to see that it is kept
+    before = ([p.detach().clone() for p in params], json.dumps(str(optimizer.state_dict())))
+    with pytest.raises(ft.DataError, match=r"lora-finetune\.safetensors does not fit .*lora_A\.weight: \(4, \d+\) in "
+                                           r"the file, \(8, \d+\) in this run"):
+        ft.load_training_state(state, pipe.unet, optimizer)
+    assert all(torch.equal(a, b) for a, b in zip(before[0], params))
+    assert json.dumps(str(optimizer.state_dict())) == before[1]
+    pipe4 = TextToVideoPipeline.from_pretrained("tiny")
+    args4 = ft.parse_args(["--data", str(clips), "--out", str(tmp_path / "p"), *ARGS])
+    _, params4 = ft.add_trained_adapters(pipe4.unet, args4)
+    assert ft.load_training_state(state, pipe4.unet, ft.make_optimizer(params4, args4))[0] == 2
+    saved = load_file(str(state / "lora-finetune.safetensors"))
+    assert all(torch.equal(saved[k], v) for k, v in ft.lora_state_dict(pipe4.unet, ft.ADAPTER).items())
+
+
+# ------------------------------------------------------------------------------------- the output folder
+def test_out_naming_a_file_or_a_folder_t2vlab_did_not_write_is_refused_first(clips, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(ft, "frozen_pipeline", lambda *a: pytest.fail("the model was loaded first"))
+    (tmp_path / "a-file").write_text("mine")
+    with pytest.raises(SystemExit) as e:
+        run(clips, tmp_path / "a-file", "--steps", "1")
+    assert e.value.code == 2 and "--out" in capsys.readouterr().err
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "pytorch_lora_weights.safetensors").write_text("someone else's LoRA")
+    assert run(clips, theirs, "--steps", "1") == 2
+    assert "t2vlab did not write" in capsys.readouterr().err
+    assert (theirs / "pytorch_lora_weights.safetensors").read_text() == "someone else's LoRA"
+    for inside in (clips, clips / "out"):
+        with pytest.raises(SystemExit):
+            run(clips, inside, "--steps", "1")
+        assert "the input" in capsys.readouterr().err
+
+
+def test_a_rerun_removes_only_what_a_killed_run_left(clips, tmp_path):
+    out = tmp_path / "o"
+    assert run(clips, out, "--steps", "1", "--state-every", "1") == 0
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    dead = out / ft.STATES / f".state-0000009{atomic.PARTIAL}{child.pid}@{atomic._host()}~x"  # kill -9 mid-write
+    dead.mkdir()
+    (dead / "optimizer.pt").write_bytes(b"half")
+    alive = out / f".loss.png{atomic.PARTIAL}{os.getpid()}@{atomic._host()}~y.png"  # a live writer's (this one)
+    alive.write_bytes(b"being written")
+    (out / "notes.txt").write_text("mine")
+    assert run(clips, out, "--steps", "2", "--state-every", "1", "--resume") == 0
+    assert not dead.exists() and alive.exists() and (out / "notes.txt").read_text() == "mine"
+
+
+# ------------------------------------------------------------------------------------- captions and seeds
+def test_captions_blank_with_a_bom_or_not_utf8(clips, tmp_path, capsys):
+    data = shutil.copytree(clips, tmp_path / "data")
+    for txt in data.glob("*.txt"):
+        txt.write_text("  \n")
+    assert run(data, tmp_path / "o1", "--steps", "1", "--state-every", "0") == 2
+    assert "all 4 captions are blank" in capsys.readouterr().err
+    assert run(data, tmp_path / "o2", "--steps", "1", "--state-every", "0", "--caption-dropout", "1") == 0
+    shutil.copy(clips / "c0.txt", data / "c0.txt")
+    with pytest.warns(UserWarning, match="3 of 4 captions are blank"):
+        assert run(data, tmp_path / "o3", "--steps", "1", "--state-every", "0") == 0
+    (data / "c1.txt").write_bytes("\ufeffa red circle".encode("utf-8"))  # Notepad's UTF-8 starts with a BOM
+    assert ft.find_clips(data)[1].caption == "a red circle"
+    (data / "c2.txt").write_bytes("un cercle rouge, été".encode("latin-1"))
+    assert run(data, tmp_path / "o4", "--steps", "1") == 2
+    err = capsys.readouterr().err
+    assert f"{data / 'c2.txt'} is not UTF-8 text (byte 0xe9" in err and "Traceback" not in err
+
+
+def test_any_seed_up_to_2_64_trains_and_beyond_is_refused_naming_the_seed(clips, tmp_path, capsys):
+    draws = ft.step_draws(7, 2**64 - 1, 4, 2, (4, 4, 4, 4), 1000, 0.0)  # (seed * 1000003 + step) wraps, never overflows
+    assert draws["index"].shape == (2,)
+    with pytest.raises(SystemExit):
+        run(clips, tmp_path / "o", "--seed", str(2**64))
+    assert "argument --seed: must be an integer in [0, 18446744073709551615]" in capsys.readouterr().err

@@ -428,6 +428,16 @@ def test_export_to_video_does_not_overwrite_unless_asked(tmp_path):
     assert target.read_bytes() == b"keep"
 
 
+def test_every_test_the_docs_name_as_holding_a_promise_exists():
+    """docs/reliability.md says which test holds each promise: each named test is a test function in tests/."""
+    import re
+
+    named = set(re.findall(r"`(test_\w+)`", (ROOT / "docs" / "reliability.md").read_text()))
+    sources = "\n".join(p.read_text() for p in (ROOT / "tests").rglob("test_*.py"))
+    defined = set(re.findall(r"^\s*def (test_\w+)", sources, re.M))
+    assert len(named) > 30 and not named - defined, sorted(named - defined)
+
+
 def test_documented_exceptions_are_what_the_docs_list():
     doc = (ROOT / "docs" / "reliability.md").read_text()
     for exc in DOCUMENTED + (CheckpointError,):
@@ -460,3 +470,27 @@ def test_scheduler_config_sizes_are_bounded():
 
     with pytest.raises(ValueError, match="num_train_timesteps"):
         t2vlab.DDIMScheduler.from_config({**t2vlab.configs.SCHEDULER, "num_train_timesteps": 10**9})
+
+
+# ------------------------------------------------------------------------------- zero is not "the default"
+@pytest.mark.parametrize("command", [[], ["batch", "PROMPTS", "--out", "OUT"], ["finetune", "--data", "DATA", "--out",
+                                                                                  "OUT"]])
+@pytest.mark.parametrize("flag", ["--steps", "--frames", "--size"])
+def test_a_zero_count_is_refused_by_every_command_never_read_as_the_default(command, flag, tmp_path, capsys,
+                                                                            monkeypatch):
+    """``--steps 0``, ``--frames 0``, ``--size 0``: the argument parser's error naming the flag (exit 2), before any
+    model loads, on the main CLI, ``batch`` and ``finetune``. (``batch`` read ``args.steps or default``: a 0 became
+    the checkpoint's 25 steps, its 16 frames, its size.)"""
+    from t2vlab import __main__ as cli
+    from t2vlab import finetune as ft
+    from tests.helpers import exit_code
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle\n")
+    (tmp_path / "data").mkdir()
+    monkeypatch.setattr(cli, "load", lambda *a: pytest.fail("the model was loaded first"))
+    monkeypatch.setattr(ft, "frozen_pipeline", lambda *a: pytest.fail("the model was loaded first"))
+    paths = {"PROMPTS": str(prompts), "OUT": str(tmp_path / "out"), "DATA": str(tmp_path / "data")}
+    argv = [paths.get(a, a) for a in command] or ["a red circle", "--out", str(tmp_path / "v.gif")]
+    assert exit_code(cli.main, [*argv, flag, "0"]) == 2
+    assert f"argument {flag}: " in capsys.readouterr().err
