@@ -13,6 +13,8 @@ original ModelScope layout (configuration.json + .pth/.bin files) once in the pu
 python -m t2vlab finetune --data CLIPS --out DIR [...] — train a LoRA on your own captioned clips
 (``t2vlab.finetune``; ``python -m t2vlab finetune --help``).
 
+python -m t2vlab distill --out DIR [...] — distil a model into a LoRA that samples in 4 steps (``t2vlab.distill``).
+
 Without --model: the real checkpoint (damo-vilab/text-to-video-ms-1.7b, fp16) when a CUDA GPU is
 present and the weights can be had (downloaded or in the Hub cache), else the embedded toy one: a
 tiny model of the same architecture that t2vlab trained on coloured shapes ("a red circle moving
@@ -50,12 +52,15 @@ import torch
 from .batch import batch
 from .checks import cli, integer, number, positive_int, seed
 from .compiled import COMPILE_MODES
+from .distill import main as distill_main
 from .finetune import main as finetune_main
 from .guards import check_strength
+from .lora_files import LoRAError
 from .original import convert_original
 from .os_errors import explain
 from .pipeline import TextToVideoPipeline
 from .schedulers import SCHEDULER_NAMES, from_name
+from .techniques.consistency import add_guidance_embedding
 from .techniques.prompt_weighting import SYNTAXES
 from .video import export_to_video, inspect_video_file, open_image
 from .video_to_video import VideoToVideoPipeline, resize_video
