@@ -191,10 +191,22 @@ def lora_source(text):
 
 
 def load_loras(pipe, args):
-    """--lora: each source loaded as its own adapter, in the order given (LoRAError, a ValueError, names a bad one)."""
+    """--lora: each source loaded as its own adapter, in the order given (LoRAError, a ValueError, names a bad one).
+    T2V-Turbo's list file, made for a UNet with a guidance embedding, first gives the UNet one (its ``cond_proj``
+    drawn from a fixed seed, as T2V-Turbo's own code draws it at random: only the LoRA's delta is in the file)."""
     for text in args.lora:
         source, subfolder = lora_source(text)
-        name = pipe.load_lora_weights(source, subfolder=subfolder, weight_name=args.lora_weight_name)
+        try:
+            name = pipe.load_lora_weights(source, subfolder=subfolder, weight_name=args.lora_weight_name)
+        except LoRAError as e:
+            if e.guidance_embedding_dim is None:
+                raise
+            add_guidance_embedding(pipe.unet, e.guidance_embedding_dim)
+            width = pipe.unet.time_embedding.cond_proj.out_features
+            print(f"t2vlab: {text} is made for a UNet with a guidance embedding: gave this one "
+                  f"time_embedding.cond_proj ({e.guidance_embedding_dim} -> {width}, drawn from seed 0; the file "
+                  f"holds only its LoRA)")
+            name = pipe.load_lora_weights(source, subfolder=subfolder, weight_name=args.lora_weight_name)
         print(f"t2vlab: LoRA {text} loaded as adapter {name!r}")
 
 
@@ -314,6 +326,8 @@ def main(argv=None):
         return convert(argv[1:])
     if argv[:1] == ["finetune"]:  # LoRA fine-tuning on your clips (t2vlab.finetune)
         return finetune_main(argv[1:])
+    if argv[:1] == ["distill"]:  # consistency distillation into a few-step LoRA (t2vlab.distill)
+        return distill_main(argv[1:])
     if argv[:1] == ["batch"]:  # (a prompt that is the word "batch": python -m t2vlab -- batch)
         return batch(argv[1:], load, prepare)
     args = parse_args(argv)
