@@ -219,6 +219,7 @@ def train(args):
     optimizer = ft.make_optimizer(params, args)
     adapters = (STUDENT, TARGET)
     step, losses = ft.resume_latest_state(out, pipe.unet, optimizer, adapters) if args.resume else (0, [])
+    first_step = step
     scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     module = ConsistencyDistillation(pipe.unet, scheduler.alphas_cumprod, args.num_ddim_timesteps, args.guidance_scale,
                                      args.timestep_scaling, args.loss, args.huber_c)
@@ -244,7 +245,8 @@ def train(args):
     if accelerator.is_main_process:
         times = {"wall_seconds": round(time.time() - wall, 1), "cpu_seconds": round(time.process_time() - cpu, 1),
                  "torch_threads": torch.get_num_threads(), "load_average_at_start": round(load, 2),
-                 "load_average_at_end": round(os.getloadavg()[0], 2), "processes": accelerator.num_processes}
+                 "load_average_at_end": round(os.getloadavg()[0], 2), "processes": accelerator.num_processes,
+                 "from_step": first_step, "to_step": step}
         write_results(out, pipe.unet, losses, step, args, times)
     accelerator.wait_for_everyone()
     accelerator.end_training()
@@ -275,16 +277,31 @@ def sampling_settings(args) -> dict:
 
 
 def write_results(out, unet, losses, step, args, times):
-    """The student LoRA, the loss curve and training.json (the command, the settings to sample with, the times)."""
+    """The student LoRA, the loss curve and training.json: the settings to sample with, and every run that made
+    the student (a resumed run adds itself to the runs before it; the first run's command set the settings), with
+    the total times."""
     save_lora_file(out / LORA_WEIGHT_NAME, lora_state_dict(unet, STUDENT), adapter_config(unet, STUDENT))
     if losses:
         ft.plot_losses(losses, out / "loss.png")
-    record = {"command": args.command, "teacher": args.model, "recommended": sampling_settings(args),
+    runs = previous_runs(out) if args.resume else []
+    runs.append({"command": args.command, **times})
+    record = {"command": runs[0]["command"], "teacher": args.model, "recommended": sampling_settings(args),
               "steps": step, "settings": {k: v for k, v in sorted(vars(args).items()) if k != "command"},
-              "torch": torch.__version__, **times}
+              "torch": torch.__version__, "wall_seconds": round(sum(r["wall_seconds"] for r in runs), 1),
+              "cpu_seconds": round(sum(r["cpu_seconds"] for r in runs), 1), "torch_threads": times["torch_threads"],
+              "runs": runs}
     write_text(out / "training.json", json.dumps(record, indent=2) + "\n")
     print(f"student LoRA written to {out / LORA_WEIGHT_NAME} ({step} steps, {times['wall_seconds']} s wall, "
           f"{times['cpu_seconds']} s CPU); sample it with LCM, 4 steps, guidance 1.0")
+
+
+def previous_runs(out) -> list:
+    """The runs an earlier, finished run of this folder recorded in its training.json (none if it has none: a run
+    stopped before its end writes none, and its time is not counted)."""
+    try:
+        return list(json.loads((out / "training.json").read_text(encoding="utf-8")).get("runs", []))
+    except (OSError, ValueError):
+        return []
 
 
 # ------------------------------------------------------------------------------------- using a student

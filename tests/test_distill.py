@@ -64,12 +64,18 @@ def test_distill_runs_and_resume_after_an_interruption_equals_the_uninterrupted_
     assert run(tmp_path / "cut", "--steps", "5", "--state-every", "2") == 2  # needs --resume
     assert run(tmp_path / "cut", "--steps", "5", "--state-every", "2", "--resume") == 0
     resumed = load_file(str(tmp_path / "cut" / "pytorch_lora_weights.safetensors"))
+    assert len(json.loads((tmp_path / "cut" / "training.json").read_text())["runs"]) == 1  # the cut run wrote none
     assert set(student) == set(resumed)
     for k in student:
         assert torch.equal(student[k], resumed[k]), k
     for name in ("lora-student.safetensors", "lora-target.safetensors"):  # the EMA continued exactly too
         a, b = load_file(str(state / name)), load_file(str(ft.training_states(tmp_path / "cut")[-1] / name))
         assert all(torch.equal(a[k], b[k]) for k in a), name
+    assert run(tmp_path / "whole", "--steps", "6", "--state-every", "2", "--resume") == 0  # a finished run, longer
+    runs = json.loads((out / "training.json").read_text())
+    assert [(r["from_step"], r["to_step"]) for r in runs["runs"]] == [(0, 5), (5, 6)] and runs["steps"] == 6
+    assert runs["wall_seconds"] == round(sum(r["wall_seconds"] for r in runs["runs"]), 1)
+    assert runs["command"].endswith("--state-every 2")  # the first run's
 
 
 def test_bad_settings_are_refused_by_name(tmp_path, capsys):
