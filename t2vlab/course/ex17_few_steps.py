@@ -70,7 +70,7 @@ def check_teacher_step(fn):
 def consistency_function(x, eps, t, abar, timestep_scaling=10.0):
     """f(x, t) = c_skip(t) x + c_out(t) x0, x0 = (x - sqrt(1 - abar) eps) / sqrt(abar): x, eps (B, C, F, h, w);
     t (B,) timesteps; abar (B, 1, 1, 1, 1). Returns f (B, C, F, h, w)."""
-    c_skip, c_out = package_scalings(t.float().reshape(-1, 1, 1, 1, 1), timestep_scaling)
+    c_skip, c_out = boundary_scalings(t.float().reshape(-1, 1, 1, 1, 1), timestep_scaling)  # yours, from above
     x0 = (x - (1 - abar).sqrt() * eps) / abar.sqrt()
     return c_skip * x + c_out * x0
 
