@@ -13,6 +13,8 @@ original ModelScope layout (configuration.json + .pth/.bin files) once in the pu
 python -m t2vlab finetune --data CLIPS --out DIR [...] — train a LoRA on your own captioned clips
 (``t2vlab.finetune``; ``python -m t2vlab finetune --help``).
 
+python -m t2vlab distill --out DIR [...] — distil a model into a LoRA that samples in 4 steps (``t2vlab.distill``).
+
 Without --model: the real checkpoint (damo-vilab/text-to-video-ms-1.7b, fp16) when a CUDA GPU is
 present and the weights can be had (downloaded or in the Hub cache), else the embedded toy one: a
 tiny model of the same architecture that t2vlab trained on coloured shapes ("a red circle moving
@@ -50,12 +52,15 @@ import torch
 from .batch import FPS, batch
 from .checks import cli, integer, number, positive_int, seed
 from .compiled import COMPILE_MODES
+from .distill import main as distill_main
 from .finetune import main as finetune_main
 from .guards import check_strength
+from .lora_files import LoRAError
 from .original import convert_original
 from .os_errors import explain
 from .pipeline import TextToVideoPipeline
 from .schedulers import SCHEDULER_NAMES, from_name
+from .techniques.consistency import add_guidance_embedding
 from .techniques.prompt_weighting import SYNTAXES
 from .video import export_to_video, inspect_video_file, open_image
 from .video_to_video import VideoToVideoPipeline, resize_video
@@ -183,10 +188,22 @@ def lora_source(text):
 
 
 def load_loras(pipe, args):
-    """--lora: each source loaded as its own adapter, in the order given (LoRAError, a ValueError, names a bad one)."""
+    """--lora: each source loaded as its own adapter, in the order given (LoRAError, a ValueError, names a bad one).
+    T2V-Turbo's list file, made for a UNet with a guidance embedding, first gives the UNet one (its ``cond_proj``
+    drawn from a fixed seed, as T2V-Turbo's own code draws it at random: only the LoRA's delta is in the file)."""
     for text in args.lora:
         source, subfolder = lora_source(text)
-        name = pipe.load_lora_weights(source, subfolder=subfolder, weight_name=args.lora_weight_name)
+        try:
+            name = pipe.load_lora_weights(source, subfolder=subfolder, weight_name=args.lora_weight_name)
+        except LoRAError as e:
+            if e.guidance_embedding_dim is None:
+                raise
+            add_guidance_embedding(pipe.unet, e.guidance_embedding_dim)
+            width = pipe.unet.time_embedding.cond_proj.out_features
+            print(f"t2vlab: {text} is made for a UNet with a guidance embedding: gave this one "
+                  f"time_embedding.cond_proj ({e.guidance_embedding_dim} -> {width}, drawn from seed 0; the file "
+                  f"holds only its LoRA)")
+            name = pipe.load_lora_weights(source, subfolder=subfolder, weight_name=args.lora_weight_name)
         print(f"t2vlab: LoRA {text} loaded as adapter {name!r}")
 
 
@@ -306,6 +323,8 @@ def main(argv=None):
         return convert(argv[1:])
     if argv[:1] == ["finetune"]:  # LoRA fine-tuning on your clips (t2vlab.finetune)
         return finetune_main(argv[1:])
+    if argv[:1] == ["distill"]:  # consistency distillation into a few-step LoRA (t2vlab.distill)
+        return distill_main(argv[1:])
     if argv[:1] == ["batch"]:  # (a prompt that is the word "batch": python -m t2vlab -- batch)
         return batch(argv[1:], load, prepare)
     args = parse_args(argv)

@@ -502,16 +502,20 @@ def resume_latest_state(out, unet, optimizer, adapters):
     return load_training_state(found[-1], unet, optimizer, adapters)
 
 
-def optimizer_step(step, model, optimizer, scheduler, data, accelerator, args) -> float:
+def optimizer_step(step, model, optimizer, scheduler, data, accelerator, args, loss_of=None, timesteps=None) -> float:
     """One optimizer step: ``--gradient-accumulation`` micro-steps, each this process's share of the global
-    batch that (--seed, micro-step) draws; returns the loss averaged over processes and micro-steps."""
+    batch that (--seed, micro-step) draws; returns the loss averaged over processes and micro-steps.
+    Another trainer shares it (``t2vlab.distill``) by giving its own ``loss_of(model, scheduler, data, draws)``
+    (default: --train's loss) and ``timesteps``, how many the draws' "t" picks from (default: the scheduler's
+    training timesteps)."""
     world, rank, batch = accelerator.num_processes, accelerator.process_index, args.batch_size
-    loss_of = motion_director_loss if args.train == "motion" else diffusion_loss
+    if loss_of is None:
+        loss_of = motion_director_loss if args.train == "motion" else diffusion_loss
+    timesteps = scheduler.config.num_train_timesteps if timesteps is None else timesteps
     loss_sum = 0.0
     for micro in range(args.gradient_accumulation):
         draws = step_draws(step * args.gradient_accumulation + micro, args.seed, len(data["latents"]),
-                           world * batch, data["latents"].shape[1:], scheduler.config.num_train_timesteps,
-                           args.caption_dropout)
+                           world * batch, data["latents"].shape[1:], timesteps, args.caption_dropout)
         mine = {k: v[rank * batch:(rank + 1) * batch].to(accelerator.device) for k, v in draws.items()}
         with accelerator.accumulate(model), accelerator.autocast():
             loss = loss_of(model, scheduler, data, mine)

@@ -447,22 +447,25 @@ def list_pairs(model, tensors, source="LoRA") -> dict[str, Pair]:
     if len(tensors) % 2:
         raise LoRAError(f"{source}: {len(tensors)} tensors, an odd number; T2V-Turbo's list holds (up, down) pairs")
     if len(tensors) // 2 != len(layers):
+        dim = guidance_embedding_dim(model, tensors, len(layers))
+        hint = "" if dim is None else (
+            f": one pair more, for a guidance embedding (time_embedding.cond_proj) this UNet does not have. "
+            f"T2V-Turbo's UNet has one (time_cond_proj_dim={dim}); give this UNet one first: "
+            f"t2vlab.techniques.consistency.add_guidance_embedding(pipe.unet, {dim})")
         raise LoRAError(f"{source}: {len(tensors) // 2} (up, down) pairs, but this {type(model).__name__} has "
-                        f"{len(layers)} Linear/Conv2d/Conv3d layers{guidance_hint(model, tensors, len(layers))}")
+                        f"{len(layers)} Linear/Conv2d/Conv3d layers{hint}", guidance_embedding_dim=dim)
     return {path: Pair(f"item {2 * i + 1} (down)", tensors[2 * i + 1], f"item {2 * i} (up)", tensors[2 * i])
             for i, path in enumerate(layers)}
 
 
-def guidance_hint(model, tensors, n_layers) -> str:
-    """What to do when a list file has one pair more than a UNet without a guidance embedding: T2V-Turbo's."""
+def guidance_embedding_dim(model, tensors, n_layers) -> int | None:
+    """The width of the guidance embedding a list file was made for, when it has one pair more than this UNet
+    without one (T2V-Turbo's: its pair 2 is time_embedding.cond_proj, Linear(dim -> ...)); else None."""
     config = getattr(model, "config", None)
     if len(tensors) // 2 != n_layers + 1 or getattr(config, "time_cond_proj_dim", 0) is not None:
-        return ""
-    down = tensors[5] if len(tensors) > 5 else None  # pair 2: time_embedding.cond_proj, Linear(dim -> ...)
-    dim = down.shape[1] if isinstance(down, torch.Tensor) and down.ndim == 2 else 256
-    return (f": one pair more, for a guidance embedding (time_embedding.cond_proj) this UNet does not have. "
-            f"T2V-Turbo's UNet has one (time_cond_proj_dim={dim}); give this UNet one first: "
-            f"t2vlab.techniques.consistency.add_guidance_embedding(pipe.unet, {dim})")
+        return None
+    down = tensors[5] if len(tensors) > 5 else None
+    return down.shape[1] if isinstance(down, torch.Tensor) and down.ndim == 2 else 256
 
 
 def check_pair(model, path, pair, settings, source):

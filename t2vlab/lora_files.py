@@ -55,7 +55,13 @@ LAYER_NAME_CHARACTERS = frozenset(string.ascii_letters + string.digits + "_.")
 
 
 class LoRAError(ValueError):
-    """A LoRA file or setting that does not fit this model, naming the file and the key, layer or argument."""
+    """A LoRA file or setting that does not fit this model, naming the file and the key, layer or argument.
+    ``guidance_embedding_dim``: set when the file is T2V-Turbo's and fits once the UNet has a guidance embedding of
+    that width (``techniques.consistency.add_guidance_embedding``), so that a caller may give it one and retry."""
+
+    def __init__(self, message, guidance_embedding_dim=None):
+        super().__init__(message)
+        self.guidance_embedding_dim = guidance_embedding_dim
 
 
 # ------------------------------------------------------------------------------------ the settings

@@ -468,3 +468,58 @@ def changes_over_the_previous(features):
 
 MISTAKES["15.changes"] = [(changes_absolute, "without dividing by the feature's own size"),
                           (changes_over_the_previous, "previous step's feature")]
+
+
+# ---------------------------------------------------------------------------------- 17: few steps
+def scalings_without_timestep_scaling(t, timestep_scaling=10.0, sigma_data=0.5):
+    return sigma_data**2 / (t**2 + sigma_data**2), t / (t**2 + sigma_data**2) ** 0.5
+
+
+def scalings_swapped(t, timestep_scaling=10.0, sigma_data=0.5):
+    u = timestep_scaling * t
+    return u / (u**2 + sigma_data**2) ** 0.5, sigma_data**2 / (u**2 + sigma_data**2)
+
+
+def scalings_as_song(t, timestep_scaling=10.0, sigma_data=0.5):
+    u = timestep_scaling * t
+    return sigma_data**2 / (u**2 + sigma_data**2), sigma_data * u / (u**2 + sigma_data**2) ** 0.5
+
+
+MISTAKES["17.boundary_scalings"] = [(scalings_without_timestep_scaling, "without the timestep scaling"),
+                                    (scalings_swapped, "c_skip and c_out swapped"),
+                                    (scalings_as_song, "Song et al.'s c_out")]
+
+
+def teacher_step_lcm_guidance(x, eps_uncond, eps_cond, w, abar_start, abar_end):
+    eps = eps_cond + w * (eps_cond - eps_uncond)
+    x0 = (x - (1 - abar_start).sqrt() * eps) / abar_start.sqrt()
+    return abar_end.sqrt() * x0 + (1 - abar_end).sqrt() * eps
+
+
+def teacher_step_to_x0(x, eps_uncond, eps_cond, w, abar_start, abar_end):
+    eps = eps_uncond + w * (eps_cond - eps_uncond)
+    return (x - (1 - abar_start).sqrt() * eps) / abar_start.sqrt()
+
+
+def teacher_step_unguided(x, eps_uncond, eps_cond, w, abar_start, abar_end):
+    x0 = (x - (1 - abar_start).sqrt() * eps_cond) / abar_start.sqrt()
+    return abar_end.sqrt() * x0 + (1 - abar_end).sqrt() * eps_cond
+
+
+MISTAKES["17.teacher_step"] = [(teacher_step_lcm_guidance, "LCM's guidance form"),
+                               (teacher_step_to_x0, "stopping at x0"),
+                               (teacher_step_unguided, "without guidance")]
+
+
+def consistency_without_skip(x, eps, t, abar, timestep_scaling=10.0):
+    return (x - (1 - abar).sqrt() * eps) / abar.sqrt()
+
+
+def consistency_swapped(x, eps, t, abar, timestep_scaling=10.0):
+    u = timestep_scaling * t.float().reshape(-1, 1, 1, 1, 1)
+    c_skip, c_out = 0.25 / (u**2 + 0.25), u / (u**2 + 0.25) ** 0.5
+    return c_out * x + c_skip * (x - (1 - abar).sqrt() * eps) / abar.sqrt()
+
+
+MISTAKES["17.consistency_function"] = [(consistency_without_skip, "the x0 estimate alone"),
+                                       (consistency_swapped, "c_skip and c_out swapped")]

@@ -166,3 +166,18 @@ def exit_code(main, argv) -> int:
         return main(argv)
     except SystemExit as e:
         return e.code
+
+
+def turbo_list(unet, seed=2, rank=32):
+    """The list T2V-Turbo's ``save_lora_weight`` writes: [up, down] per layer in its order, as float32 Parameters,
+    the rank clamped to the layer's width as their LoraInjected* layers clamp it."""
+    from t2vlab.lora import list_layers
+
+    g, tensors = torch.Generator().manual_seed(seed), []
+    for path in list_layers(unet):
+        w = unet.get_submodule(path).weight
+        r = min(rank, w.shape[0], w.shape[1])
+        up = torch.nn.Parameter(0.05 * torch.randn(w.shape[0], r, *[1] * (w.ndim - 2), generator=g))
+        down = torch.nn.Parameter(0.05 * torch.randn(r, *w.shape[1:], generator=g))
+        tensors += [up.to("cpu").to(torch.float32), down.to("cpu").to(torch.float32)]
+    return tensors

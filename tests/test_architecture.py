@@ -29,7 +29,8 @@ LAYERS = [
                     "t2vlab.pipeline",
                     "t2vlab.video_to_video", "t2vlab.lora_loading"]),
     ("what people run", ["t2vlab.notebook", "t2vlab.course", "t2vlab.widgets", "t2vlab.toy", "t2vlab.batch",
-                         "t2vlab.finetune", "t2vlab.motion_director", "t2vlab.launcher", "t2vlab.__main__"]),
+                         "t2vlab.finetune", "t2vlab.motion_director", "t2vlab.launcher", "t2vlab.distill",
+                         "t2vlab.__main__"]),
 ]
 LAZY_OK = {"transformers", "huggingface_hub", "matplotlib", "PIL", "imageio", "imageio_ffmpeg", "IPython"}
 

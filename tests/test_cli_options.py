@@ -12,6 +12,8 @@ import torch
 from t2vlab import TextToVideoPipeline
 from t2vlab.__main__ import lora_source, main
 from t2vlab.lora import add_lora, lora_layers, lora_targets
+from t2vlab.techniques.consistency import add_guidance_embedding
+from tests.helpers import turbo_list
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TINY = ["--model", "tiny", "--steps", "2", "--frames", "4", "--size", "32"]
@@ -75,6 +77,21 @@ def test_lora_changes_the_video_and_scale_zero_is_the_plain_model(tmp_path, lora
     named = video(tmp_path, "named", "a red square", "--lora", str(lora_folder),
                   "--lora-weight-name", "pytorch_lora_weights.safetensors")
     assert named == with_lora
+
+
+def test_a_t2v_turbo_list_gives_the_unet_its_guidance_embedding_first(tmp_path, capsys):
+    """T2V-Turbo's file has one (up, down) pair more than a UNet without a guidance embedding (its cond_proj): the
+    CLI gives the UNet one (seeded), says so, and the LoRA then acts; the same list without the embedding's pair is
+    an ordinary LoRA that fits as it is (nothing added)."""
+    pipe = TextToVideoPipeline.from_pretrained("tiny")
+    add_guidance_embedding(pipe.unet, 16)
+    torch.save(turbo_list(pipe.unet, rank=2), tmp_path / "unet_lora.pt")
+    plain = video(tmp_path, "plain", "a red square")
+    turbo = video(tmp_path, "turbo", "a red square", "--lora", str(tmp_path / "unet_lora.pt"))
+    out = capsys.readouterr().out
+    assert "gave this one time_embedding.cond_proj (16 -> 32, drawn from seed 0" in out and turbo != plain
+    # the same file twice gives the same video: the embedding is drawn from a fixed seed
+    assert video(tmp_path, "again", "a red square", "--lora", str(tmp_path / "unet_lora.pt")) == turbo
 
 
 def test_a_lora_that_cannot_be_read_is_a_message(tmp_path, capsys):

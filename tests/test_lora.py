@@ -42,7 +42,7 @@ from t2vlab.lora import (
 from t2vlab.lora_files import METADATA_KEY, read_lora_file
 from t2vlab.techniques.consistency import add_guidance_embedding
 from t2vlab.weights import TINY_UNET
-from tests.helpers import CreatesAFile, fails_half_way, hub_cache, rel_err
+from tests.helpers import CreatesAFile, fails_half_way, hub_cache, rel_err, turbo_list
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -343,19 +343,6 @@ def test_a_peft_folder_from_the_hub_cache_gives_mcms_recommended_settings(pipe, 
 def turbo_unet():
     torch.manual_seed(0)
     return add_guidance_embedding(UNet3DConditionModel.from_config(TINY_UNET).eval(), 16)
-
-
-def turbo_list(unet, seed=2, rank=32):
-    """The list T2V-Turbo's ``save_lora_weight`` writes: [up, down] per layer in its order, as float32 Parameters,
-    the rank clamped to the layer's width as their LoraInjected* layers clamp it."""
-    g, tensors = torch.Generator().manual_seed(seed), []
-    for path in list_layers(unet):
-        w = unet.get_submodule(path).weight
-        r = min(rank, w.shape[0], w.shape[1])
-        up = nn.Parameter(0.05 * torch.randn(w.shape[0], r, *[1] * (w.ndim - 2), generator=g))
-        down = nn.Parameter(0.05 * torch.randn(r, *w.shape[1:], generator=g))
-        tensors += [up.to("cpu").to(torch.float32), down.to("cpu").to(torch.float32)]
-    return tensors
 
 
 def test_a_t2v_turbo_list_file_merges_as_their_collapse_lora_does(turbo_unet, tmp_path):

@@ -62,6 +62,10 @@ LEARNING_PATH = {
                builds="LoRALinear's forward, the LoRA folded into the weight"),
     "15": dict(title="Speed: the compiled path, DeepCache, and a batch of prompts", kind="optional",
                prerequisites=["05", "06"], cpu_minutes=0.5, t4_minutes_estimate=None, builds=None),
+    "17": dict(title="Few steps: consistency models, and distilling the toy model yourself", kind="core",
+               prerequisites=["02", "06", "14"], cpu_minutes=None, t4_minutes_estimate=None,
+               builds="the boundary scalings c_skip and c_out, the consistency function, the teacher's guided DDIM "
+                      "step (the distillation's ODE solver)"),
 }
 
 

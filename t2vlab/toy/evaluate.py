@@ -184,11 +184,15 @@ def summarize(rows):
     return out
 
 
-def evaluate(pipe, seeds=(0,), steps=25, guidance_scale=None, combos=ALL_COMBOS, batch=48, **kwargs):
+def evaluate(pipe, seeds=(0,), steps=25, guidance_scale=None, combos=ALL_COMBOS, batch=48, scheduler="dpm++",
+             **kwargs):
     """Generate one video per caption and seed with DPM-Solver++ (``steps`` steps) and score them.
 
-    ``guidance_scale=None`` keeps the pipeline's default. Returns (rows, summary, videos)."""
-    pipe.scheduler = from_name("dpm++", pipe.scheduler.config)
+    ``guidance_scale=None`` keeps the pipeline's default. ``scheduler``: another sampler by name ("ddim",
+    "lcm", ...: ``schedulers.from_name``), or None to keep the pipeline's own (a distilled student's LCM with
+    its settings). Returns (rows, summary, videos)."""
+    if scheduler is not None:
+        pipe.scheduler = from_name(scheduler, pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     if guidance_scale is not None:
         kwargs["guidance_scale"] = guidance_scale
