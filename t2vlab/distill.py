@@ -201,12 +201,14 @@ def train(args):
     out = Path(args.out)
     accelerator = Accelerator(mixed_precision=args.mixed_precision,
                               gradient_accumulation_steps=args.gradient_accumulation, cpu=args.cpu)
-    ft.start_output_folder(out, accelerator, args.resume)
+    ft.check_processes(accelerator.num_processes, accelerator.distributed_type)  # N processes are one job, or stop
+    ft.start_output_folder(out, accelerator, args)
     pipe = ft.frozen_pipeline(args.model, accelerator.device)
     settings = pipe.recommended
     args.frames = args.frames or settings.num_frames
     args.size = args.size or settings.height
-    args.guidance_scale = settings.guidance_scale if args.guidance_scale is None else args.guidance_scale
+    w = settings.guidance_scale if args.guidance_scale is None else args.guidance_scale  # (None: the teacher's, kept
+    # as given in args, which a --resume compares before any model loads)
     if args.data is None:
         if accelerator.is_main_process:
             write_toy_clips(out / f"toy-clips-{args.toy_clips}-seed{args.seed}", args.toy_clips, args.seed)
@@ -220,8 +222,10 @@ def train(args):
     adapters = (STUDENT, TARGET)
     step, losses = ft.resume_latest_state(out, pipe.unet, optimizer, adapters) if args.resume else (0, [])
     first_step = step
+    if accelerator.is_main_process:
+        ft.write_log(out, losses)
     scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
-    module = ConsistencyDistillation(pipe.unet, scheduler.alphas_cumprod, args.num_ddim_timesteps, args.guidance_scale,
+    module = ConsistencyDistillation(pipe.unet, scheduler.alphas_cumprod, args.num_ddim_timesteps, w,
                                      args.timestep_scaling, args.loss, args.huber_c)
     model, optimizer = accelerator.prepare(module, optimizer)
     data = {k: v.to(accelerator.device) for k, v in data.items()}
@@ -246,7 +250,7 @@ def train(args):
         times = {"wall_seconds": round(time.time() - wall, 1), "cpu_seconds": round(time.process_time() - cpu, 1),
                  "torch_threads": torch.get_num_threads(), "load_average_at_start": round(load, 2),
                  "load_average_at_end": round(os.getloadavg()[0], 2), "processes": accelerator.num_processes,
-                 "from_step": first_step, "to_step": step}
+                 "from_step": first_step, "to_step": step, "teacher_guidance_scale": w}
         write_results(out, pipe.unet, losses, step, args, times)
     accelerator.wait_for_everyone()
     accelerator.end_training()
@@ -285,7 +289,8 @@ def write_results(out, unet, losses, step, args, times):
         ft.plot_losses(losses, out / "loss.png")
     runs = previous_runs(out) if args.resume else []
     runs.append({"command": args.command, **times})
-    record = {"command": runs[0]["command"], "teacher": args.model, "recommended": sampling_settings(args),
+    record = {"command": runs[0]["command"], "teacher": args.model,
+              "teacher_guidance_scale": times["teacher_guidance_scale"], "recommended": sampling_settings(args),
               "steps": step, "settings": {k: v for k, v in sorted(vars(args).items()) if k != "command"},
               "torch": torch.__version__, "wall_seconds": round(sum(r["wall_seconds"] for r in runs), 1),
               "cpu_seconds": round(sum(r["cpu_seconds"] for r in runs), 1), "torch_threads": times["torch_threads"],
@@ -360,7 +365,11 @@ def parse_args(argv=None):
     ap.add_argument("--on-bad-clip", choices=("stop", "skip"), default="stop")
     ap.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is there")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
-    ap.set_defaults(sample_every=0, caption_dropout=0.0, train="both")  # what finetune's shared pieces read
+    # what finetune's shared pieces read: no samples, no caption dropout, the student on both paths with their
+    # feed-forwards; and the distillation's own settings a --resume must keep as well as finetune's
+    ap.set_defaults(sample_every=0, caption_dropout=0.0, train="both", feed_forward=True,
+                    more_resume_settings=("num_ddim_timesteps", "guidance_scale", "timestep_scaling", "ema_decay",
+                                          "loss", "huber_c"))
     args = ap.parse_args(argv)
     try:
         number("--lr", args.lr, low=0, low_open=True)
@@ -381,8 +390,9 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         distill(args)
-    except (ft.DataError, FileNotFoundError) as e:
-        print(f"t2vlab distill: {e}", file=sys.stderr)
+    except (ft.DataError, ValueError, OSError, ft.LaunchError) as e:  # bad data or settings, a full disk
+        print(f"t2vlab distill: {ft.explain(e) if isinstance(e, OSError) and e.errno is not None else e}",
+              file=sys.stderr)
         return 2
     return 0
 

@@ -285,7 +285,7 @@ def training_states(out) -> list[Path]:
 def resume_settings(args) -> dict:
     """The ``RESUME_SETTINGS`` of a run, as they act: --lora-alpha not given is the rank (scale 1), so a run
     resumed with ``--lora-alpha R`` where it was left out is the same run."""
-    settings = {k: getattr(args, k) for k in RESUME_SETTINGS}
+    settings = {k: getattr(args, k) for k in (*RESUME_SETTINGS, *getattr(args, "more_resume_settings", ()))}
     settings["lora_alpha"] = float(args.lora_rank if args.lora_alpha is None else args.lora_alpha)
     return settings
 
@@ -299,7 +299,7 @@ def check_resumable(folder, args):
         raise DataError(f"--resume: {folder / 'state.json'} cannot be read ({e}); the training state is damaged: "
                         "remove that folder to resume from the one before") from None
     saved, now = state.get("settings") or {}, resume_settings(args)
-    differ = [f"--{k.replace('_', '-')} {saved[k]} there, {now[k]} now" for k in RESUME_SETTINGS
+    differ = [f"--{k.replace('_', '-')} {saved[k]} there, {now[k]} now" for k in now
               if k in saved and saved[k] != now[k]]
     if differ:
         raise DataError(f"--resume: the training state {folder} was made with other settings ({'; '.join(differ)}): "
@@ -406,8 +406,8 @@ def train(args):
     adapters, params = add_trained_adapters(pipe.unet, args)
     optimizer = make_optimizer(params, args)
     step, losses = resume_latest_state(out, pipe.unet, optimizer, adapters) if args.resume else (0, [])
-    if accelerator.is_main_process:  # the log holds the steps of this run's history, each once
-        write_text(out / "log.jsonl", "".join(json.dumps({"step": s, "loss": v}) + "\n" for s, v in losses))
+    if accelerator.is_main_process:
+        write_log(out, losses)
     model, optimizer = accelerator.prepare(DualPath(pipe.unet) if motion else pipe.unet, optimizer)
     scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     data = {k: v.to(accelerator.device) for k, v in data.items()}
@@ -500,6 +500,11 @@ def resume_latest_state(out, unet, optimizer, adapters):
     if not found:
         raise DataError(f"--resume: no training state in {out / STATES}")
     return load_training_state(found[-1], unet, optimizer, adapters)
+
+
+def write_log(out, losses):
+    """log.jsonl from the losses so far: the steps of this run's history, each once (a resume continues it)."""
+    write_text(out / "log.jsonl", "".join(json.dumps({"step": s, "loss": v}) + "\n" for s, v in losses))
 
 
 def optimizer_step(step, model, optimizer, scheduler, data, accelerator, args, loss_of=None, timesteps=None) -> float:

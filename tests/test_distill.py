@@ -44,6 +44,7 @@ def test_distill_runs_and_resume_after_an_interruption_equals_the_uninterrupted_
     record = json.loads((out / "training.json").read_text())
     assert record["recommended"]["scheduler"] == "lcm" and record["recommended"]["num_inference_steps"] == 4
     assert record["command"].startswith("python -m t2vlab distill --out") and record["steps"] == 5
+    assert record["teacher_guidance_scale"] == 9.0  # the tiny checkpoint's recommended guidance, as none was given
     assert len(list((out / "toy-clips-4-seed0").glob("clip*.txt"))) == 4  # the toy world's clips, as finetune reads
     student = load_file(str(out / "pytorch_lora_weights.safetensors"))
     assert any(k.endswith("lora_B.weight") and v.abs().max() > 0 for k, v in student.items())  # it learned
@@ -76,6 +77,14 @@ def test_distill_runs_and_resume_after_an_interruption_equals_the_uninterrupted_
     assert [(r["from_step"], r["to_step"]) for r in runs["runs"]] == [(0, 5), (5, 6)] and runs["steps"] == 6
     assert runs["wall_seconds"] == round(sum(r["wall_seconds"] for r in runs["runs"]), 1)
     assert runs["command"].endswith("--state-every 2")  # the first run's
+
+
+def test_a_resume_with_other_distillation_settings_is_refused_naming_them(tmp_path, capsys):
+    assert run(tmp_path / "out", "--steps", "1", "--state-every", "1") == 0
+    capsys.readouterr()
+    assert run(tmp_path / "out", "--steps", "2", "--resume", "--guidance-scale", "5", "--ema-decay", "0.5") == 2
+    err = capsys.readouterr().err
+    assert "--guidance-scale None there, 5.0 now" in err and "--ema-decay 0.95 there, 0.5 now" in err, err
 
 
 def test_bad_settings_are_refused_by_name(tmp_path, capsys):
