@@ -31,6 +31,7 @@ from . import (  # noqa: F401  (each module registers its notebook's exercises),
     ex12_free_noise,
     ex14_lora,
     ex15_speed,
+    ex18_directing,
 )
 from .core import EXERCISES, Exercise, ExerciseMistake, check, exercise, solution, solution_source
 
