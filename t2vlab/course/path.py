@@ -6,7 +6,9 @@ cpu_minutes: measured, the wall time of the notebook under nbmake (``python -m p
 filled with their solutions, as CI runs it) on the project's 2-core CPU machine, one notebook at a time, rounded to
 half a minute (2026-12-01: 20 s for 00, 14 s for 01, 30 s for 02, 12 s for 03, 14 s for 04, 13 s for 05, 42 s for
 06, 71 s for 07, 22 s for 08, 22 s for 09, 90 s for 10, 109 s for 11, 119 s for 12, 14 s for 13, 78 s for 14, 39 s
-for 15; 12 minutes in all). Writing the exercises takes the learner longer, of course.
+for 15; 12 minutes in all). 18 was measured later (2026-12-01) on the same machine while other jobs ran (load
+about 6 on the 2 cores): 187 s of wall time, 80 s of CPU time; 1.5 is the CPU time and the kernel's start, the
+wall time an unloaded machine would show. Writing the exercises takes the learner longer, of course.
 t4_minutes_estimate: an estimate, not a measurement (no T4 was at hand):
 on a GPU the notebooks load the real 1.7 B-parameter model, so the first one pays its download (3.6 GB) and each
 one its load (about a minute) besides generating. None where not yet measured or estimated.
@@ -62,6 +64,11 @@ LEARNING_PATH = {
                builds="LoRALinear's forward, the LoRA folded into the weight"),
     "15": dict(title="Speed: the compiled path, DeepCache, and a batch of prompts", kind="optional",
                prerequisites=["05", "06"], cpu_minutes=0.5, t4_minutes_estimate=None, builds=None),
+    # optional: the core sequence ends with the capstone (16); directing builds on 11's first-frame anchor
+    "18": dict(title="Directing a video: keyframes, continuation, loops, in-between frames", kind="optional",
+               prerequisites=["06", "11", "12"], cpu_minutes=1.5, t4_minutes_estimate=None,
+               builds="the keyframe hook (held frames noised to each step's level), the circular temporal "
+                      "convolution of a loop"),
 }
 
 
