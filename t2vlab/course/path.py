@@ -6,9 +6,8 @@ cpu_minutes: measured, the wall time of the notebook under nbmake (``python -m p
 filled with their solutions, as CI runs it) on the project's 2-core CPU machine, one notebook at a time, rounded to
 half a minute (2026-12-01: 20 s for 00, 14 s for 01, 30 s for 02, 12 s for 03, 14 s for 04, 13 s for 05, 42 s for
 06, 71 s for 07, 22 s for 08, 22 s for 09, 90 s for 10, 109 s for 11, 119 s for 12, 14 s for 13, 78 s for 14, 39 s
-for 15; 12 minutes in all). 18 was measured later (2026-12-01) on the same machine while other jobs ran (load
-about 6 on the 2 cores): 187 s of wall time, 80 s of CPU time; 1.5 is the CPU time and the kernel's start, the
-wall time an unloaded machine would show. Writing the exercises takes the learner longer, of course.
+for 15; 12 minutes in all). 18 was measured later (2026-12-01) on the same machine while other jobs ran: 114 s
+of wall time (73 s of CPU time; 187 s under a load of about 6). Writing the exercises takes the learner longer.
 t4_minutes_estimate: an estimate, not a measurement (no T4 was at hand):
 on a GPU the notebooks load the real 1.7 B-parameter model, so the first one pays its download (3.6 GB) and each
 one its load (about a minute) besides generating. None where not yet measured or estimated.
