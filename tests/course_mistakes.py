@@ -523,3 +523,55 @@ def consistency_swapped(x, eps, t, abar, timestep_scaling=10.0):
 
 MISTAKES["17.consistency_function"] = [(consistency_without_skip, "the x0 estimate alone"),
                                        (consistency_swapped, "c_skip and c_out swapped")]
+
+
+# ---------------------------------------------------------------------------------- 18: directing
+def hold_clean_keyframe(x, z, eps, frames, abar, strengths):
+    out = x.clone()
+    for k, (f, w) in enumerate(zip(frames, strengths)):
+        out[:, :, f] = w * z[:, :, k] + (1 - w) * x[:, :, f]
+    return out
+
+
+def hold_in_place(x, z, eps, frames, abar, strengths):
+    for k, (f, w) in enumerate(zip(frames, strengths)):
+        x[:, :, f] = w * (abar.sqrt() * z[:, :, k] + (1 - abar).sqrt() * eps[:, :, k]) + (1 - w) * x[:, :, f]
+    return x
+
+
+def hold_with_swapped_roots(x, z, eps, frames, abar, strengths):
+    out = x.clone()
+    for k, (f, w) in enumerate(zip(frames, strengths)):
+        out[:, :, f] = w * ((1 - abar).sqrt() * z[:, :, k] + abar.sqrt() * eps[:, :, k]) + (1 - w) * x[:, :, f]
+    return out
+
+
+MISTAKES["18.hold"] = [(hold_clean_keyframe, "clean keyframe, not noised"), (hold_in_place, "in place"),
+                       (hold_with_swapped_roots, "swapped")]
+
+
+def circular_zero_padded(x, weight, bias):
+    import torch.nn.functional as F
+
+    return F.conv3d(x, weight, bias, padding=(1, 0, 0))
+
+
+def circular_the_wrong_way(x, weight, bias):
+    import torch
+    import torch.nn.functional as F
+
+    return F.conv3d(torch.cat([x[:, :, 1:2], x, x[:, :, -2:-1]], dim=2), weight, bias)
+
+
+def circular_rolled_the_wrong_way(x, weight, bias):
+    import torch
+
+    previous, following = torch.roll(x, -1, dims=2), torch.roll(x, 1, dims=2)  # the wrong way round
+    w = weight[..., 0, 0]
+    h = sum(torch.einsum("oc,bcfhw->bofhw", w[:, :, k], v) for k, v in enumerate((previous, x, following)))
+    return h + bias[:, None, None, None]
+
+
+MISTAKES["18.circular"] = [(circular_zero_padded, "with zero padding"),
+                           (circular_rolled_the_wrong_way, "the wrong way round"),
+                           (circular_the_wrong_way, "differs from the package's")]

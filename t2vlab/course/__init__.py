@@ -32,6 +32,7 @@ from . import (  # noqa: F401  (each module registers its notebook's exercises),
     ex14_lora,
     ex15_speed,
     ex17_few_steps,
+    ex18_directing,
 )
 from .core import EXERCISES, Exercise, ExerciseMistake, check, exercise, solution, solution_source
 
