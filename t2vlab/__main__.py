@@ -34,6 +34,13 @@ the positional prompt is frame 0's text):
     python -m t2vlab "prompt" --image first.png                        start from a still image
     python -m t2vlab "prompt" --model A --upscale-with B [--upscale-size WxH] [--upscale-strength 0.6]
 
+Directing a video (``t2vlab.techniques``: keyframes, continuation, in-between frames, loops):
+
+    python -m t2vlab "prompt" --keyframe 0=first.png --keyframe 7=last.png [--keyframe-strength 0.8]
+    python -m t2vlab "prompt" --extend IN.gif --overlap 4 [--frames 8]       IN followed by the new frames
+    python -m t2vlab "prompt" --interpolate IN.gif --factor 2               F frames -> (F - 1) x 2 + 1
+    python -m t2vlab "a (red:1.4) circle" --prompt-syntax a1111 --loop
+
 The last is the "hi-res fix": generate with A, resize the frames, re-denoise them with B. A is
 released (moved off the GPU and dropped) before B is loaded, so the two UNets are never on the GPU
 together; with --offload each model is on the GPU only while it runs anyway.
@@ -87,6 +94,19 @@ COMMANDS = """commands (each with --help):
 python -m t2vlab is the same program; a prompt that is one of these words: t2vlab -- batch"""
 
 
+def keyframe_arg(text):
+    """--keyframe's FRAME=IMAGE -> (frame index, picture path)."""
+    frame, sep, path = text.partition("=")
+    try:
+        index = integer("FRAME", int(frame), low=0)
+    except ValueError:
+        index = None
+    if not sep or not path or index is None:
+        raise argparse.ArgumentTypeError(f"expected FRAME=IMAGE with FRAME a frame index >= 0, such as 0=first.png, "
+                                         f"got {text!r}")
+    return index, path
+
+
 def given(value, default):
     """A flag's value, or ``default`` when it was not given (None): never ``value or default``, which would
     silently turn a 0 into the default."""
@@ -135,6 +155,26 @@ def parse_args(argv=None):
     ap.add_argument("--image", default=None, help="start the video from this image (image-to-video)")
     ap.add_argument("--image-strength", type=float, default=1.0,
                     help="with --image: how firmly the first frame is held to the image, in [0, 1] (default 1)")
+    ap.add_argument("--keyframe", type=keyframe_arg, action="append", default=[], metavar="FRAME=IMAGE",
+                    help="hold frame FRAME (from 0) to the picture IMAGE (repeatable); the video takes the pictures' "
+                         "size unless --size")
+    ap.add_argument("--keyframe-strength", type=cli(number, float, low=0, high=1), default=None, metavar="S",
+                    help="how firmly the held frames (--keyframe, --extend, --interpolate) follow theirs, in [0, 1] "
+                         "(default 1: they are the given frames)")
+    ap.add_argument("--keyframe-schedule", type=cli(number, float, low=0, high=1, low_open=True), default=None,
+                    metavar="R", help="hold them over the first R of the steps only, in (0, 1], then let go "
+                                      "(default: to the end)")
+    ap.add_argument("--extend", default=None, metavar="VIDEO",
+                    help="continue this video file with a chunk of --frames frames whose first --overlap are its last "
+                         "ones; the output is VIDEO followed by the new frames")
+    ap.add_argument("--overlap", type=cli(positive_int), default=None, metavar="N",
+                    help="with --extend: how many of the video's last frames the chunk starts from (default: half the "
+                         "chunk)")
+    ap.add_argument("--interpolate", default=None, metavar="VIDEO",
+                    help="in-between frames: this video file's F frames held every --factor-th frame of a video of "
+                         "(F - 1) x factor + 1, the model drawing the rest")
+    ap.add_argument("--factor", type=cli(integer, low=2), default=None, metavar="N",
+                    help="with --interpolate: frames per given frame, an integer >= 2 (default 2)")
     ap.add_argument("--prompt-syntax", default="plain", choices=SYNTAXES,
                     help="how the prompt is read: plain text (default), a1111 '(word:1.3) [word]', "
                          "compel 'word+ (words)1.3'")
@@ -159,18 +199,74 @@ def parse_args(argv=None):
             check_strength(value, steps if used else None, flag)
         except ValueError as e:
             ap.error(str(e))
-    if args.video is not None and args.image is not None:
-        ap.error("--video and --image: pass one (restyle a clip, or start from an image)")
-    if args.loop and args.video is not None:
-        ap.error("--loop: only when generating; a restyled --video keeps its own start and end")
-    for flag, path in (("--video", args.video), ("--image", args.image)):
-        if path is not None and not os.path.isfile(path):
-            ap.error(f"{flag}: no such file {path!r}")
     try:
         args.keyframes = {integer("--prompt-at FRAME", int(frame), low=0): text for frame, text in args.prompt_at}
     except ValueError:
         ap.error(f"--prompt-at: FRAME must be a frame index >= 0, got {[f for f, _ in args.prompt_at]}")
+    try:
+        check_combinations(args)
+        if args.frames is not None:  # else the checkpoint's clip length decides, known once it is loaded
+            check_frames(args, args.frames)
+    except ValueError as e:
+        ap.error(str(e))
     return args
+
+
+def sources_of(args) -> list[str]:
+    """The flags that say what the video starts from (at most one may be given)."""
+    return [flag for flag, value in (("--video", args.video), ("--image", args.image), ("--keyframe", args.keyframe),
+                                     ("--extend", args.extend), ("--interpolate", args.interpolate)) if value]
+
+
+def check_combinations(args):
+    """The flags that make sense together (ValueError naming the flag), and the files they name there: one way
+    of starting the video; the options of --extend, --interpolate and the held frames only with them."""
+    sources = sources_of(args)
+    if len(sources) > 1:
+        hint = " (--image IMAGE is --keyframe 0=IMAGE)" if sources == ["--image", "--keyframe"] else ""
+        raise ValueError(f"{' and '.join(sources)}: pass one; each decides what the video starts from{hint}")
+    source = sources[0] if sources else None
+    continuing = source in ("--video", "--extend", "--interpolate")  # the frames come from a video file
+    if args.loop and continuing:
+        raise ValueError(f"--loop: only when generating; {source}'s video keeps its own start and end")
+    for flag, value, needs in (("--overlap", args.overlap, "--extend"), ("--factor", args.factor, "--interpolate")):
+        if value is not None and source != needs:
+            raise ValueError(f"{flag}: only with {needs}")
+    for flag, value in (("--keyframe-strength", args.keyframe_strength),
+                        ("--keyframe-schedule", args.keyframe_schedule)):
+        if value is not None and source not in ("--keyframe", "--extend", "--interpolate"):
+            hint = "; with --image, --image-strength" if source == "--image" else ""
+            raise ValueError(f"{flag}: only with --keyframe, --extend or --interpolate{hint}")
+    if source in ("--extend", "--interpolate"):
+        for flag, value in (("--size", args.size), ("--prompt-at", args.prompt_at)):
+            if value:
+                why = "the video's own size" if flag == "--size" else "one prompt, the positional one"
+                raise ValueError(f"{flag}: not with {source}, which takes {why}")
+    if source == "--interpolate" and args.frames is not None:
+        raise ValueError("--frames: not with --interpolate, which makes (F - 1) x --factor + 1 frames of F given")
+    if args.free_init is not None and source in ("--image", "--keyframe", "--extend", "--interpolate"):
+        raise ValueError(f"--free-init: FreeInit's re-noised passes and {source}'s held frames do not combine")
+    frames = [f for f, _ in args.keyframe]
+    twice = sorted({f for f in frames if frames.count(f) > 1})
+    if twice:
+        raise ValueError(f"--keyframe: frame {twice[0]} given twice")
+    files = [("--video", args.video), ("--image", args.image), ("--extend", args.extend),
+             ("--interpolate", args.interpolate), *((f"--keyframe {f}={p}", p) for f, p in args.keyframe)]
+    for flag, path in files:
+        if path is not None and not os.path.isfile(path):
+            raise ValueError(f"{flag}: no such file {path!r}")
+
+
+def check_frames(args, frames):
+    """The held frames against the number of frames the model samples (--frames, else the checkpoint's): each
+    --keyframe inside the video, --extend's --overlap smaller than its chunk."""
+    for f, path in args.keyframe:
+        if f >= frames:
+            raise ValueError(f"--keyframe {f}={path}: frame {f} is outside the video's {frames} frames (0 to "
+                             f"{frames - 1}; --frames sets how many)")
+    if args.extend and args.overlap is not None and args.overlap >= frames:
+        raise ValueError(f"--overlap {args.overlap}: must be smaller than the chunk of {frames} frames (--frames), "
+                         f"which adds --frames - --overlap new frames to the video")
 
 
 def prompt_of(args):
@@ -344,6 +440,7 @@ def main(argv=None):
     guidance = pipe.recommended.guidance_scale if args.guidance is None else args.guidance
     t0 = time.perf_counter()
     try:
+        check_frames(args, given(args.frames, pipe.recommended.num_frames))  # (as parse_args does with --frames)
         switch_on(pipe, args)
         on = techniques_on(pipe, args)
         compile_and_warm_up(pipe, args, *shapes_to_compile_for(pipe, args), guidance)
@@ -365,8 +462,9 @@ def main(argv=None):
 
 def check_files(args):
     """What can be known about the files before any model loads: --out (not there unless --overwrite, a file
-    name in an existing folder), --video and --image looked at (declared size and frames within the readers'
-    limits, not truncated) without decoding them."""
+    name in an existing folder), --video, --extend, --interpolate, --image and --keyframe's pictures looked at
+    (declared size and frames within the readers' limits, not truncated; the pictures all of the video's size;
+    enough frames for --overlap and --interpolate) without decoding them."""
     if os.path.isdir(args.out):
         raise IsADirectoryError(f"--out {args.out} is a folder; give a file name such as {args.out}/video.mp4")
     if os.path.lexists(args.out) and not args.overwrite:
@@ -374,14 +472,50 @@ def check_files(args):
     folder = os.path.dirname(os.path.abspath(args.out))
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"--out {args.out}: there is no folder {folder} to write it in")
+    for flag, path in (("--video", args.video), ("--extend", args.extend), ("--interpolate", args.interpolate)):
+        if path is not None:
+            frames = readable(inspect_video_file, path, flag)[0]
+            check_video_frames(args, flag, frames)
+    if args.image is not None:
+        readable(open_image, args.image, "--image").close()
+    sizes = {}  # the keyframe pictures' (height, width): all the video's
+    for f, path in args.keyframe:
+        with readable(open_image, path, f"--keyframe {f}={path}") as img:
+            sizes[f"--keyframe {f}={path}"] = img.size[::-1]
+    check_keyframe_sizes(sizes, args.size)
+
+
+def readable(look, path, flag):
+    """``look(path, flag)`` (a header read), a file that is not a video or image at all said so in the flag's name
+    (the pipeline would say the same, later)."""
     try:
-        if args.video is not None:
-            inspect_video_file(args.video, "--video")
-        if args.image is not None:
-            open_image(args.image, "--image").close()
-    except OSError as e:  # a file that is not a video or image at all: the pipeline would say the same
-        which = "--video" if args.video is not None else "--image"
-        raise ValueError(f"{which}: cannot read {args.video or args.image!r} ({str(e).splitlines()[0]})") from e
+        return look(path, flag)
+    except OSError as e:
+        raise ValueError(f"{flag}: cannot read {path!r} ({str(e).splitlines()[0]})") from e
+
+
+def check_video_frames(args, flag, frames):
+    """--extend's --overlap and --interpolate's two frames against the frames the file declares (None: unknown)."""
+    if frames is None:
+        return
+    if flag == "--extend" and args.overlap is not None and args.overlap > frames:
+        raise ValueError(f"--overlap {args.overlap}: {args.extend} has only {frames} frame(s) to continue from")
+    if flag == "--interpolate" and frames < 2:
+        raise ValueError(f"--interpolate: {args.interpolate} has {frames} frame; in-between frames need two or more")
+
+
+def check_keyframe_sizes(sizes, size=None):
+    """The keyframe pictures ({flag: (height, width)}) are all the video's size: --size x --size when given, else
+    the first one's (the pipeline's rule: it takes its size from the first keyframe, and resizes nothing)."""
+    if not sizes:
+        return
+    first = next(iter(sizes))
+    want, why = ((size, size), "--size") if size is not None else (sizes[first], f"the first, {first}")
+    for flag, (h, w) in sizes.items():
+        if (h, w) != want:
+            raise ValueError(f"{flag}: the picture is {h}x{w} pixels (height x width) but the video is "
+                             f"{want[0]}x{want[1]} ({why}); resize the pictures to one size"
+                             f"{', or leave --size out' if size is not None else ''}")
 
 
 def techniques_on(pipe, args) -> list[str]:
@@ -390,31 +524,40 @@ def techniques_on(pipe, args) -> list[str]:
                                     ("FreeU", pipe.unet.freeu_enabled), ("prompt travel", args.keyframes),
                                     ("DeepCache", pipe.unet.deepcache), ("compiled", args.compile),
                                     ("loop", args.loop), (f"{len(args.lora)} LoRA", args.lora),
+                                    (f"{len(args.keyframe)} keyframe(s)", args.keyframe),
+                                    (f"continuing {args.extend}", args.extend),
+                                    (f"in-between frames x{given(args.factor, 2)}", args.interpolate),
                                     (f"{args.prompt_syntax} prompt syntax", args.prompt_syntax != "plain")) if used]
 
 
 def shapes_to_compile_for(pipe, args):
     """(height, width, frames) of the generation for --compile's warm-up; height None when a video or image
-    file decides the size."""
+    file decides the size (or the number of frames)."""
     rec = pipe.recommended
-    known = not (args.video or args.image)
+    known = not sources_of(args)
     return (given(args.size, rec.height) if known else None, given(args.size, rec.width),
             given(args.frames, rec.num_frames))
 
 
 def generate(pipe, args, steps, guidance, generator):
-    """The video the arguments ask for: restyled from --video, or generated (from --image's first frame)."""
+    """The video the arguments ask for: restyled from --video, continued from --extend's, --interpolate's with
+    in-between frames, or generated (through --keyframe's pictures, from --image's first frame)."""
     rec = pipe.recommended
+    common = dict(negative_prompt=args.negative, num_inference_steps=steps, guidance_scale=guidance,
+                  generator=generator, prompt_syntax=args.prompt_syntax, **lora_scale(args))
+    held = dict(keyframe_strength=given(args.keyframe_strength, 1.0), keyframe_schedule=args.keyframe_schedule)
     if args.video:
-        return pipe(args.prompt, video=args.video, strength=args.strength, negative_prompt=args.negative,
-                    num_inference_steps=steps, guidance_scale=guidance, generator=generator,
-                    prompt_syntax=args.prompt_syntax, **lora_scale(args)).frames
-    size = ({} if args.image and args.size is None else
+        return pipe(args.prompt, video=args.video, strength=args.strength, **common).frames
+    if args.extend:  # the file's frames, then the chunk's new ones
+        return pipe.extend(args.extend, args.prompt, num_frames=given(args.frames, rec.num_frames),
+                           overlap=args.overlap, **held, **common).frames
+    if args.interpolate:
+        return pipe.interpolate(args.interpolate, args.prompt, factor=given(args.factor, 2), **held, **common).frames
+    size = ({} if (args.image or args.keyframe) and args.size is None else  # the pictures' size
             {"height": given(args.size, rec.height), "width": given(args.size, rec.width)})
-    return pipe(prompt_of(args), negative_prompt=args.negative, num_inference_steps=steps,
-                num_frames=given(args.frames, rec.num_frames), guidance_scale=guidance, generator=generator,
-                image=args.image, image_strength=args.image_strength, prompt_syntax=args.prompt_syntax, loop=args.loop,
-                **size, **lora_scale(args)).frames
+    keyframes = dict(keyframes=dict(args.keyframe), **held) if args.keyframe else {}
+    return pipe(prompt_of(args), num_frames=given(args.frames, rec.num_frames), image=args.image,
+                image_strength=args.image_strength, loop=args.loop, **keyframes, **size, **common).frames
 
 
 def lora_scale(args):

@@ -6,14 +6,16 @@ settings (the others come from the command line, then from the checkpoint's reco
     a red circle moving left
     {"prompt": "a blue square moving up", "seed": 3, "frames": 8, "steps": 20}
 
-Settings a line may set: prompt, negative, seed, frames, steps, guidance, height, width. Lines starting
-with ``#`` are comments. A bad line (empty, not JSON, an unknown setting, a bad value) is reported with
-its line number and skipped; the rest run, and the exit status is 1.
+Settings a line may set: prompt, negative, seed, frames, steps, guidance, height, width, and for directing
+(``t2vlab.techniques``) ``"loop": true`` and ``"keyframes": {"0": "first.png", "7": "last.png"}`` (frames held
+to pictures of the video's size; paths as the command line reads them). Lines starting with ``#`` are
+comments. A bad line (empty, not JSON, an unknown setting, a bad value) is reported with its line number
+and skipped; the rest run, and the exit status is 1.
 
 - Each video's file name is the prompt's first words and a hash of everything that decides its pixels
-  (prompt, settings, seed, model, sampler): ``a-red-circle-moving-left-3f2a9c01.mp4``, with a sidecar
-  ``.json`` of its settings. A re-run skips the videos whose two files exist (resumable); change a
-  setting and it is a new video.
+  (prompt, settings, seed, model, sampler; the keyframe pictures' bytes, not only their paths):
+  ``a-red-circle-moving-left-3f2a9c01.mp4``, with a sidecar ``.json`` of its settings. A re-run skips
+  the videos whose two files exist (resumable); change a setting and it is a new video.
 - Prompts that share their settings (all but prompt and seed) are generated together, up to
   ``--batch-size`` per call. Seeds are per prompt: each video's starting noise is drawn from its own
   seed, so it does not depend on its batch-mates (a video equals ``python -m t2vlab PROMPT --seed S``
@@ -53,7 +55,7 @@ from tqdm.auto import tqdm
 
 from . import atomic
 from .atomic import write_text
-from .checks import cli, integer, number, positive_int, seed
+from .checks import boolean, cli, integer, number, positive_int, seed
 from .compiled import COMPILE_MODES
 from .guards import check_size
 from .launcher import LaunchError, launched
@@ -65,7 +67,7 @@ from .video import export_to_video
 
 STOCHASTIC = ("ddpm", "euler-a")  # samplers that draw noise at every step: one prompt per call
 SETTINGS = {"prompt": str, "negative": str, "seed": int, "frames": int, "steps": int, "guidance": float,
-            "height": int, "width": int}
+            "height": int, "width": int, "loop": bool, "keyframes": dict}
 
 
 FPS = cli(number, float, low=1e-3, high=1000)  # --fps as export_to_video checks it, but before the first video
@@ -95,23 +97,31 @@ class Job:
     model: str
     scheduler: str
     prompt_syntax: str = "plain"  # how the prompt is read (techniques.prompt_weighting)
+    loop: bool = False  # the last frame flows into the first (techniques.loops)
+    keyframes: tuple = ()  # ((frame, picture path, sha256 of the picture's bytes), ...) (techniques.keyframes)
 
     def settings(self):
         s = asdict(self)
         del s["line"]
-        if s["prompt_syntax"] == "plain":  # left out when plain: a plain job's name is what it always was
-            del s["prompt_syntax"]
+        for key, plain in (("prompt_syntax", "plain"), ("loop", False), ("keyframes", ())):
+            if s[key] == plain:  # left out when plain: a plain job's name is what it always was
+                del s[key]
+        if self.keyframes:  # as a line writes them
+            s["keyframes"] = {str(frame): path for frame, path, _ in self.keyframes}
         return s
 
     def group(self):
         """What a batch-mate must share: everything but the prompt and the seed."""
         s = self.settings()
         del s["prompt"], s["seed"]
-        return tuple(sorted(s.items()))
+        return json.dumps(s, sort_keys=True)
 
     @property
     def stem(self):
-        digest = hashlib.sha256(json.dumps(self.settings(), sort_keys=True).encode()).hexdigest()[:8]
+        identity = self.settings()
+        if self.keyframes:  # a picture changed in place is a new video
+            identity["pictures"] = [digest for *_, digest in self.keyframes]
+        digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
         slug = "-".join(re.findall(r"[a-z0-9]+", self.prompt.lower()))[:48].strip("-") or "video"
         return f"{slug}-{digest}"
 
@@ -120,6 +130,10 @@ class Job:
 def check_value(key, value):
     """``value`` as setting ``key`` wants it, or BadLine naming both."""
     kind = SETTINGS[key]
+    if kind is bool:
+        return boolean(key, value, error=BadLine)
+    if kind is dict:
+        return read_keyframes(value)
     if kind is str:
         if not isinstance(value, str) or (key == "prompt" and not value.strip()):
             raise BadLine(f"{key} must be a non-empty string, got {value!r:.60}")
@@ -129,6 +143,20 @@ def check_value(key, value):
     if kind is int:
         return integer(key, value, low=1, error=BadLine)
     return number(key, value, low=0, error=BadLine)
+
+
+def read_keyframes(value):
+    """A line's {"frame": "picture path"} -> ((frame, path, sha256 of the file), ...) in frame order."""
+    if not isinstance(value, dict) or not value:
+        raise BadLine(f"keyframes must be an object {{\"frame\": \"picture path\"}}, got {value!r:.60}")
+    held = []
+    for frame, path in value.items():
+        if not frame.isdigit():
+            raise BadLine(f"keyframes: {frame!r} is not a frame index (0, 1, 2, ...)")
+        if not isinstance(path, str) or not os.path.isfile(path):
+            raise BadLine(f"keyframes[{frame}]: no such picture file {path!r:.60}")
+        held.append((int(frame), path, hashlib.sha256(Path(path).read_bytes()).hexdigest()))
+    return tuple(sorted(held))
 
 
 def parse_line(text):
@@ -239,9 +267,12 @@ def generate(pipe, call):
     else:  # the starting noise of each video from its own seed, as video_noise draws it for one video
         noise = {"latents": torch.cat([video_noise(shape, torch.Generator().manual_seed(j.seed), "cpu",
                                                    torch.float32) for j in call])}
+    if first.keyframes:
+        noise["keyframes"] = {frame: path for frame, path, _ in first.keyframes}
     return pipe([j.prompt for j in call], negative_prompt=first.negative, num_frames=first.frames,
                 height=first.height, width=first.width, num_inference_steps=first.steps,
-                guidance_scale=first.guidance, prompt_syntax=first.prompt_syntax, output_type="pt", **noise).frames
+                guidance_scale=first.guidance, prompt_syntax=first.prompt_syntax, loop=first.loop,
+                output_type="pt", **noise).frames
 
 
 def write(out, job, frames, fps, seconds):

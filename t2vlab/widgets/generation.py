@@ -49,6 +49,8 @@ class Settings:
     prompt_at: str = ""         # prompt travel: lines "FRAME: text" (the prompt is frame 0's text)
     deepcache: int = 1          # DeepCache's interval (t2vlab.techniques.deepcache); 1: off (every step a full one)
     compiled: bool = False      # pipe.compile() (t2vlab.compiled); GPU only here: inductor on a CPU takes minutes
+    loop: bool = False          # the last frame flows into the first (t2vlab.techniques.loops)
+    prompt_syntax: str = "plain"  # how the prompt is read: "plain", "a1111" or "compel" weights (prompt_weighting)
 
     def summary(self) -> str:
         memory = [name for name, on in (("fp16", self.fp16), ("offload", self.offload),
@@ -57,7 +59,9 @@ class Settings:
                                         (f"FreeInit x{self.free_init}", self.free_init > 1), ("FreeU", self.freeu),
                                         ("prompt travel", self.prompt_at.strip()),
                                         (f"DeepCache {self.deepcache}", self.deepcache > 1),
-                                        ("compiled", self.compiled)) if on]
+                                        ("compiled", self.compiled), ("loop", self.loop),
+                                        (f"{self.prompt_syntax} prompt syntax", self.prompt_syntax != "plain"))
+                  if on]
         neg = f", negative {self.negative_prompt!r}" if self.negative_prompt else ""
         return (f"{self.frames} frames {self.width}x{self.height}, {self.steps} {self.scheduler} steps, "
                 f"guidance {self.guidance:g}, seed {self.seed}{neg}" + (f", {' + '.join(memory)}" if memory else "")
@@ -209,7 +213,8 @@ def generate(pipe, settings, on_step=None, out_dir=None, record=True) -> Result:
             warnings.simplefilter("always")
             out = pipe(prompt, negative_prompt=settings.negative_prompt or None, height=settings.height,
                        width=settings.width, num_frames=settings.frames, num_inference_steps=settings.steps,
-                       guidance_scale=settings.guidance, generator=generator, callback_on_step_end=recorder)
+                       guidance_scale=settings.guidance, generator=generator, callback_on_step_end=recorder,
+                       loop=settings.loop, prompt_syntax=settings.prompt_syntax)
     finally:
         pipe.set_progress_bar_config(**saved)
     notes += [str(w.message) for w in caught]

@@ -20,6 +20,7 @@ from IPython.display import display
 
 from ..notebook import load_pipeline  # noqa: F401  (t2vlab.widgets.load_pipeline, for the notebooks)
 from ..schedulers import SCHEDULER_NAMES
+from ..techniques.prompt_weighting import SYNTAXES
 from .generation import Settings, download_html, error_html, generate, video_html
 
 MAX_SEED = 2**31 - 1
@@ -50,7 +51,8 @@ class Studio:
         self._add_prompt_boxes(s)        # prompt, negative_prompt
         self._add_sampling_controls(s)   # steps, guidance, frames, width, height, seed and its dice, scheduler
         self._add_memory_switches(s)     # fp16, offload, vae_slicing
-        self._add_technique_controls(s)  # free_noise, free_init, freeu, deepcache, compiled, prompt_at
+        self._add_technique_controls(s)  # free_noise, free_init, freeu, deepcache, compiled, prompt_at, loop,
+        #                                  prompt_syntax
         self._add_outputs(s)             # generate, progress, status, video, download, history_box
         self.dice.on_click(self._roll_dice)
         self.generate.on_click(self._on_generate)
@@ -88,8 +90,8 @@ class Studio:
         self.vae_slicing = w.Checkbox(value=s.vae_slicing, description="VAE slicing", indent=False)
 
     def _add_technique_controls(self, s):
-        """Long videos, training-free quality and speed (t2vlab.techniques: free_noise, free_init,
-        freeu, prompt_travel, deepcache; t2vlab.compiled)."""
+        """Long videos, training-free quality, speed and directing (t2vlab.techniques: free_noise, free_init,
+        freeu, prompt_travel, deepcache, loops, prompt_weighting; t2vlab.compiled)."""
         self.free_noise = w.BoundedIntText(value=s.free_noise, min=0, max=1024, description="FreeNoise context",
                                            style=LABEL, layout=w.Layout(width="220px"),
                                            tooltip="windows of this many frames (0: off); the model's clip length")
@@ -104,6 +106,10 @@ class Studio:
         self.prompt_at = w.Textarea(value=s.prompt_at, description="Prompt at frame", rows=2,
                                     layout=w.Layout(width="98%"), style=LABEL,
                                     placeholder="prompt travel, one per line: '16: a blue square'")
+        self.loop = w.Checkbox(value=s.loop, description="Loop (last frame flows into the first)", indent=False)
+        self.prompt_syntax = w.Dropdown(options=list(SYNTAXES), value=s.prompt_syntax, description="Prompt syntax",
+                                        style=LABEL, tooltip="plain text; a1111: (word:1.3) [word]; compel: word+ "
+                                                             "(words)1.3")
 
     def _add_outputs(self, s):
         self.generate = w.Button(description="Generate", button_style="primary", icon="play")
@@ -124,6 +130,7 @@ class Studio:
             w.HBox([self.free_noise, self.free_init, self.freeu]),
             w.HBox([w.Label("Speed:", layout=w.Layout(width="110px")), self.deepcache, self.compiled]),
             self.prompt_at,
+            w.HBox([self.prompt_syntax, self.loop]),
             w.HBox([self.generate, self.progress]),
             self.status,
         ])
@@ -151,7 +158,8 @@ class Studio:
                              scheduler=self.scheduler.value, fp16=self.fp16.value, offload=self.offload.value,
                              vae_slicing=self.vae_slicing.value, free_noise=self.free_noise.value,
                              free_init=self.free_init.value, freeu=self.freeu.value, prompt_at=self.prompt_at.value,
-                             deepcache=self.deepcache.value, compiled=self.compiled.value)
+                             deepcache=self.deepcache.value, compiled=self.compiled.value, loop=self.loop.value,
+                             prompt_syntax=self.prompt_syntax.value)
 
     def on_result(self, fn):
         """Call ``fn(result)`` after every successful generation."""
