@@ -62,12 +62,11 @@ from .compiled import COMPILE_MODES
 from .distill import main as distill_main
 from .finetune import main as finetune_main
 from .guards import check_strength
-from .lora_files import LoRAError
+from .lora_loading import load_adding_guidance_embedding
 from .original import convert_original
 from .os_errors import explain
 from .pipeline import TextToVideoPipeline
 from .schedulers import SCHEDULER_NAMES, from_name
-from .techniques.consistency import add_guidance_embedding
 from .techniques.prompt_weighting import SYNTAXES
 from .video import export_to_video, inspect_video_file, open_image
 from .video_to_video import VideoToVideoPipeline, resize_video
@@ -285,21 +284,16 @@ def lora_source(text):
 
 def load_loras(pipe, args):
     """--lora: each source loaded as its own adapter, in the order given (LoRAError, a ValueError, names a bad one).
-    T2V-Turbo's list file, made for a UNet with a guidance embedding, first gives the UNet one (its ``cond_proj``
-    drawn from a fixed seed, as T2V-Turbo's own code draws it at random: only the LoRA's delta is in the file)."""
+    T2V-Turbo's list file first gives the UNet its guidance embedding (``lora_loading.load_adding_guidance_embedding``),
+    said once."""
     for text in args.lora:
         source, subfolder = lora_source(text)
-        try:
-            name = pipe.load_lora_weights(source, subfolder=subfolder, weight_name=args.lora_weight_name)
-        except LoRAError as e:
-            if e.guidance_embedding_dim is None:
-                raise
-            add_guidance_embedding(pipe.unet, e.guidance_embedding_dim)
+        name, added = load_adding_guidance_embedding(pipe, source, subfolder=subfolder,
+                                                     weight_name=args.lora_weight_name)
+        if added:
             width = pipe.unet.time_embedding.cond_proj.out_features
             print(f"t2vlab: {text} is made for a UNet with a guidance embedding: gave this one "
-                  f"time_embedding.cond_proj ({e.guidance_embedding_dim} -> {width}, drawn from seed 0; the file "
-                  f"holds only its LoRA)")
-            name = pipe.load_lora_weights(source, subfolder=subfolder, weight_name=args.lora_weight_name)
+                  f"time_embedding.cond_proj ({added} -> {width}, drawn from seed 0; the file holds only its LoRA)")
         print(f"t2vlab: LoRA {text} loaded as adapter {name!r}")
 
 

@@ -46,6 +46,7 @@ from .lora_files import (
     save_lora_file,
     strip_prefix,
 )
+from .techniques.consistency import add_guidance_embedding, remove_guidance_embedding
 from .weights import hub_id_of
 
 
@@ -200,3 +201,24 @@ def adapter_address(path) -> tuple[str, str] | None:
             repo = hub_id_of(Path(*parts[:i + 3]))
             return None if repo is None else (repo, "/".join(parts[i + 3:]))
     return None
+
+
+def load_adding_guidance_embedding(pipe, source, **kwargs):
+    """``pipe.load_lora_weights(source, **kwargs)``, for T2V-Turbo's list file too: a list made for a UNet with a
+    guidance embedding (one (up, down) pair more than this UNet has layers) first gives the UNet one
+    (``techniques.consistency.add_guidance_embedding``, its base weight drawn from seed 0: the file holds only its
+    LoRA), then loads. Returns (adapter name, the width of the embedding added, or None). The command line and
+    the studio load adapters this way."""
+    try:
+        return pipe.load_lora_weights(source, **kwargs), None
+    except LoRAError as e:
+        if e.guidance_embedding_dim is None:
+            raise
+        dim = e.guidance_embedding_dim
+    add_guidance_embedding(pipe.unet, dim)
+    try:
+        return pipe.load_lora_weights(source, **kwargs), dim
+    except Exception:  # the load failed after all: the UNet as it was, without the embedding
+        remove_guidance_embedding(pipe.unet)
+        raise
+

@@ -98,10 +98,22 @@ def add_guidance_embedding(unet, embedding_dim=256, seed=0):
                             dtype=first.weight.dtype)
     with torch.no_grad():
         layer.weight.copy_(weight)
+    layer.drawn_from_seed = seed  # marks the layer as ours, for remove_guidance_embedding
     unet.time_embedding.cond_proj = layer
     unet.config = dataclasses.replace(unet.config, time_cond_proj_dim=embedding_dim)  # a config may be shared
     return unet
 
 
+def remove_guidance_embedding(unet):
+    """Undo ``add_guidance_embedding``: the UNet without its ``cond_proj`` again, as before (a guidance embedding
+    the checkpoint itself has is refused: it is not ours to remove). Returns the UNet."""
+    layer = unet.time_embedding.cond_proj
+    if layer is None or not hasattr(layer, "drawn_from_seed"):
+        raise ValueError("this UNet has no guidance embedding that add_guidance_embedding gave it")
+    unet.time_embedding.cond_proj = None
+    unet.config = dataclasses.replace(unet.config, time_cond_proj_dim=None)
+    return unet
+
+
 __all__ = ["SIGMA_DATA", "add_guidance_embedding", "boundary_scalings", "consistency_output",
-           "guidance_scale_embedding"]
+           "guidance_scale_embedding", "remove_guidance_embedding"]
