@@ -122,3 +122,58 @@ def test_studio_loop_and_prompt_syntax_reach_the_pipeline(tmp_path):
     ones, _ = frames()
     studio.prompt_syntax.value = "plain"
     assert (frames()[0] == ones).all()
+
+
+def test_studio_few_steps_menu_loads_the_student_sets_its_sampler_and_takes_it_off_again(tmp_path):
+    """Choosing the toy's distilled student sets LCM, its steps and guidance 1.0, loads the student (the video is
+    the student's: load_distilled's, by hand) and names it in the summary; "off" takes it off (the plain video
+    again, bit for bit) and restores the checkpoint's sampler, steps and guidance."""
+    import torch
+
+    from t2vlab.distill import load_distilled
+
+    pipe = TextToVideoPipeline.from_pretrained("toy")
+    studio = Studio(pipe, Settings(prompt="a red circle moving left", steps=3, frames=8, height=64, width=64,
+                                   scheduler="dpm++", guidance=9.0), out_dir=tmp_path)
+    plain = studio.run().frames
+    studio.few_steps.value = "few-steps-toy-student"
+    assert (studio.scheduler.value, studio.steps.value, studio.guidance.value) == ("lcm", 4, 1.0)
+    result = studio.run()
+    assert result is not None, studio.status.value
+    assert "toy-student" in result.settings.summary() and pipe.get_list_adapters()["unet"] == ["few-steps-toy-student"]
+    by_hand = TextToVideoPipeline.from_pretrained("toy")
+    settings = load_distilled(by_hand)
+    expected = by_hand("a red circle moving left", num_frames=8, height=64, width=64, guidance_scale=1.0,
+                       num_inference_steps=settings["num_inference_steps"], output_type="np",
+                       generator=torch.Generator().manual_seed(0)).frames[0]
+    assert abs(result.frames - expected).max() < 1e-6  # the same student, sampler and noise: float32 rounding
+    studio.few_steps.value = "off"
+    rec = pipe.recommended
+    assert (studio.scheduler.value, studio.steps.value, studio.guidance.value) == (
+        rec.scheduler, rec.num_inference_steps, rec.guidance_scale)
+    studio.scheduler.value, studio.steps.value, studio.guidance.value = "dpm++", 3, 9.0
+    assert (studio.run().frames == plain).all() and pipe.get_list_adapters()["unet"] == []
+
+
+def test_studio_t2v_turbo_gets_its_guidance_embedding_and_loses_it_with_the_adapter(tiny, tmp_path, offline_cache):
+    import torch
+
+    from t2vlab.techniques.consistency import add_guidance_embedding
+    from t2vlab.widgets.generation import configure_few_steps
+    from tests.helpers import hub_cache, turbo_list
+
+    pipe = TextToVideoPipeline.from_pretrained(tiny)
+    before = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
+    made = TextToVideoPipeline.from_pretrained(tiny)
+    add_guidance_embedding(made.unet, 16)
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    torch.save(turbo_list(made.unet, rank=2), repo / "unet_lora.pt")
+    hub_cache(offline_cache, "jiachenli-ucsb/T2V-Turbo-MS", repo)
+    configure_few_steps(pipe, Settings(few_steps="few-steps-t2v-turbo"))
+    assert pipe.guidance_embedded and pipe.get_list_adapters()["unet"] == ["few-steps-t2v-turbo"]
+    assert pipe.recommended.scheduler == "lcm-t2v-turbo"
+    configure_few_steps(pipe, Settings(few_steps="off"))
+    assert not pipe.guidance_embedded and pipe.get_list_adapters()["unet"] == []
+    after = pipe.unet.state_dict()
+    assert set(after) == set(before) and all(torch.equal(after[k], before[k]) for k in before)

@@ -21,10 +21,24 @@ import torch
 
 from ..checks import integer, one_of
 from ..display import show_video
+from ..distill import SHIPPED, distilled_settings
+from ..lora_loading import load_adding_guidance_embedding
 from ..schedulers import SCHEDULER_NAMES, from_name
+from ..techniques.consistency import remove_guidance_embedding
 from ..video import export_to_video
+from ..weights import KNOWN_ADAPTERS
 
 FPS = 8
+
+# The "Few steps" menu: a consistency-distilled adapter, loaded as the adapter named by its key, sampled at its own
+# settings (sampler, steps, guidance: ``few_steps_settings``). The Hub's two need ms-1.7b (and the Hub, or its cache).
+FEW_STEPS = {
+    "off": None,
+    "few-steps-toy-student": dict(label="the toy's distilled student (t2vlab distill)", source=str(SHIPPED)),
+    "few-steps-mcm-webvid": dict(label="MCM, WebVid (ms-1.7b)", source="yhzhai/mcm", subfolder="modelscopet2v-webvid"),
+    "few-steps-t2v-turbo": dict(label="T2V-Turbo-MS (ms-1.7b)", source="jiachenli-ucsb/T2V-Turbo-MS",
+                                weight_name="unet_lora.pt"),
+}
 
 
 @dataclasses.dataclass
@@ -51,6 +65,7 @@ class Settings:
     compiled: bool = False      # pipe.compile() (t2vlab.compiled); GPU only here: inductor on a CPU takes minutes
     loop: bool = False          # the last frame flows into the first (t2vlab.techniques.loops)
     prompt_syntax: str = "plain"  # how the prompt is read: "plain", "a1111" or "compel" weights (prompt_weighting)
+    few_steps: str = "off"      # a key of FEW_STEPS: a consistency-distilled adapter ("off": none)
 
     def summary(self) -> str:
         memory = [name for name, on in (("fp16", self.fp16), ("offload", self.offload),
@@ -60,7 +75,8 @@ class Settings:
                                         ("prompt travel", self.prompt_at.strip()),
                                         (f"DeepCache {self.deepcache}", self.deepcache > 1),
                                         ("compiled", self.compiled), ("loop", self.loop),
-                                        (f"{self.prompt_syntax} prompt syntax", self.prompt_syntax != "plain"))
+                                        (f"{self.prompt_syntax} prompt syntax", self.prompt_syntax != "plain"),
+                                        (self.few_steps.removeprefix("few-steps-"), self.few_steps != "off"))
                   if on]
         neg = f", negative {self.negative_prompt!r}" if self.negative_prompt else ""
         return (f"{self.frames} frames {self.width}x{self.height}, {self.steps} {self.scheduler} steps, "
@@ -168,7 +184,36 @@ def configure(pipe, settings) -> list[str]:
     else:
         pipe.disable_freeu()
     configure_speed(pipe, settings, cuda, notes)
+    configure_few_steps(pipe, settings)
     return notes
+
+
+def few_steps_settings(key) -> dict | None:
+    """{"scheduler", "steps", "guidance"} that the ``FEW_STEPS`` adapter ``key`` samples at (None for "off"):
+    the shipped student's from its training.json, the Hub's two from ``weights.KNOWN_ADAPTERS``."""
+    entry = FEW_STEPS[one_of("few_steps", key, list(FEW_STEPS))]
+    if entry is None:
+        return None
+    if entry["source"] == str(SHIPPED):
+        s = distilled_settings(SHIPPED)
+        return dict(scheduler=s["scheduler"], steps=s["num_inference_steps"], guidance=s["guidance_scale"])
+    known = KNOWN_ADAPTERS[entry["source"], entry.get("subfolder") or entry["weight_name"]]
+    return dict(scheduler=known["scheduler"], steps=known["num_inference_steps"], guidance=known["guidance_scale"])
+
+
+def configure_few_steps(pipe, settings):
+    """The ``FEW_STEPS`` adapter ``settings.few_steps`` loaded (once) and the other menu adapters taken off, with the
+    guidance embedding T2V-Turbo's needs given and taken away with it. The sampler, steps and guidance are the
+    settings' (the studio sets them from ``few_steps_settings`` when the menu changes)."""
+    want = FEW_STEPS[one_of("few_steps", settings.few_steps, list(FEW_STEPS))]
+    for name in [n for n in pipe.lora_sources if n in FEW_STEPS and n != settings.few_steps]:
+        pipe.delete_adapters([name])
+        cond_proj = pipe.unet.time_embedding.cond_proj
+        if cond_proj is not None and hasattr(cond_proj, "drawn_from_seed"):  # ours, for T2V-Turbo's list
+            remove_guidance_embedding(pipe.unet)
+    if want is not None and settings.few_steps not in pipe.lora_sources:
+        load_adding_guidance_embedding(pipe, want["source"], adapter_name=settings.few_steps,
+                                       subfolder=want.get("subfolder"), weight_name=want.get("weight_name"))
 
 
 def configure_speed(pipe, settings, cuda, notes):

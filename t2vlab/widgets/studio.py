@@ -21,7 +21,7 @@ from IPython.display import display
 from ..notebook import load_pipeline  # noqa: F401  (t2vlab.widgets.load_pipeline, for the notebooks)
 from ..schedulers import SCHEDULER_NAMES
 from ..techniques.prompt_weighting import SYNTAXES
-from .generation import Settings, download_html, error_html, generate, video_html
+from .generation import FEW_STEPS, Settings, download_html, error_html, few_steps_settings, generate, video_html
 
 MAX_SEED = 2**31 - 1
 LABEL = {"description_width": "110px"}  # every control's label column
@@ -106,6 +106,11 @@ class Studio:
         self.prompt_at = w.Textarea(value=s.prompt_at, description="Prompt at frame", rows=2,
                                     layout=w.Layout(width="98%"), style=LABEL,
                                     placeholder="prompt travel, one per line: '16: a blue square'")
+        self.few_steps = w.Dropdown(options=[("off", "off")] + [(e["label"], k) for k, e in FEW_STEPS.items() if e],
+                                    value=s.few_steps, description="Few steps", style=LABEL,
+                                    layout=w.Layout(width="420px"),
+                                    tooltip="a consistency-distilled adapter: sets the sampler, steps and guidance")
+        self.few_steps.observe(self._few_steps_chosen, names="value")
         self.loop = w.Checkbox(value=s.loop, description="Loop (last frame flows into the first)", indent=False)
         self.prompt_syntax = w.Dropdown(options=list(SYNTAXES), value=s.prompt_syntax, description="Prompt syntax",
                                         style=LABEL, tooltip="plain text; a1111: (word:1.3) [word]; compel: word+ "
@@ -129,6 +134,7 @@ class Studio:
             w.HBox([w.Label("Memory:", layout=w.Layout(width="110px")), self.fp16, self.offload, self.vae_slicing]),
             w.HBox([self.free_noise, self.free_init, self.freeu]),
             w.HBox([w.Label("Speed:", layout=w.Layout(width="110px")), self.deepcache, self.compiled]),
+            self.few_steps,
             self.prompt_at,
             w.HBox([self.prompt_syntax, self.loop]),
             w.HBox([self.generate, self.progress]),
@@ -159,7 +165,7 @@ class Studio:
                              vae_slicing=self.vae_slicing.value, free_noise=self.free_noise.value,
                              free_init=self.free_init.value, freeu=self.freeu.value, prompt_at=self.prompt_at.value,
                              deepcache=self.deepcache.value, compiled=self.compiled.value, loop=self.loop.value,
-                             prompt_syntax=self.prompt_syntax.value)
+                             prompt_syntax=self.prompt_syntax.value, few_steps=self.few_steps.value)
 
     def on_result(self, fn):
         """Call ``fn(result)`` after every successful generation."""
@@ -172,6 +178,15 @@ class Studio:
     # --------------------------------------------------------------------- actions
     def _roll_dice(self, _=None):
         self.seed.value = random.randint(0, MAX_SEED)
+
+    def _few_steps_chosen(self, change):
+        """A distilled adapter chosen: the sampler, steps and guidance it samples at; "off": the checkpoint's."""
+        chosen = few_steps_settings(change["new"])
+        if chosen is None:
+            d = self._defaults()
+            chosen = dict(scheduler=d.scheduler, steps=d.steps, guidance=d.guidance)
+        self.scheduler.value, self.steps.value, self.guidance.value = (chosen["scheduler"], chosen["steps"],
+                                                                       chosen["guidance"])
 
     def _step_done(self, done, total):
         self.progress.max = total
