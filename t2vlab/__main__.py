@@ -56,7 +56,7 @@ import time
 
 import torch
 
-from .batch import FPS, batch
+from .batch import FPS, add_lora_arguments, batch
 from .checks import cli, integer, number, positive_int, seed
 from .compiled import COMPILE_MODES
 from .distill import main as distill_main
@@ -178,13 +178,7 @@ def parse_args(argv=None):
                     help="how the prompt is read: plain text (default), a1111 '(word:1.3) [word]', "
                          "compel 'word+ (words)1.3'")
     ap.add_argument("--loop", action="store_true", help="a video whose last frame flows into its first")
-    ap.add_argument("--lora", action="append", default=[], metavar="SOURCE",
-                    help="a LoRA to load (repeatable): a file, a folder, or a Hub id, owner/name[/subfolder], e.g. "
-                         "yhzhai/mcm/modelscopet2v-webvid; a known few-step adapter brings its sampler and steps")
-    ap.add_argument("--lora-weight-name", default=None, metavar="FILE",
-                    help="the file inside --lora's folder or Hub repository (e.g. unet_lora.pt for T2V-Turbo-MS)")
-    ap.add_argument("--lora-scale", type=cli(number, float), default=1.0,
-                    help="the LoRAs' weight for this video (default 1.0)")
+    add_lora_arguments(ap, "this video")
     ap.add_argument("--upscale-with", default=None, metavar="MODEL",
                     help="then resize the frames and re-denoise them with this checkpoint (the hi-res fix)")
     ap.add_argument("--upscale-size", type=size_arg, default=None, metavar="WxH",
@@ -295,6 +289,13 @@ def load_loras(pipe, args):
             print(f"t2vlab: {text} is made for a UNet with a guidance embedding: gave this one "
                   f"time_embedding.cond_proj ({added} -> {width}, drawn from seed 0; the file holds only its LoRA)")
         print(f"t2vlab: LoRA {text} loaded as adapter {name!r}")
+
+
+def load_with_loras(args, model=None):
+    """``load``, then --lora's adapters (batch's way of loading: its errors are messages there)."""
+    pipe = load(args, model)
+    load_loras(pipe, args)
+    return pipe
 
 
 def switch_on(pipe, args):
@@ -416,7 +417,7 @@ def main(argv=None):
     if argv[:1] == ["distill"]:  # consistency distillation into a few-step LoRA (t2vlab.distill)
         return distill_main(argv[1:])
     if argv[:1] == ["batch"]:  # (a prompt that is the word "batch": python -m t2vlab -- batch)
-        return batch(argv[1:], load, prepare)
+        return batch(argv[1:], load_with_loras, prepare)
     args = parse_args(argv)
     try:  # say so before minutes of generation, not after
         check_files(args)

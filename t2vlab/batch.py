@@ -73,6 +73,17 @@ SETTINGS = {"prompt": str, "negative": str, "seed": int, "frames": int, "steps":
 FPS = cli(number, float, low=1e-3, high=1000)  # --fps as export_to_video checks it, but before the first video
 
 
+def add_lora_arguments(ap, videos="the video"):
+    """--lora, --lora-weight-name and --lora-scale, as the CLI and batch both take them."""
+    ap.add_argument("--lora", action="append", default=[], metavar="SOURCE",
+                    help="a LoRA to load (repeatable): a file, a folder, or a Hub id, owner/name[/subfolder], e.g. "
+                         "yhzhai/mcm/modelscopet2v-webvid; a known few-step adapter brings its sampler and steps")
+    ap.add_argument("--lora-weight-name", default=None, metavar="FILE",
+                    help="the file inside --lora's folder or Hub repository (e.g. unet_lora.pt for T2V-Turbo-MS)")
+    ap.add_argument("--lora-scale", type=cli(number, float), default=1.0,
+                    help=f"the LoRAs' weight for {videos} (default 1.0)")
+
+
 class BadLine(ValueError):
     pass
 
@@ -99,11 +110,13 @@ class Job:
     prompt_syntax: str = "plain"  # how the prompt is read (techniques.prompt_weighting)
     loop: bool = False  # the last frame flows into the first (techniques.loops)
     keyframes: tuple = ()  # ((frame, picture path, sha256 of the picture's bytes), ...) (techniques.keyframes)
+    lora: tuple = ()  # the command line's --lora sources, in the order loaded, and their --lora-scale after them
+    #                   (("SOURCE", ...), scale) (t2vlab.lora_loading)
 
     def settings(self):
         s = asdict(self)
         del s["line"]
-        for key, plain in (("prompt_syntax", "plain"), ("loop", False), ("keyframes", ())):
+        for key, plain in (("prompt_syntax", "plain"), ("loop", False), ("keyframes", ()), ("lora", ())):
             if s[key] == plain:  # left out when plain: a plain job's name is what it always was
                 del s[key]
         if self.keyframes:  # as a line writes them
@@ -210,7 +223,8 @@ def make_jobs(entries, args, pipe, scheduler):
                 "steps": given(args.steps, rec.num_inference_steps),
                 "guidance": given(args.guidance, rec.guidance_scale),
                 "height": given(args.size, rec.height), "width": given(args.size, rec.width),
-                "prompt_syntax": args.prompt_syntax}
+                "prompt_syntax": args.prompt_syntax,
+                "lora": (tuple(args.lora), args.lora_scale) if args.lora else ()}
     return [Job(line=number, model=str(pipe.name_or_path), scheduler=scheduler, **{**defaults, **entry})
             for number, entry in entries]
 
@@ -269,6 +283,8 @@ def generate(pipe, call):
                                                    torch.float32) for j in call])}
     if first.keyframes:
         noise["keyframes"] = {frame: path for frame, path, _ in first.keyframes}
+    if first.lora and first.lora[1] != 1.0:  # --lora-scale, as diffusers' pipelines take it
+        noise["cross_attention_kwargs"] = {"scale": first.lora[1]}
     return pipe([j.prompt for j in call], negative_prompt=first.negative, num_frames=first.frames,
                 height=first.height, width=first.width, num_inference_steps=first.steps,
                 guidance_scale=first.guidance, prompt_syntax=first.prompt_syntax, loop=first.loop,
@@ -339,6 +355,7 @@ def parse_batch_args(argv):
                     help="frames per second of the files (default 8)")
     ap.add_argument("--prompt-syntax", default="plain", choices=SYNTAXES,
                     help="how the prompts are read: plain text (default), a1111 or compel weights")
+    add_lora_arguments(ap, "every video")
     ap.add_argument("--batch-size", type=cli(positive_int), default=4, help="prompts per call at most (default 4)")
     ap.add_argument("--fp16", action="store_true", help="half precision (GPU)")
     ap.add_argument("--offload", action="store_true", help="keep models on the CPU until each runs (GPU)")
@@ -369,7 +386,11 @@ def batch(argv, load, prepare):
     def report(message):
         print(f"t2vlab batch{f' [process {rank}]' if world > 1 else ''}: {message}", file=sys.stderr)
 
-    pipe = load(args, args.model)
+    try:  # the model, and --lora's adapters on it (before the sampler: a known few-step one brings its own)
+        pipe = load(args, args.model)
+    except (ValueError, OSError) as e:
+        print(f"t2vlab batch: {explain(e) if isinstance(e, OSError) and e.errno is not None else e}", file=sys.stderr)
+        return 2
     pipe.set_progress_bar_config(disable=True)
     _, scheduler = prepare(pipe, args)
     if args.deepcache is not None:

@@ -120,3 +120,23 @@ def test_batch_prompt_syntax_is_a_setting_of_the_job(tmp_path):
     assert json.loads(weighted.read_text())["prompt_syntax"] == "a1111"
     assert plain.name != weighted.name  # its own video, not taken for the plain one on a resume
     assert plain.with_suffix(".mp4").read_bytes() != weighted.with_suffix(".mp4").read_bytes()
+
+
+def test_batch_lora_reaches_every_video_and_is_a_setting_of_the_job(tmp_path, lora_folder, capsys):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red square\n")
+    runs = {"plain": [], "lora": ["--lora", str(lora_folder)], "half": ["--lora", str(lora_folder), "--lora-scale",
+                                                                          "0.5"]}
+    for name, extra in runs.items():
+        assert main(["batch", str(prompts), "--out", str(tmp_path / name), "--quiet", *extra, *TINY]) == 0
+    sidecar = {name: sorted((tmp_path / name).glob("*.json"))[0] for name in runs}
+    assert "lora" not in json.loads(sidecar["plain"].read_text())  # a plain job is named as it always was
+    assert json.loads(sidecar["lora"].read_text())["lora"] == [[str(lora_folder)], 1.0]
+    assert len({p.name for p in sidecar.values()}) == 3  # each its own video, not taken for another on a resume
+    videos = {name: p.with_suffix(".mp4").read_bytes() for name, p in sidecar.items()}
+    assert len(set(videos.values())) == 3  # the LoRA acts, and at half weight differently
+    assert f"LoRA {lora_folder} loaded" in capsys.readouterr().out
+    assert main(["batch", str(prompts), "--out", str(tmp_path / "bad"), "--quiet", "--lora",
+                 str(tmp_path / "missing"), *TINY]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("t2vlab batch:") and "missing" in err and "Traceback" not in err
