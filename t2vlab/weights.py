@@ -37,6 +37,11 @@ from pathlib import Path
 
 import torch
 
+try:
+    import fcntl  # POSIX: the lock beside the tiny checkpoint that its builders take turns with (_lock_beside)
+except ImportError:  # Windows: no lock; the build is still whole (atomic_folder), only perhaps done twice
+    fcntl = None
+
 from . import configs, original
 from .atomic import atomic_folder, check_replaceable
 from .checkpoint import (
@@ -276,22 +281,19 @@ def _lock_beside(path: Path):
     had (no ``fcntl``, as on Windows; a folder that cannot be written; a file system without locks) the block
     runs unlocked: what it builds must still be safe without the lock (``atomic_folder``), the lock only saves
     the others from building it again."""
-    try:
-        import fcntl
-
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path.parent / f".{path.name}.lock", os.O_RDWR | os.O_CREAT, 0o666)  # never written to
-    except (ImportError, OSError):
-        yield
-        return
-    try:
+    fd = None
+    if fcntl is not None:
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path.parent / f".{path.name}.lock", os.O_RDWR | os.O_CREAT, 0o666)  # never written to
             fcntl.flock(fd, fcntl.LOCK_EX)  # released when fd is closed, also when the process dies
-        except OSError:
+        except OSError:  # a folder that cannot be written, a file system without locks: unlocked
             pass
+    try:
         yield
     finally:
-        os.close(fd)
+        if fd is not None:
+            os.close(fd)
 
 
 def tiny_checkpoint(seed=0) -> Path:
