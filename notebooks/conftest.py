@@ -137,6 +137,13 @@ def with_solutions(path) -> str | None:
     return name
 
 
+def pytest_configure(config):
+    """Under pytest-xdist (``-n 2``) the kernels of two workers share the cores: each kernel gets one OpenMP
+    thread (``OMP_NUM_THREADS=1``, which the kernel inherits), unless the caller set it."""
+    if hasattr(config, "workerinput"):
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item):
     if not getattr(item, "nbmake", False):

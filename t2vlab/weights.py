@@ -27,6 +27,7 @@ one is an error naming what it has.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -35,6 +36,11 @@ import warnings
 from pathlib import Path
 
 import torch
+
+try:
+    import fcntl  # POSIX: the lock beside the tiny checkpoint that its builders take turns with (_lock_beside)
+except ImportError:  # Windows: no lock; the build is still whole (atomic_folder), only perhaps done twice
+    fcntl = None
 
 from . import configs, original
 from .atomic import atomic_folder, check_replaceable
@@ -268,15 +274,43 @@ def cache_dir() -> Path:
     return Path(root)
 
 
-def tiny_checkpoint(seed=0) -> Path:
-    """The tiny checkpoint's folder in the cache, built on first use."""
-    path = cache_dir() / f"tiny-seed{seed}"
-    if not (path / "model_index.json").is_file():
+@contextlib.contextmanager
+def _lock_beside(path: Path):
+    """Hold an exclusive lock on the empty file ``.NAME.lock`` beside ``path`` while the block runs, so that
+    processes building the same thing (``pytest -n`` workers, two notebooks) take turns. Where no lock can be
+    had (no ``fcntl``, as on Windows; a folder that cannot be written; a file system without locks) the block
+    runs unlocked: what it builds must still be safe without the lock (``atomic_folder``), the lock only saves
+    the others from building it again."""
+    fd = None
+    if fcntl is not None:
         try:
-            make_tiny_checkpoint(path, seed=seed, overwrite=path.exists())
-        except OSError:  # another process may have finished it first
-            if not (path / "model_index.json").is_file():
-                raise
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path.parent / f".{path.name}.lock", os.O_RDWR | os.O_CREAT, 0o666)  # never written to
+            fcntl.flock(fd, fcntl.LOCK_EX)  # released when fd is closed, also when the process dies
+        except OSError:  # a folder that cannot be written, a file system without locks: unlocked
+            pass
+    try:
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def tiny_checkpoint(seed=0) -> Path:
+    """The tiny checkpoint's folder in the cache, built on first use, once for all processes that ask at the
+    same time: the first to take the lock beside it builds it (into a temporary folder renamed into place
+    whole, ``atomic_folder``), the others wait and then find it there. Without a lock each builds its own copy,
+    and one whose rename finds the winner's folder there uses that one (the same seed: the same weights)."""
+    path = cache_dir() / f"tiny-seed{seed}"
+    if (path / "model_index.json").is_file():
+        return path
+    with _lock_beside(path):
+        if not (path / "model_index.json").is_file():
+            try:
+                make_tiny_checkpoint(path, seed=seed, overwrite=path.exists())
+            except OSError:  # unlocked: another process finished it first
+                if not (path / "model_index.json").is_file():
+                    raise
     return path
 
 

@@ -6,6 +6,8 @@ tests that use them.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -17,6 +19,17 @@ from t2vlab.tokenizer import Tokenizer
 from t2vlab.toy import data as toy_data
 from t2vlab.video import export_to_video
 from t2vlab.weights import make_tiny_checkpoint
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (``-n 2``, as CI runs) each worker is one of several processes sharing the cores: one
+    torch thread each, and ``OMP_NUM_THREADS=1`` for what it starts (accelerate launches, scripts, notebook
+    kernels), unless the caller set ``OMP_NUM_THREADS``. Two workers each spinning two OpenMP threads on two
+    cores wait for each other (see ``one_thread``)."""
+    if hasattr(config, "workerinput"):
+        threads = os.environ.setdefault("OMP_NUM_THREADS", "1")  # notebooks/conftest.py may have set it first
+        if threads.isdigit() and int(threads) > 0:
+            torch.set_num_threads(int(threads))
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ import importlib.util
 import inspect
 import math
 import shutil
+import socket
 from pathlib import Path
 
 import torch
@@ -181,3 +182,12 @@ def turbo_list(unet, seed=2, rank=32):
         down = torch.nn.Parameter(0.05 * torch.randn(r, *w.shape[1:], generator=g))
         tensors += [up.to("cpu").to(torch.float32), down.to("cpu").to(torch.float32)]
     return tensors
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now, for a test that starts a server or an ``accelerate
+    launch`` (``--main_process_port``): never a fixed number, which two pytest-xdist workers, or two runs of the
+    suite on one machine, would both take."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

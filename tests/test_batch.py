@@ -15,7 +15,7 @@ from t2vlab import TextToVideoPipeline, atomic, batch
 from t2vlab.__main__ import main
 from t2vlab.batch import Job, generate, plan, read_prompts
 
-from .helpers import fails_half_way
+from .helpers import fails_half_way, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 OPTIONS = ["--steps", "2", "--frames", "2", "--quiet"]  # the tiny checkpoint, 64x64: seconds per call
@@ -229,7 +229,8 @@ def test_two_processes_write_the_same_videos_as_one_each_once(tiny, tmp_path, ca
         # --multi_gpu is accelerate's torchrun launcher: on a machine without a GPU it starts CPU processes (gloo);
         # "--cpu --num_processes 2" would start only one process (accelerate 1.15 needs MPI for several)
         [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "t2vlab", "batch", str(path),
+         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+         str(free_port()), "-m", "t2vlab", "batch", str(path),
          "--out", str(two), "--model", str(tiny), "--batch-size", "1", *OPTIONS],
         capture_output=True, text=True, env=env, timeout=300)
     assert launched.returncode == 0, launched.stderr[-3000:]

@@ -27,6 +27,7 @@ from safetensors.torch import load_file
 from t2vlab import TextToVideoPipeline, atomic
 from t2vlab import finetune as ft
 from t2vlab.atomic import leftovers
+from tests.helpers import free_port
 
 ARGS = ["--model", "tiny", "--frames", "4", "--size", "32", "--lora-rank", "4", "--lr", "1e-2", "--quiet"]
 
@@ -181,8 +182,8 @@ def test_bad_data_is_named(clips, tmp_path, capsys):
 
 @pytest.mark.skipif(shutil.which("accelerate") is None and not (Path(sys.executable).parent / "accelerate").exists(),
                     reason="the accelerate command is not installed")
-@pytest.mark.parametrize("train, port", [("both", 29517), ("motion", 29518)])  # motion: one DDP forward, two paths
-def test_two_processes_under_accelerate_launch_equal_one_with_the_same_global_batch(clips, tmp_path, train, port):
+@pytest.mark.parametrize("train", ["both", "motion"])  # motion: one DDP forward, two paths
+def test_two_processes_under_accelerate_launch_equal_one_with_the_same_global_batch(clips, tmp_path, train):
     # SGD: Adam divides each gradient by its own size, which blows float rounding of near-zero gradients up to
     # a whole step; with SGD the LoRA is the gradients summed, and equal gradients give an equal LoRA
     common = ["--data", str(clips), *ARGS, "--steps", "3", "--state-every", "0", "--cpu", "--optimizer", "sgd",
@@ -192,7 +193,7 @@ def test_two_processes_under_accelerate_launch_equal_one_with_the_same_global_ba
     # "--multi_gpu" starts them as torchrun does, and the trainer's --cpu makes them CPU processes (gloo)
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                 "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                "--main_process_port", str(port)]
+                "--main_process_port", str(free_port())]  # never a fixed port: pytest-xdist workers run at once
     assert "--cpu" in common
     two = subprocess.run([*launcher, "-m", "t2vlab", "finetune", *common, "--batch-size", "1",
                           "--out", str(tmp_path / "two")], env=env, capture_output=True, text=True, timeout=300)

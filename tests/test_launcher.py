@@ -19,6 +19,7 @@ import torch
 from t2vlab import finetune as ft
 from t2vlab.__main__ import main
 from t2vlab.launcher import SHARES, LaunchError, launched
+from tests.helpers import free_port
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -94,7 +95,7 @@ def test_accelerate_launch_multi_gpu_without_a_gpu_and_without_cpu_is_stopped(cl
     it saw and what to pass, before anything is written."""
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                 "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                "--main_process_port", "29519"]
+                "--main_process_port", str(free_port())]
     out = tmp_path / "o"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.getcwd()}
     two = subprocess.run([*launcher, "-m", "t2vlab", "finetune", "--data", str(clips), "--out", str(out), "--model",

@@ -4,12 +4,14 @@ checkpoint's recommended settings."""
 from __future__ import annotations
 
 import shutil
+import threading
+import time
 import warnings
 
 import pytest
 import torch
 
-from t2vlab import TextToVideoPipeline
+from t2vlab import TextToVideoPipeline, atomic, weights
 from t2vlab.weights import EMBEDDED, embedded_name, resolve_checkpoint, toy_checkpoint
 
 
@@ -50,3 +52,35 @@ def test_each_checkpoint_carries_its_recommended_settings(tiny, tmp_path):
     assert (rec.height, rec.width, rec.num_frames, rec.num_inference_steps) == (64, 64, 16, 25)
 
 
+def test_the_tiny_checkpoint_asked_for_at_once_is_built_once_and_whole(tmp_path, monkeypatch, tok):
+    """``pytest -n 2`` workers (or two notebooks) on an empty cache ask for "tiny" at the same moment: one builds
+    it, the other waits for the lock beside it and uses that folder; nothing half-built is seen or left."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("T2VLAB_CACHE", str(cache))
+    real, built, start = weights.make_tiny_checkpoint, [], threading.Barrier(2)
+
+    def build(path, **kw):
+        built.append(path)
+        time.sleep(0.5)  # the other has asked by now: without the lock it would build its own copy
+        return real(path, **{**kw, "variants": (None,)})
+
+    monkeypatch.setattr(weights, "make_tiny_checkpoint", build)
+    got, errors = [], []
+
+    def ask():
+        start.wait()
+        try:
+            got.append(weights.tiny_checkpoint())
+        except BaseException as e:  # noqa: B036 - reported below, in the test's thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=ask) for _ in range(2)]  # flock holds between two opens in one process too
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert errors == [] and len(got) == 2 and got[0] == got[1] == cache / "tiny-seed0"
+    assert len(built) == 1, "both built the checkpoint: the second did not wait for the first"
+    assert sorted(p.name for p in cache.iterdir()) == [".tiny-seed0.lock", "tiny-seed0"]  # no leftover
+    assert atomic.leftovers(cache) == []
+    assert TextToVideoPipeline.from_pretrained("tiny").unet is not None
