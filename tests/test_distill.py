@@ -21,7 +21,6 @@ from t2vlab import TextToVideoPipeline
 from t2vlab import distill as ds
 from t2vlab import finetune as ft
 from t2vlab.schedulers import DDPMScheduler
-from t2vlab.toy.data import caption
 from t2vlab.toy.evaluate import evaluate
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -186,18 +185,14 @@ def test_the_ema_and_the_pseudo_huber_loss_equal_their_formulas():
                         rel_tol=1e-6)
 
 
-# Captions the teacher misreads at 4 DPM-Solver++ steps with seed 0 (benchmarks/distill_cpu.py lists them), and two
-# it reads right: the test asks the student to do better on those, in a few seconds.
-SUBSET = (("red", "circle", "up"), ("green", "square", "left"), ("blue", "triangle", "down"),
-          ("yellow", "square", "right"))
-
-
 def test_the_shipped_student_loads_and_at_4_lcm_steps_beats_the_teacher_at_4_steps():
     pipe = TextToVideoPipeline.from_pretrained("toy")
-    _, teacher, _ = evaluate(pipe, seeds=(0,), steps=4, combos=SUBSET)
+    # all 48 captions, seed 0: evaluate draws the noise of a batch from one generator, so a subset of the captions
+    # would be other videos (docs/benchmarks.md: teacher 100% colour / 85% direction, student 92% / 100%)
+    _, teacher, _ = evaluate(pipe, seeds=(0,), steps=4)
     settings = ds.load_distilled(pipe)
     assert settings["num_inference_steps"] == 4 and settings["guidance_scale"] == 1.0
     assert type(pipe.scheduler).__name__ == "LCMScheduler" and pipe.get_list_adapters()["unet"] == ["lcm"]
-    _, student, _ = evaluate(pipe, seeds=(0,), steps=4, guidance_scale=1.0, combos=SUBSET, scheduler=None)
+    _, student, _ = evaluate(pipe, seeds=(0,), steps=4, guidance_scale=1.0, scheduler=None)
     right = {who: s["all"]["colour"] + s["all"]["direction"] for who, s in (("teacher", teacher), ("student", student))}
-    assert right["student"] > right["teacher"], (right, [caption(*c) for c in SUBSET])
+    assert right["student"] > right["teacher"], right
