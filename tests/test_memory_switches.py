@@ -46,3 +46,39 @@ def test_tiling_acts_on_frames_larger_than_a_tile(pipe):
         pipe.disable_vae_tiling()
     assert not torch.equal(tiled, plain)  # blended tiles, not the one-piece decode
     assert (tiled - plain).abs().max() < 0.5  # yet the same picture
+
+
+def test_layerwise_casting_on_the_pipeline_reaches_every_model_and_equals_each_model_s_own(tiny):
+    """pipe.enable_layerwise_casting casts each model as its own enable_layerwise_casting does (the same frames,
+    exactly), ``models=`` picks some, a name that is not a model is refused by name, and disabling puts back the
+    storage dtype (float32) of every model."""
+    pipe = TextToVideoPipeline.from_pretrained(tiny)
+    by_model = TextToVideoPipeline.from_pretrained(tiny)
+    pipe.enable_layerwise_casting(torch.float8_e4m3fn, torch.float32)
+    for model in by_model.models.values():
+        model.enable_layerwise_casting(torch.float8_e4m3fn, torch.float32)
+    for name, model in pipe.models.items():
+        assert any(p.dtype == torch.float8_e4m3fn for p in model.parameters()), f"{name} was not cast"
+    assert torch.equal(video(pipe), video(by_model))
+    pipe.disable_layerwise_casting()
+    assert all(p.dtype == torch.float32 for p in pipe.unet.parameters())
+    only = TextToVideoPipeline.from_pretrained(tiny)
+    only.enable_layerwise_casting(torch.float8_e4m3fn, torch.float32, models=("unet",))
+    assert any(p.dtype == torch.float8_e4m3fn for p in only.unet.parameters())
+    assert all(p.dtype == torch.float32 for p in only.vae.parameters())
+    with pytest.raises(ValueError, match="'encoder' is not one of this pipeline's models"):
+        only.enable_layerwise_casting(models=["encoder"])
+
+
+def test_group_offload_on_the_pipeline_gives_the_plain_video_exactly_and_keeps_each_model_in_its_folder(tiny,
+                                                                                                     tmp_path):
+    pipe = TextToVideoPipeline.from_pretrained(tiny)
+    plain = video(pipe)
+    pipe.enable_group_offload("cpu", offload_to_disk_path=tmp_path)
+    try:
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["text_encoder", "unet", "vae"]
+        assert all(any(p.iterdir()) for p in tmp_path.iterdir())  # each model's weights in its own files
+        assert torch.equal(video(pipe), plain)
+    finally:
+        pipe.disable_group_offload()
+    assert torch.equal(video(pipe), plain)
