@@ -387,14 +387,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    try:
-        distill(args)
-    except (ft.DataError, ValueError, OSError, ft.LaunchError) as e:  # bad data or settings, a full disk
-        print(f"t2vlab distill: {ft.explain(e) if isinstance(e, OSError) and e.errno is not None else e}",
-              file=sys.stderr)
-        return 2
-    return 0
+    return ft.run_command("distill", distill, parse_args(argv))
 
 
 if __name__ == "__main__":

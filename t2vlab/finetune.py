@@ -633,15 +633,20 @@ def parse_args(argv=None):
     return args
 
 
-def main(argv=None):
-    args = parse_args(argv)
+def run_command(name, train, args) -> int:
+    """``train(args)`` as the command ``t2vlab NAME`` runs it: 0, or its error in one line naming the command and
+    exit status 2 (bad data or settings, a checkpoint's, a full disk, processes that are not one job)."""
     try:
-        finetune(args)
-    except (DataError, ValueError, OSError, LaunchError) as e:  # bad data or settings, a checkpoint's, a full disk
-        print(f"t2vlab finetune: {explain(e) if isinstance(e, OSError) and e.errno is not None else e}",
+        train(args)
+    except (DataError, ValueError, OSError, LaunchError) as e:
+        print(f"t2vlab {name}: {explain(e) if isinstance(e, OSError) and e.errno is not None else e}",
               file=sys.stderr)
         return 2
     return 0
+
+
+def main(argv=None):
+    return run_command("finetune", finetune, parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -191,3 +191,20 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def interrupt_at_step(monkeypatch, step=3):
+    """Make the trainers' (finetune's, distill's) draws of optimizer step ``step`` raise KeyboardInterrupt: a Ctrl-C
+    in the middle of that step, after the training states of the steps before it were written."""
+    from t2vlab import finetune
+
+    draws = finetune.step_draws
+
+    def interrupted(n, *args):
+        if n == step:
+            raise KeyboardInterrupt
+        return draws(n, *args)
+
+    monkeypatch.setattr(finetune, "step_draws", interrupted)
+    return draws
+

@@ -22,6 +22,7 @@ from t2vlab import distill as ds
 from t2vlab import finetune as ft
 from t2vlab.schedulers import DDPMScheduler
 from t2vlab.toy.evaluate import evaluate
+from tests.helpers import interrupt_at_step
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -50,14 +51,7 @@ def test_distill_runs_and_resume_after_an_interruption_equals_the_uninterrupted_
     target = load_file(str(state / "lora-target.safetensors"))
     assert any(not torch.equal(v, student["unet." + k]) for k, v in target.items())  # the EMA lags the student
 
-    draws = ft.step_draws
-
-    def crash_at_step_3(step, *a):
-        if step == 3:
-            raise KeyboardInterrupt  # Ctrl-C in the middle of step 3: state 2 is the last one
-        return draws(step, *a)
-
-    monkeypatch.setattr(ft, "step_draws", crash_at_step_3)
+    draws = interrupt_at_step(monkeypatch, 3)  # Ctrl-C in the middle of step 3: state 2 is the last one
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path / "cut", "--steps", "5", "--state-every", "2")
     monkeypatch.setattr(ft, "step_draws", draws)

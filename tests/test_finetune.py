@@ -27,7 +27,7 @@ from safetensors.torch import load_file
 from t2vlab import TextToVideoPipeline, atomic
 from t2vlab import finetune as ft
 from t2vlab.atomic import leftovers
-from tests.helpers import free_port
+from tests.helpers import free_port, interrupt_at_step
 
 ARGS = ["--model", "tiny", "--frames", "4", "--size", "32", "--lora-rank", "4", "--lr", "1e-2", "--quiet"]
 
@@ -50,14 +50,7 @@ def test_trains_and_resume_after_an_interruption_equals_the_uninterrupted_run(cl
     pipe.load_lora_weights(out)
     assert pipe.get_list_adapters()["unet"] == ["default_0"]
 
-    draws = ft.step_draws
-
-    def crash_at_step_3(step, *a):
-        if step == 3:
-            raise KeyboardInterrupt  # Ctrl-C in the middle of step 3: state 2 is the last one
-        return draws(step, *a)
-
-    monkeypatch.setattr(ft, "step_draws", crash_at_step_3)
+    draws = interrupt_at_step(monkeypatch, 3)  # Ctrl-C in the middle of step 3: state 2 is the last one
     with pytest.raises(KeyboardInterrupt):
         run(clips, tmp_path / "cut", "--steps", "5", "--state-every", "2")
     monkeypatch.setattr(ft, "step_draws", draws)
