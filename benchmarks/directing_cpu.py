@@ -13,6 +13,9 @@ moves about 4.5 pixels a frame); "off the line": the centroid's distance from th
     the change at a keyframe (0->1, 6->7) / the median change elsewhere (whether there is a seam for RePaint's
     resampling to fix). Beside: the plain video (no keyframes), and the keyframes released for the last 20% of the
     steps (``keyframe_schedule=0.8``).
+(a') resampling: (a)'s keyframes with DDIM, RePaint's resampling (``keyframe_resample=U``) against holding alone, at
+    about the same number of UNet calls (30 steps; 15 x 2; 10 x 3: (N - 1) U + 1 calls), beside the plain video, the
+    release at 0.8 and holding with 10 steps (what U = 3 adds to its steps); the seam as in (a), its mean and max too.
 (b) continuation: three chunks of 8 frames (``pipe.extend``, overlap 4: 16 frames), chained as latents; the
     evaluator on each chunk (a caption counts when all three read its colour and direction; aim >= 90%); each
     seam's change / the median change within the chunks, the seams left out (aim <= 2). Beside, the same 16 frames
@@ -28,13 +31,15 @@ moves about 4.5 pixels a frame); "off the line": the centroid's distance from th
     between their neighbours' (aim: all); the error of each new frame against the generated odd frame it stands
     for, beside a cross-fade (each new frame the mean of its two neighbours).
 
-    python -m benchmarks.directing_cpu [--part keyframes|continuation|loops|interpolation|all]
+    python -m benchmarks.directing_cpu [--part keyframes|resampling|continuation|loops|
+                                              interpolation|all]
                                        [--captions 16] [--continuation-captions 48] [--seeds 1] [--steps 10]
                                        [--more] [--strip DIR]
 
-``--captions`` sets how many of the toy's 48 captions parts (a), (c) and (d) use (16: every third, all colours and
-directions, the shapes in turn), ``--continuation-captions`` those of (b) (48: all, the issue's count). 10
-DPM-Solver++ steps (the toy's recommended 25 would not fit (b) over 48 captions into 10 minutes on one thread).
+``--captions`` sets how many of the toy's 48 captions parts (a), (a'), (c) and (d) use (16: every third, all colours
+and directions, the shapes in turn), ``--continuation-captions`` those of (b) (48: all, the issue's count). 10
+DPM-Solver++ steps (the toy's recommended 25 would not fit (b) over 48 captions into 10 minutes on one thread); (a')
+has its own DDIM steps (about 30 UNet calls a row, ``--steps`` not read).
 ``--quick``: 4 captions everywhere, 8 steps (a smoke run). ``--strip DIR`` writes PNG strips of a few videos of
 each part.
 """
@@ -69,6 +74,13 @@ def changes(video):
     """The F - 1 frame-to-frame changes of a video (F, H, W, 3): mean |f[t + 1] - f[t]|."""
     video = torch.as_tensor(video)
     return (video[1:] - video[:-1]).abs().mean(dim=(1, 2, 3))
+
+
+def keyframe_seam(video):
+    """The change into frame 0's successor and out of frame 7's predecessor (0->1, 6->7) over the median change
+    between (1->2 ... 5->6): 1 when the held frames join the video as smoothly as the rest."""
+    d = changes(video)
+    return ((d[0] + d[-1]) / 2 / d[1:-1].median()).item()
 
 
 def wrap_change(video):
@@ -162,8 +174,7 @@ def keyframes_part(pipe, combos, seeds, steps, strip=None):
                 placed = [along_across(got[f], ends[0], ends[7]) for f in range(8) if got[f] is not None]
                 off_line += [across for _, across in placed[1:-1]]
                 ordered.append(all(p[0] < q[0] for p, q in zip(placed, placed[1:])))
-                d = changes(video)
-                seam.append(((d[0] + d[-1]) / 2 / d[1:-1].median()).item())
+                seam.append(keyframe_seam(video))
                 if i < 3 and seed == seeds[0]:
                     shown.append((video, f"{name}: {data.caption(*c)}"))
         rows.append([name, len(ratio) // 2, median(ratio), f"{max(ratio):.2f}", pct(inside), median(off_line),
@@ -175,6 +186,58 @@ def keyframes_part(pipe, combos, seeds, steps, strip=None):
                 f"(a) Keyframes: frames 0 and 7 of a toy clip held, {steps} DPM-Solver++ steps, guidance 9")
     if strip:
         save_strip([v for v, _ in shown], [t for _, t in shown], f"{strip}/keyframes.png")
+
+
+# ---------------------------------------------------------------------------------- (a') resampling
+RESAMPLING = {  # name: (steps, U, pipeline arguments; None: no keyframes)
+    "off (plain video)": (30, 1, None),
+    "keyframes 0 and 7": (30, 1, {}),
+    "released at 0.8": (30, 1, {"keyframe_schedule": 0.8}),
+    "keyframes, 10 steps": (10, 1, {}),
+    "RePaint U=2": (15, 2, {"keyframe_resample": 2}),
+    "RePaint U=3": (10, 3, {"keyframe_resample": 3}),
+}
+
+
+def resampling_part(pipe, combos, seeds, strip=None):
+    """(a) again with DDIM (RePaint's resampling needs a sampler that keeps nothing between steps), each row at
+    about 30 UNet calls: 30 steps, 15 x 2, 10 x 3 ((N - 1) U + 1 calls: the last step is taken once)."""
+    from t2vlab.schedulers import from_name
+    from t2vlab.toy import data
+
+    kept, pipe.scheduler = pipe.scheduler, from_name("ddim", pipe.scheduler.config)
+    rows, shown = [], []
+    try:
+        for name, (steps, passes, extra) in RESAMPLING.items():
+            ratio, inside, seam, t0 = [], [], [], time.perf_counter()
+            for seed in seeds:
+                clips = torch.cat([data.make_clips(1, seed=seed, combos=[c])[0] for c in combos])
+                z = pipe.encode_video(clips, sample=False)
+                round_trip = pipe.decode_latents(z)
+                kwargs = {} if extra is None else dict(keyframes={0: z[:, :, 0], 7: z[:, :, 7]}, **extra)
+                videos = generate(pipe, [data.caption(*c) for c in combos], seed, steps, num_frames=8, **kwargs)
+                for i, c in enumerate(combos):
+                    video = torch.as_tensor(videos[i])
+                    ratio += [((video[k] - clips[i, k]).abs().mean() / (round_trip[i, k] - clips[i, k]).abs().mean()
+                               ).item() for k in (0, 7)]
+                    ends, got = centres(round_trip[i]), centres(video)
+                    inside += [between(got[f], ends[0], ends[7]) for f in range(1, 7)]
+                    seam.append(keyframe_seam(video))
+                    if i < 3 and seed == seeds[0]:
+                        shown.append((video, f"{name}: {data.caption(*c)}"))
+            seconds = (time.perf_counter() - t0) / (len(seeds) * len(combos))
+            rows.append([name, f"{steps} x {passes}", (steps - 1) * passes + 1, len(seam), median(seam),
+                         f"{statistics.mean(seam):.2f}", f"{max(seam):.2f}", median(ratio), pct(inside),
+                         f"{seconds:.2f}"])
+            print(*rows[-1], flush=True)
+    finally:
+        pipe.scheduler = kept
+    print_table(["keyframes", "steps x U", "UNet calls", "videos", "change at a keyframe / elsewhere (median)",
+                 "(mean)", "(max)", "keyframe error / VAE round trip (median)", "frames 1-6 between the keyframes",
+                 "s / video"], rows,
+                "(a') RePaint's resampling: frames 0 and 7 of a toy clip held, DDIM, guidance 9, about 30 UNet calls")
+    if strip:
+        save_strip([v for v, _ in shown], [t for _, t in shown], f"{strip}/resampling.png")
 
 
 # ------------------------------------------------------------------------------------- (b) continuation
@@ -353,7 +416,8 @@ def subset(count):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--part", choices=("keyframes", "continuation", "loops", "interpolation", "all"), default="all")
+    ap.add_argument("--part", choices=("keyframes", "resampling", "continuation", "loops", "interpolation", "all"),
+                    default="all")
     ap.add_argument("--captions", type=int, default=16, help="for (a), (c), (d); 16: every third of the 48")
     ap.add_argument("--continuation-captions", type=int, default=48, help="for (b); 48: all")
     ap.add_argument("--seeds", type=int, default=1)
@@ -373,6 +437,8 @@ def main():
           f"{args.threads} thread(s)")
     if args.part in ("keyframes", "all"):
         keyframes_part(pipe, combos, seeds, args.steps, args.strip)
+    if args.part in ("resampling", "all"):
+        resampling_part(pipe, combos, seeds, args.strip)
     if args.part in ("continuation", "all"):
         continuation_part(pipe, long_combos, seeds, args.steps, args.overlap, args.more, args.strip)
     if args.part in ("loops", "all"):

@@ -37,6 +37,7 @@ the positional prompt is frame 0's text):
 Directing a video (``t2vlab.techniques``: keyframes, continuation, in-between frames, loops):
 
     python -m t2vlab "prompt" --keyframe 0=first.png --keyframe 7=last.png [--keyframe-strength 0.8]
+    python -m t2vlab "prompt" --keyframe 0=first.png --keyframe 7=last.png --scheduler ddim --keyframe-resample 3
     python -m t2vlab "prompt" --extend IN.gif --overlap 4 [--frames 8]       IN followed by the new frames
     python -m t2vlab "prompt" --interpolate IN.gif --factor 2               F frames -> (F - 1) x 2 + 1
     python -m t2vlab "a (red:1.4) circle" --prompt-syntax a1111 --loop
@@ -163,6 +164,9 @@ def parse_args(argv=None):
     ap.add_argument("--keyframe-schedule", type=cli(number, float, low=0, high=1, low_open=True), default=None,
                     metavar="R", help="hold them over the first R of the steps only, in (0, 1], then let go "
                                       "(default: to the end)")
+    ap.add_argument("--keyframe-resample", type=cli(positive_int), default=None, metavar="U",
+                    help="take each step U times, noised back between, so the other frames agree with the held ones "
+                         "(RePaint's resampling; about U x the UNet calls; needs --scheduler ddim or ddpm; default 1)")
     ap.add_argument("--extend", default=None, metavar="VIDEO",
                     help="continue this video file with a chunk of --frames frames whose first --overlap are its last "
                          "ones; the output is VIDEO followed by the new frames")
@@ -230,6 +234,7 @@ def check_combinations(args):
         if value is not None and source not in ("--keyframe", "--extend", "--interpolate"):
             hint = "; with --image, --image-strength" if source == "--image" else ""
             raise ValueError(f"{flag}: only with --keyframe, --extend or --interpolate{hint}")
+    check_resample(args, source)
     if source in ("--extend", "--interpolate"):
         for flag, value in (("--size", args.size), ("--prompt-at", args.prompt_at)):
             if value:
@@ -248,6 +253,23 @@ def check_combinations(args):
     for flag, path in files:
         if path is not None and not os.path.isfile(path):
             raise ValueError(f"{flag}: no such file {path!r}")
+
+
+def check_resample(args, source):
+    """--keyframe-resample: with held frames (--image's too), and above 1 a sampler that can take a step again."""
+    passes = args.keyframe_resample
+    if passes is None:
+        return
+    if source not in ("--image", "--keyframe", "--extend", "--interpolate"):
+        raise ValueError("--keyframe-resample: only with --keyframe, --image, --extend or --interpolate (it lets the "
+                         "other frames agree with the held ones)")
+    if passes > 1 and args.scheduler is None:
+        raise ValueError(f"--keyframe-resample {passes}: add --scheduler ddim (or ddpm), a sampler that can take a "
+                         f"step again (without --scheduler the checkpoint's own is used: the toy's dpm++ cannot)")
+    if passes > 1 and args.scheduler not in ("ddim", "ddpm"):
+        raise ValueError(f"--keyframe-resample {passes}: --scheduler {args.scheduler} keeps state between steps (its "
+                         f"last model outputs or a step counter), so a step cannot be taken again; use --scheduler "
+                         f"ddim (or ddpm)")
 
 
 def check_frames(args, frames):
@@ -520,6 +542,8 @@ def techniques_on(pipe, args) -> list[str]:
                                     ("DeepCache", pipe.unet.deepcache), ("compiled", args.compile),
                                     ("loop", args.loop), (f"{len(args.lora)} LoRA", args.lora),
                                     (f"{len(args.keyframe)} keyframe(s)", args.keyframe),
+                                    (f"RePaint's resampling x{args.keyframe_resample}",
+                                     (args.keyframe_resample or 1) > 1),
                                     (f"continuing {args.extend}", args.extend),
                                     (f"in-between frames x{given(args.factor, 2)}", args.interpolate),
                                     (f"{args.prompt_syntax} prompt syntax", args.prompt_syntax != "plain")) if used]
@@ -540,7 +564,9 @@ def generate(pipe, args, steps, guidance, generator):
     rec = pipe.recommended
     common = dict(negative_prompt=args.negative, num_inference_steps=steps, guidance_scale=guidance,
                   generator=generator, prompt_syntax=args.prompt_syntax, **lora_scale(args))
-    held = dict(keyframe_strength=given(args.keyframe_strength, 1.0), keyframe_schedule=args.keyframe_schedule)
+    resample = dict(keyframe_resample=given(args.keyframe_resample, 1))
+    held = dict(keyframe_strength=given(args.keyframe_strength, 1.0), keyframe_schedule=args.keyframe_schedule,
+                **resample)
     if args.video:
         return pipe(args.prompt, video=args.video, strength=args.strength, **common).frames
     if args.extend:  # the file's frames, then the chunk's new ones
@@ -552,7 +578,8 @@ def generate(pipe, args, steps, guidance, generator):
             {"height": given(args.size, rec.height), "width": given(args.size, rec.width)})
     keyframes = dict(keyframes=dict(args.keyframe), **held) if args.keyframe else {}
     return pipe(prompt_of(args), num_frames=given(args.frames, rec.num_frames), image=args.image,
-                image_strength=args.image_strength, loop=args.loop, **keyframes, **size, **common).frames
+                image_strength=args.image_strength, loop=args.loop, **keyframes, **size, **common,
+                **(resample if args.image else {})).frames
 
 
 def lora_scale(args):

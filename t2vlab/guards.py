@@ -28,6 +28,7 @@ import torch
 
 from . import checks
 from .lora import lora_layers
+from .techniques import repaint
 from .techniques.interpolation import frames_after
 from .techniques.prompt_weighting import SYNTAXES
 from .weights import COMPONENTS, OPTIONAL_COMPONENTS
@@ -148,7 +149,8 @@ def check_generation_args(pipe, prompt, height, width, num_frames, num_inference
                           output_type, callback_on_step_end, num_videos_per_prompt, noise_shared_ratio,
                           keyframes=None, keyframe_strength=1.0, keyframe_schedule=None, from_image=False, loop=False,
                           prompt_syntax="plain", truncate_long_prompts=False, callback=None, callback_steps=None,
-                          callback_on_step_end_tensor_inputs=None, cross_attention_kwargs=None) -> int:
+                          callback_on_step_end_tensor_inputs=None, cross_attention_kwargs=None,
+                          keyframe_resample=1) -> int:
     """Check every argument of ``pipe(...)`` (ValueError naming it); return the number of videos.
     ``keyframes``: the held frames as ``pipe.read_keyframes`` read them (None without any); ``from_image``: they
     are ``image=``'s (then the messages name ``image`` and ``image_strength``)."""
@@ -157,6 +159,7 @@ def check_generation_args(pipe, prompt, height, width, num_frames, num_inference
     if keyframes is not None:  # first: an image's size is the video's default size
         check_keyframe_anchor(pipe, keyframes, keyframe_strength, keyframe_schedule, from_image, num_frames, height,
                               width)
+    check_keyframe_resample(pipe, keyframe_resample, keyframes)
     check_prompt_reading(prompt_syntax, truncate_long_prompts)
     check_loop(pipe, loop)
     check_size(height, width, num_frames, pipe.vae_scale_factor)
@@ -386,6 +389,15 @@ def check_keyframe_anchor(pipe, keyframes, strength, schedule, from_image, num_f
         checks.number("keyframe_schedule", schedule, low=0, high=1, low_open=True,
                       hint=" (None: full strength to the end; r: full strength over the first r of the steps, then "
                            "released; or a callable of the share of steps done)")
+
+
+def check_keyframe_resample(pipe, passes, keyframes):
+    """``keyframe_resample``: an integer >= 1; above 1, held frames to agree with and a sampler that can take a step
+    again (``techniques.repaint.check``)."""
+    passes = repaint.check(passes, pipe.scheduler, "keyframe_resample")
+    if passes > 1 and keyframes is None:
+        raise ValueError(f"keyframe_resample={passes}: only with keyframes= or image= (it lets the other frames agree "
+                         f"with the held ones; without any it only costs {passes}x the UNet calls)")
 
 
 def check_keyframe_image(name, shape, height, width, factor):

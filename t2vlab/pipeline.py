@@ -50,6 +50,7 @@ from .techniques.consistency import guidance_scale_embedding
 from .techniques.keyframes import anchor_keyframes, is_latent_frame, per_keyframe, stack_keyframe_latents
 from .techniques.loops import looping
 from .techniques.prompt_weighting import empty_prompt_embeds, encode_prompts, pad_chunks
+from .techniques.repaint import Resampling
 from .weights import OPTIONAL_COMPONENTS, adapter_settings, load_components, recommended_settings, resolve_checkpoint
 
 
@@ -283,7 +284,7 @@ class TextToVideoPipeline(TechniqueSwitches, MemorySwitches, CompiledPath, LoraL
         return batch_to_frames(out.prev_sample, f), None if x0 is None else batch_to_frames(x0, f)
 
     def denoise(self, latents, context, timesteps=None, guidance_scale=9.0, eta=0.0, generator=None,
-                callback_on_step_end=None, hooks=None, desc="denoising"):
+                callback_on_step_end=None, hooks=None, desc="denoising", resample=1):
         """The reverse process, x_T -> x_0: for each t, predict the noise (guided) and take one step.
 
         ``context``: the text embeddings, [uncond; cond] stacked when ``guidance_scale`` > 1; or a
@@ -291,6 +292,8 @@ class TextToVideoPipeline(TechniqueSwitches, MemorySwitches, CompiledPath, LoraL
         ``timesteps``: default the scheduler's (``set_timesteps`` first); a tail of them starts part-way.
         ``hooks``: callables ``hook(i, t, x, x0) -> x`` run after every step; by default the finiteness
         guard and ``callback_on_step_end`` (``step_hooks``). ``desc``: the progress bar's label.
+        ``resample``: U > 1 takes each step but the last U times, noised back between (RePaint's resampling,
+        ``techniques.repaint``; DDIM or DDPM only): the hooks run after every pass, with the same i.
         """
         timesteps = self.scheduler.timesteps if timesteps is None else timesteps
         text = as_conditioning(context, guidance_scale, self.guidance_embedded)  # read at every step: a callback may
@@ -298,14 +301,17 @@ class TextToVideoPipeline(TechniqueSwitches, MemorySwitches, CompiledPath, LoraL
         if hooks is None:
             hooks = self.step_hooks(len(timesteps), text.guidance_scale, callback_on_step_end, text)
         self.num_timesteps, self._guidance_scale = len(timesteps), text.guidance_scale
-        x = latents
-        with self.running(self.unet) as unet, self.progress_bar(len(timesteps), desc) as bar:
+        x, resampling = latents, Resampling(resample, self.scheduler, timesteps, generator)
+        with self.running(self.unet) as unet, self.progress_bar(resampling.unet_calls, desc) as bar:
             for i, t in enumerate(timesteps):
-                eps = self.predict_noise(unet, x, t, text.context, text.guidance_scale)
-                x, x0 = self.step(eps, t, x, eta=eta, generator=generator)
-                for hook in hooks:
-                    x = hook(i, t, x, x0)
-                bar.update()
+                for again in range(resampling.passes(i)):  # once, unless resampling
+                    if again:  # RePaint: back to t's noise level, and the step once more
+                        x = resampling.back(x, i)
+                    eps = self.predict_noise(unet, x, t, text.context, text.guidance_scale)
+                    x, x0 = self.step(eps, t, x, eta=eta, generator=generator)
+                    for hook in hooks:
+                        x = hook(i, t, x, x0)
+                    bar.update()
         return x
 
     def step_hooks(self, total_steps, guidance_scale, callback_on_step_end=None, conditioning=None):
@@ -344,7 +350,7 @@ class TextToVideoPipeline(TechniqueSwitches, MemorySwitches, CompiledPath, LoraL
                  prompt_embeds=None, negative_prompt_embeds=None, output_type="np", return_dict=True,
                  callback_on_step_end=None, clip_skip=None, num_videos_per_prompt=1, noise_shared_ratio=0.0,
                  image=None, image_strength=1.0, keyframes=None, keyframe_strength=1.0, keyframe_schedule=None,
-                 loop=False, prompt_syntax="plain", truncate_long_prompts=False,
+                 keyframe_resample=1, loop=False, prompt_syntax="plain", truncate_long_prompts=False,
                  callback=None, callback_steps=None, cross_attention_kwargs=None,
                  callback_on_step_end_tensor_inputs=None):
         """Generate videos. Returns ``TextToVideoOutput`` (``.frames``), or a tuple without ``return_dict``.
@@ -353,11 +359,13 @@ class TextToVideoPipeline(TechniqueSwitches, MemorySwitches, CompiledPath, LoraL
         "a1111" or "compel" reads weights in it (``encode_prompt``). ``keyframes`` {frame: image} holds those
         frames to the images (PIL images, arrays or tensors (H, W, 3), paths; or latents (4, h, w)) with weight
         ``keyframe_strength`` (a number, or one per keyframe), released over the steps by ``keyframe_schedule``
-        (``techniques.keyframes``; height, width: the keyframes'). ``image`` is the one-keyframe case {0: image}
-        at ``image_strength``. ``loop=True``: the time axis is a circle, the last frame flows into the first
-        (``techniques.loops``). ``callback_on_step_end`` (with ``callback_on_step_end_tensor_inputs``), the legacy
-        ``callback`` / ``callback_steps`` and ``cross_attention_kwargs={"scale": s}`` (the LoRA's weight for this
-        call only) are diffusers' (``t2vlab.callbacks``).
+        (``techniques.keyframes``; height, width: the keyframes'); ``keyframe_resample=U`` > 1 takes each step
+        but the last U times, noised back between, so the other frames agree better with the held ones (RePaint,
+        ``techniques.repaint``; DDIM or DDPM; (N - 1) U + 1 UNet passes for N steps). ``image`` is the one-keyframe
+        case {0: image} at ``image_strength``. ``loop=True``: the time axis is a circle, the last frame flows into
+        the first (``techniques.loops``). ``callback_on_step_end`` (with ``callback_on_step_end_tensor_inputs``), the
+        legacy ``callback`` / ``callback_steps`` and ``cross_attention_kwargs={"scale": s}`` (the LoRA's weight for
+        this call only) are diffusers' (``t2vlab.callbacks``).
 
         0. read the keyframes, check every argument (``guards.check_generation_args``), before any work;
         1. encode the prompt and, for classifier-free guidance, the negative prompt -> context (none for a UNet
@@ -376,6 +384,7 @@ class TextToVideoPipeline(TechniqueSwitches, MemorySwitches, CompiledPath, LoraL
             generator, latents, prompt_embeds, negative_prompt_embeds, output_type, callback_on_step_end,
             num_videos_per_prompt, noise_shared_ratio, held, strength, keyframe_schedule, image is not None, loop,
             prompt_syntax, truncate_long_prompts, callback=callback, callback_steps=callback_steps,
+            keyframe_resample=keyframe_resample,
             cross_attention_kwargs=cross_attention_kwargs,
             callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs)
         callbacks = StepCallbacks(callback_on_step_end, callback_on_step_end_tensor_inputs, callback, callback_steps)
@@ -402,7 +411,8 @@ class TextToVideoPipeline(TechniqueSwitches, MemorySwitches, CompiledPath, LoraL
                 x, hooks = anchor.start(x), [anchor, *hooks]
 
             if self.free_init is None:
-                x = self.denoise(x, context, self.scheduler.timesteps, guidance_scale, eta, generator, hooks=hooks)
+                x = self.denoise(x, context, self.scheduler.timesteps, guidance_scale, eta, generator, hooks=hooks,
+                                 resample=keyframe_resample)
             else:  # FreeInit: several passes of denoise, each from the last one's low frequencies
                 x = self.free_init.sample(self, x, context, num_inference_steps, guidance_scale, eta, generator,
                                           callbacks)

@@ -1,8 +1,8 @@
 """Directing a video from the command line and in batch: --keyframe, --keyframe-strength, --keyframe-schedule,
---extend with --overlap, --interpolate with --factor, each reaching the pipeline on the trained toy (the held frame
-comes back within the VAE's round trip, the continued video starts with the given frames, the interpolated one has
-(F - 1) x factor + 1 frames through the given ones), bad uses refused by flag before any model loads, and batch's
-"loop" and "keyframes" keys part of a job's settings (a plain job named as it always was)."""
+--keyframe-resample, --extend with --overlap, --interpolate with --factor, each reaching the pipeline on the trained
+toy (the held frame comes back within the VAE's round trip, the continued video starts with the given frames, the
+interpolated one has (F - 1) x factor + 1 frames through the given ones), bad uses refused by flag before any model
+loads, and batch's "loop" and "keyframes" keys part of a job's settings (a plain job named as it always was)."""
 
 from __future__ import annotations
 
@@ -78,6 +78,17 @@ def test_keyframe_strength_and_schedule_reach_the_pipeline(tmp_path, files):
     assert not np.array_equal(run(tmp_path, "released", *args, "--keyframe-schedule", "0.5"), full)
 
 
+def test_keyframe_resample_reaches_the_pipeline(tmp_path, files, capsys):
+    folder, _ = files
+    args = ["a blue square moving up", "--frames", "4", "--keyframe", f"2={folder / 'frame5.png'}", "--scheduler",
+            "ddim"]
+    once = run(tmp_path, "once", *args)
+    assert np.array_equal(run(tmp_path, "one", *args, "--keyframe-resample", "1"), once)
+    assert "RePaint" not in capsys.readouterr().out
+    assert not np.array_equal(run(tmp_path, "twice", *args, "--keyframe-resample", "2"), once)
+    assert "RePaint's resampling x2" in capsys.readouterr().out
+
+
 def test_extend_writes_the_video_followed_by_the_new_frames(tmp_path, files, capsys):
     folder, read = files
     longer = run(tmp_path, "longer", "a red circle moving right", "--extend", str(folder / "four.gif"),
@@ -128,6 +139,11 @@ BAD = [  # (flags, what the message says); FOLDER is the files' folder
     (["--keyframe", "0=FOLDER/frame5.png", "--keyframe-strength", "1.5"], "argument --keyframe-strength: must be"),
     (["--keyframe", "0=FOLDER/frame5.png", "--keyframe-schedule", "0"], "argument --keyframe-schedule: must be"),
     (["--keyframe-strength", "0.5"], "--keyframe-strength: only with --keyframe, --extend or --interpolate"),
+    (["--keyframe-resample", "2"], "--keyframe-resample: only with --keyframe, --image, --extend or --interpolate"),
+    (["--keyframe", "0=FOLDER/frame5.png", "--keyframe-resample", "0"], "argument --keyframe-resample: must be"),
+    (["--keyframe", "0=FOLDER/frame5.png", "--keyframe-resample", "2"], "--keyframe-resample 2: add --scheduler ddim"),
+    (["--extend", "FOLDER/four.gif", "--keyframe-resample", "3", "--scheduler", "dpm++"],
+     "--keyframe-resample 3: --scheduler dpm++ keeps state between steps"),
     (["--extend", "FOLDER/missing.gif"], "--extend: no such file"),
     (["--extend", "FOLDER/four.gif", "--video", "FOLDER/four.gif"], "--video and --extend: pass one"),
     (["--extend", "FOLDER/four.gif", "--overlap", "4", "--frames", "4"], "--overlap 4: must be smaller than the chunk"),
@@ -175,7 +191,8 @@ def test_help_lists_the_directing_flags(capsys):
         cli.parse_args(["--help"])
     said = capsys.readouterr().out
     assert all(flag in said for flag in ("--keyframe FRAME=IMAGE", "--keyframe-strength", "--keyframe-schedule",
-                                         "--extend VIDEO", "--overlap", "--interpolate VIDEO", "--factor"))
+                                         "--keyframe-resample U", "--extend VIDEO", "--overlap", "--interpolate VIDEO",
+                                         "--factor"))
 
 
 # ------------------------------------------------------------------------------ batch's keys

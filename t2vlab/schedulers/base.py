@@ -148,6 +148,8 @@ class Scheduler(ConfigMixin):
     is_base_class = True  # from_config here builds the class a config names
     order = 1
     init_noise_sigma = 1.0
+    stateless = False  # True: a step reads only (model output, timestep, sample), no counter or past outputs, so it
+    # can be taken again (RePaint's resampling, techniques.repaint)
 
     def __init__(self, **config):
         cfg = self._init_config(config)

@@ -19,6 +19,7 @@ class DDIMScheduler(Scheduler):
     step abar_t' is 1 if ``set_alpha_to_one`` else abar_0.
     """
 
+    stateless = True  # each step looks its timestep up afresh
     _defaults = {**BETA_DEFAULTS, "clip_sample": True, "set_alpha_to_one": True, "steps_offset": 0,
                  "prediction_type": "epsilon", "thresholding": False, "dynamic_thresholding_ratio": 0.995,
                  "clip_sample_range": 1.0, "sample_max_value": 1.0, "timestep_spacing": "leading",

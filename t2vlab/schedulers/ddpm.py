@@ -18,6 +18,7 @@ class DDPMScheduler(Scheduler):
         x_t'  = mean + sqrt(var) * z       (no noise when t = 0; abar_t' = 1 after the last step)
     """
 
+    stateless = True  # each step looks its timestep up afresh
     _defaults = {**BETA_DEFAULTS, "variance_type": "fixed_small", "clip_sample": True,
                  "prediction_type": "epsilon", "thresholding": False, "dynamic_thresholding_ratio": 0.995,
                  "clip_sample_range": 1.0, "sample_max_value": 1.0, "timestep_spacing": "leading",

@@ -7,6 +7,8 @@
 - ``prompt_travel``  a text per frame, interpolated between keyframes
 - ``keyframes``      frames held to given images or latents while sampling, with a strength each and a schedule
                      over the steps (image-to-video's first-frame anchor is the one-keyframe case)
+- ``repaint``        RePaint (Lugmayr et al., 2022): each step taken U times, noised back between, so the free
+                     frames agree with the held ones (``keyframe_resample=U``, an option of the loop)
 - ``continuation``   a video made longer chunk by chunk, each chunk's first frames held to the last ones (``extend``)
 - ``loops``          the time axis a circle: temporal convolutions padded circularly (``loop=True``)
 - ``interpolation``  in-between frames: the given frames held at every factor-th position (``interpolate``)

@@ -28,13 +28,15 @@ before the first):
   the held frames settle in with their neighbours (at the price of not being the keyframe exactly). Any
   callable ``f(s) -> [0, 1]`` is another schedule (e.g. ``lambda s: 1 - s``).
 
-RePaint's resampling (Lugmayr et al., 2022: after each step, noise the sample back up one step and denoise it
-again, U times, so that the generated frames get more than one chance to agree with the held ones) is not
-built yet. Holding does leave a small seam on the toy: the change into and out of a held frame is 1.35x the
-video's median frame change against 1.03x without keyframes (docs/benchmarks.md, "Directing a video"), and a
-throwaway measurement (DDIM, keyframes 0 and 7, 8 videos) found resampling shrinks it at the same number of UNet
-calls (three passes of 10 steps: 1.35x, against 1.67x for 30 plain steps). It needs a sampler without a history
-(DDIM, DDPM: DPM-Solver++ keeps its last steps), so it belongs in the loop as an option, not in this hook.
+RePaint's resampling (Lugmayr et al., 2022; ``keyframe_resample=U``, ``techniques.repaint``): after each step
+(and this hook), noise the sample back up to the step's start and take the step again, U passes in all, so that the
+generated frames get more than one chance to agree with the held ones. Holding alone leaves a seam on the toy: with
+DDIM, frames 0 and 7 held, 16 videos, the change into and out of a held frame is 1.45x the video's median frame
+change at 30 steps (1.00x without keyframes); RePaint at about the same number of UNet calls makes it 1.25x (15
+steps x 2) and 1.23x (10 x 3; mean 1.31x against 1.61x), the keyframes still exact. Releasing at 0.8 gets the median
+to 0.99x but lets the keyframes go (1.65x the VAE's error at them) and leaves the worst seams (docs/benchmarks.md,
+"Directing a video"). It needs a sampler without a history (DDIM, DDPM: DPM-Solver++ keeps its last steps), so it is
+an option of the loop (``pipe.denoise(..., resample=U)``), not this hook: a hook cannot take a step again.
 
 Where it plugs in: a step hook of the shared loop (``pipe.denoise(..., hooks=[anchor, ...])``), which the
 pipeline's step 2 puts first when ``keyframes=`` (or ``image=``) is given; ``start`` anchors the starting
