@@ -55,41 +55,45 @@ def test_ci_runs_the_readme_test_command_verbatim():
 
 
 def test_ci_second_pass_runs_the_same_install_and_pytest_on_the_newest_torch():
-    """The second block of .ci/run is the README's test command in a venv of its own with torch unpinned (the newest
-    that pip resolves), its pytest options unchanged, on the parity tests, the trainer's tests and the notebooks."""
+    """.ci/run installs the second pass's venv in the background (started before the first pass) with the README's
+    install, torch unpinned (the newest that pip resolves), and after the first pass runs the README's pytest
+    options unchanged on the notebooks, the parity tests and the trainers' tests there."""
     steps = [step.strip() for step in _readme_test_command().split(" && ")]
     ci = (ROOT / ".ci" / "run").read_text()
     assert ci.count(SECOND_PASS) == 1
-    second = ci.partition(SECOND_PASS)[2].replace(" \\\n  ", " ")  # continuation lines joined
-    chain = next(line for line in second.splitlines() if line.startswith("python3 -m venv .venv-newest "))
-    got = chain.split(" && ")
+    before, _, second = ci.partition(SECOND_PASS)
+    install = next(line for line in before.splitlines() if line.startswith("python3 -m venv .venv-newest "))
     once = "pip install -q --no-compile "  # a venv used once: only what the tests import is compiled
     want = [s.replace(".venv", ".venv-newest").replace("torch==2.13.0", "torch").replace("pip install -q ", once)
             for s in steps[:5]]
-    assert got[:5] == want
-    assert got[5].startswith("python -c ") and "torch.__version__" in got[5]  # says which torch it ran on
+    assert install.split(" && ") == want
+    assert before.index(install) < before.index(steps[0] + " && ")  # started before the first pass
+    assert ") > .ci-newest-install.log 2>&1 &\nnewest_install=$!" in before
+    second = second.replace(" \\\n  ", " ")  # continuation lines joined
+    assert 'wait "$newest_install" || second=$?' in second
+    chain = next(line.strip() for line in second.splitlines() if line.strip().startswith(". .venv-newest/bin/"))
+    got = chain.split(" && ")
+    assert got[1].startswith("python -c ") and "torch.__version__" in got[1]  # says which torch it ran on
     pytest_call = steps[5]
     options = pytest_call[:pytest_call.index("--nbmake") + len("--nbmake")]
-    assert got[6] == f'{options} "${{newest_tests[@]}}" notebooks || second=$?', got[6]
-    assert "newest_tests=(tests/parity tests/test_finetune.py)" in second
-    assert "if [ -f tests/test_distill.py ]; then newest_tests+=(tests/test_distill.py); fi" in second
+    assert got[2] == f'{options} notebooks "${{newest_tests[@]}}" "${{skip[@]}}" || second=$?', got[2]
+    assert "newest_tests=(tests/parity tests/test_finetune.py tests/test_distill.py)" in second
 
 
-def _run_ci_with_stubs(tmp_path, fail_first=0, fail_second=0, distill=False):
+def _run_ci_with_stubs(tmp_path, fail_first=0, fail_second=0, fail_install=0):
     """Run a copy of .ci/run with python3, python, pip and chromium replaced by stubs that log each call (with the
-    virtual environment it ran in) and make pytest exit ``fail_first`` in .venv and ``fail_second`` in .venv-newest."""
+    virtual environment it ran in) and make pytest exit ``fail_first`` in .venv and ``fail_second`` in .venv-newest,
+    and the newest venv's first pip ``fail_install``."""
     repo, bin_ = tmp_path / "repo", tmp_path / "bin"
     (repo / ".ci").mkdir(parents=True)
     (repo / "tests").mkdir()
-    if distill:
-        (repo / "tests" / "test_distill.py").write_text("")
     shutil.copy(ROOT / ".ci" / "run", repo / ".ci" / "run")
     bin_.mkdir()
     log = tmp_path / "calls.log"
     stubs = {
         "python3": 'if [ "$1 $2" = "-m venv" ]; then mkdir -p "$3/bin"; '
                    'echo "VIRTUAL_ENV=$3" > "$3/bin/activate"; fi',
-        "pip": "",
+        "pip": '[ "$VIRTUAL_ENV" = .venv-newest ] && [ "$4" = torch ] && exit "$FAIL_INSTALL"; exit 0',
         "python": 'case "$*" in "-m pytest "*) '
                   '[ "$VIRTUAL_ENV" = .venv-newest ] && exit "$FAIL_SECOND" || exit "$FAIL_FIRST";; esac',
         "chromium": "",
@@ -98,7 +102,7 @@ def _run_ci_with_stubs(tmp_path, fail_first=0, fail_second=0, distill=False):
         (bin_ / name).write_text(f'#!/bin/bash\necho "$VIRTUAL_ENV $(basename "$0") $*" >> "{log}"\n{body}\n')
         (bin_ / name).chmod(0o755)
     env = {"PATH": f"{bin_}{os.pathsep}/usr/bin{os.pathsep}/bin", "HOME": str(tmp_path), "VIRTUAL_ENV": "",
-           "FAIL_FIRST": str(fail_first), "FAIL_SECOND": str(fail_second)}
+           "FAIL_FIRST": str(fail_first), "FAIL_SECOND": str(fail_second), "FAIL_INSTALL": str(fail_install)}
     done = subprocess.run(["bash", str(repo / ".ci" / "run")], env=env, capture_output=True, text=True, timeout=60)
     return done, log.read_text().splitlines()
 
@@ -112,9 +116,10 @@ def test_ci_fails_when_either_pass_fails_and_always_runs_both(tmp_path):
     newest = [c for c in calls if c.startswith(".venv-newest ")]
     first_pip = [c for c in newest if c.split()[1] == "pip"][0]
     assert first_pip == ".venv-newest pip install -q --no-compile torch"  # unpinned: the newest
-    assert "tests/parity tests/test_finetune.py notebooks" in pytests[1] and "test_distill" not in pytests[1]
-    _, calls = _run_ci_with_stubs(tmp_path / "distill", distill=True)
-    assert "tests/parity tests/test_finetune.py tests/test_distill.py notebooks" in calls[-1]
+    assert "--nbmake notebooks tests/parity tests/test_finetune.py tests/test_distill.py --deselect " in pytests[1]
+    done, calls = _run_ci_with_stubs(tmp_path / "install", fail_install=7)  # the background install fails
+    assert done.returncode == 7 and "FAILED: the second pass" in done.stdout
+    assert sum(" python -m pytest " in c for c in calls) == 1  # the first pass ran; the second had no venv
 
     for first, second in ((1, 0), (0, 1), (2, 3)):
         done, calls = _run_ci_with_stubs(tmp_path / f"fail{first}{second}", first, second)
