@@ -11,8 +11,8 @@ coordinate across the motion, background, tint; the trail still covers the last 
 path, so it is shorter too: the clips are still a pure function of the seed). Its caption puts the speed
 word in the place of "a": "slow red circle moving left". The toy's text encoder has 8 positions and learnt
 every word at its own place; "a slow red circle moving left" would shift the colour, shape and direction
-words by one (the shipped model then reads 1 of 12 such captions right), while "slow red circle moving
-left" keeps them where they were.
+words by one (notebook 16 counts what that does to the shipped model's colour and direction), while "slow
+red circle moving left" keeps them where they were.
 
 Why speed and not size. The capstone was first written for size (big shapes, radius 18 to 20 instead of
 8 to 11). Big shapes drawn read the right colour in 100% of 48 clips, but after the toy VAE's round trip
