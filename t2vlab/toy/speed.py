@@ -2,7 +2,8 @@
 capstone (notebooks/16_capstone.ipynb).
 
     python -m t2vlab.toy.speed DATA_FOLDER              # write the clips, then train as TRAINING_COMMAND says
-    python -m t2vlab.toy.speed --check [LORA_FOLDER]    # the capstone's evaluation of a LoRA
+    python -m t2vlab.toy.speed --check [LORA_FOLDER]    # the capstone's evaluation of a LoRA (default: the
+                                                        # shipped one), written to LORA_FOLDER/evaluation.json
 
 The world's shapes travel 30 to 34 pixels over their 8 frames. A **slow** shape is drawn from the same
 labels with the travel mapped onto ``SLOW_TRAVEL_RANGE`` (14 to 16 pixels: half the speed) and the start moved so that its
