@@ -470,6 +470,51 @@ MISTAKES["15.changes"] = [(changes_absolute, "without dividing by the feature's 
                           (changes_over_the_previous, "previous step's feature")]
 
 
+# ---------------------------------------------------------------------------------- 16: the capstone
+def slow_in_place(labels):
+    labels["travel"] = 14 + (labels["travel"] - 30) / 4 * 2
+    labels["start"] = 23 + (labels["start"] - 13) / 6 * 3
+    return labels
+
+
+def slow_start_kept(labels):
+    return {**labels, "travel": 14 + (labels["travel"] - 30) / 4 * 2}
+
+
+def slow_halved(labels):
+    return {**labels, "travel": labels["travel"] / 2, "start": 23 + (labels["start"] - 13) / 6 * 3}
+
+
+MISTAKES["16.slow"] = [(slow_in_place, "changed them in place"), (slow_start_kept, "with the start left as it was"),
+                       (slow_halved, r"halved \(travel / 2\)")]
+
+
+def _shift(video):
+    from t2vlab.toy.evaluate import centroids, foreground
+
+    mask, _ = foreground(video)
+    shown = [f for f in range(len(mask)) if mask[f].any()]
+    path = centroids(mask)
+    return path[shown[-1]] - path[shown[0]]
+
+
+def travel_signed(video):
+    dx, dy = _shift(video).tolist()
+    return dx if abs(dx) >= abs(dy) else dy
+
+
+def travel_horizontal(video):
+    return abs(_shift(video)[0].item())
+
+
+def travel_per_frame(video):
+    return _shift(video).abs().max().item() / 7
+
+
+MISTAKES["16.travel"] = [(travel_signed, "the signed shift"), (travel_horizontal, "horizontal shift alone"),
+                         (travel_per_frame, "per frame")]
+
+
 # ---------------------------------------------------------------------------------- 17: few steps
 def scalings_without_timestep_scaling(t, timestep_scaling=10.0, sigma_data=0.5):
     return sigma_data**2 / (t**2 + sigma_data**2), t / (t**2 + sigma_data**2) ** 0.5

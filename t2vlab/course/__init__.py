@@ -31,6 +31,7 @@ from . import (  # noqa: F401  (each module registers its notebook's exercises),
     ex12_free_noise,
     ex14_lora,
     ex15_speed,
+    ex16_capstone,
     ex17_few_steps,
     ex18_directing,
 )

@@ -8,7 +8,8 @@ half a minute (2026-12-01: 20 s for 00, 14 s for 01, 30 s for 02, 12 s for 03, 1
 06, 71 s for 07, 22 s for 08, 22 s for 09, 90 s for 10, 109 s for 11, 119 s for 12, 14 s for 13, 78 s for 14, 39 s
 for 15; 12 minutes in all). 18 was measured later (2026-12-01) on the same machine while other jobs ran: 114 s
 of wall time (73 s of CPU time; 187 s under a load of about 6); 17 too: 190 s of wall time (186 s of CPU time)
-beside another job's installs, most of it the judge's 48-caption runs (about 17 minutes for all 18). Writing the
+beside another job's installs, most of it the judge's 48-caption runs; 16 too: 136 s of wall time (118 s of CPU
+time) under a load of about 4, on torch 2.13 and 2.14 alike (about 19 minutes for all 19). Writing the
 exercises takes the learner longer.
 t4_minutes_estimate: an estimate, not a measurement (no T4 was at hand):
 on a GPU the notebooks load the real 1.7 B-parameter model, so the first one pays its download (3.6 GB) and each
@@ -65,6 +66,10 @@ LEARNING_PATH = {
                builds="LoRALinear's forward, the LoRA folded into the weight"),
     "15": dict(title="Speed: the compiled path, DeepCache, and a batch of prompts", kind="optional",
                prerequisites=["05", "06"], cpu_minutes=0.5, t4_minutes_estimate=None, builds=None),
+    # the capstone: everything again on a new attribute, with 14's LoRA recipe and 00's judge
+    "16": dict(title="Capstone: a new attribute (speed) taught to the model", kind="core",
+               prerequisites=["00", "03", "14"], cpu_minutes=2.5, t4_minutes_estimate=None,
+               builds="slow shapes for the toy world, the judge's speed reader (the travel along the motion)"),
     "17": dict(title="Few steps: consistency models, and distilling the toy model yourself", kind="core",
                prerequisites=["02", "06", "14"], cpu_minutes=3, t4_minutes_estimate=None,
                builds="the boundary scalings c_skip and c_out, the consistency function, the teacher's guided DDIM "
