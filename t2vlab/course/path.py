@@ -13,7 +13,14 @@ time) under a load of about 4, on torch 2.13 and 2.14 alike (about 19 minutes fo
 exercises takes the learner longer.
 t4_minutes_estimate: an estimate, not a measurement (no T4 was at hand):
 on a GPU the notebooks load the real 1.7 B-parameter model, so the first one pays its download (3.6 GB) and each
-one its load (about a minute) besides generating. None where not yet measured or estimated.
+one its load (about a minute) besides generating. None where not yet measured or estimated. For 07-18 (estimated
+2026-12-01) the basis is what each does on a GPU outside CI, where T2VLAB_QUICK is unset: 07, 08 and 09 load the
+real model (a minute) and generate with it (07 also 64 frames with offloading, 2 steps); 10, 16 and 17 run
+their full training (10: 300 steps; 16: 400 steps, about 8 CPU minutes on one thread; 17: 150 distillation steps
+and the judge on all 48 captions, then the real model with the published adapters); 11, 12, 13, 14, 15 and 18
+stay on the toy or the tiny checkpoint (14 loads the shipped LoRAs and trains a few steps, as under CI), which a GPU runs about as fast as the CPU's one thread
+(launch-bound tensors: 8 frames of 64x64), so their CPU minutes stand, plus a Colab session's install; 15 also
+compiles with inductor there (about a minute). A T4 run should replace these figures when one is at hand.
 """
 
 from __future__ import annotations
@@ -43,40 +50,40 @@ LEARNING_PATH = {
                cpu_minutes=0.5, t4_minutes_estimate=5,
                builds="the guidance rule, the guided denoising loop from the pipeline's parts"),
     "07": dict(title="Memory: what each option saves, and what it costs", kind="optional", prerequisites=["03", "06"],
-               cpu_minutes=1, t4_minutes_estimate=None,
+               cpu_minutes=1, t4_minutes_estimate=4,
                builds=None),
     "08": dict(title="VideoFusion's decomposed noise", kind="core", prerequisites=["06"],
-               cpu_minutes=0.5, t4_minutes_estimate=None,
+               cpu_minutes=0.5, t4_minutes_estimate=4,
                builds="the shared + residual noise of VideoFusion, the correlation between frames"),
     "09": dict(title="The studio: generate, then look inside", kind="optional", prerequisites=["04", "06"],
-               cpu_minutes=0.5, t4_minutes_estimate=None, builds=None),
+               cpu_minutes=0.5, t4_minutes_estimate=4, builds=None),
     "10": dict(title="Train your own text-to-video model", kind="core", prerequisites=["03", "06"],
-               cpu_minutes=1.5, t4_minutes_estimate=None,
+               cpu_minutes=1.5, t4_minutes_estimate=3,
                builds="caption dropout, the noise-prediction loss"),
     "11": dict(title="Video-to-video and image-to-video", kind="core", prerequisites=["02", "06"],
-               cpu_minutes=2, t4_minutes_estimate=None,
+               cpu_minutes=2, t4_minutes_estimate=2,
                builds="SDEdit's starting timesteps, the video noised to the start"),
     "12": dict(title="Long videos: FreeNoise, prompt travel, FreeInit and FreeU", kind="core",
-               prerequisites=["04", "06", "08"], cpu_minutes=2, t4_minutes_estimate=None,
+               prerequisites=["04", "06", "08"], cpu_minutes=2, t4_minutes_estimate=2,
                builds="FreeNoise's windows, their pyramid weights, the windows fused (Eq. 4)"),
     "13": dict(title="Checkpoints: one model, two layouts, a family of fine-tunes", kind="optional",
-               prerequisites=["05"], cpu_minutes=0.5, t4_minutes_estimate=None, builds=None),
+               prerequisites=["05"], cpu_minutes=0.5, t4_minutes_estimate=1, builds=None),
     "14": dict(title="Fine-tuning with LoRA: teach the toy model a new colour", kind="core", prerequisites=["10"],
-               cpu_minutes=1.5, t4_minutes_estimate=None,
+               cpu_minutes=1.5, t4_minutes_estimate=2,
                builds="LoRALinear's forward, the LoRA folded into the weight"),
     "15": dict(title="Speed: the compiled path, DeepCache, and a batch of prompts", kind="optional",
-               prerequisites=["05", "06"], cpu_minutes=0.5, t4_minutes_estimate=None, builds=None),
+               prerequisites=["05", "06"], cpu_minutes=0.5, t4_minutes_estimate=3, builds=None),
     # the capstone: everything again on a new attribute, with 14's LoRA recipe and 00's judge
     "16": dict(title="Capstone: a new attribute (speed) taught to the model", kind="core",
-               prerequisites=["00", "03", "14"], cpu_minutes=2.5, t4_minutes_estimate=None,
+               prerequisites=["00", "03", "14"], cpu_minutes=2.5, t4_minutes_estimate=4,
                builds="slow shapes for the toy world, the judge's speed reader (the travel along the motion)"),
     "17": dict(title="Few steps: consistency models, and distilling the toy model yourself", kind="core",
-               prerequisites=["02", "06", "14"], cpu_minutes=3, t4_minutes_estimate=None,
+               prerequisites=["02", "06", "14"], cpu_minutes=3, t4_minutes_estimate=5,
                builds="the boundary scalings c_skip and c_out, the consistency function, the teacher's guided DDIM "
                       "step (the distillation's ODE solver)"),
     # directing builds on 11's first-frame anchor
     "18": dict(title="Directing a video: keyframes, continuation, loops, in-between frames", kind="core",
-               prerequisites=["06", "11", "12"], cpu_minutes=1.5, t4_minutes_estimate=None,
+               prerequisites=["06", "11", "12"], cpu_minutes=1.5, t4_minutes_estimate=2,
                builds="the keyframe hook (held frames noised to each step's level), the circular temporal "
                       "convolution of a loop"),
 }
