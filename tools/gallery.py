@@ -29,16 +29,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from t2vlab import TextToVideoPipeline  # noqa: E402
+from t2vlab import TextToVideoPipeline, distill  # noqa: E402
 from t2vlab.atomic import atomic_file, write_text  # noqa: E402
 from t2vlab.noise import video_noise  # noqa: E402
 from t2vlab.notebook import video_rows  # noqa: E402
 from t2vlab.schedulers import DDPMScheduler, from_name  # noqa: E402
-from t2vlab.toy import data, toy_checkpoint  # noqa: E402
-from t2vlab.toy import speed  # noqa: E402
+from t2vlab.toy import data, speed, toy_checkpoint  # noqa: E402
 from t2vlab.toy.evaluate import colour_and_direction, read_speed, travel_along  # noqa: E402
 from t2vlab.unet.model import timestep_embedding  # noqa: E402
-from t2vlab import distill  # noqa: E402
 
 DPI = 72
 
@@ -230,15 +228,16 @@ def slow(pipe):
             videos.append(v)
             if model is taught and size:
                 taught_slow.append(colour_and_direction(v) == (c[0], c[2]))
-            labels.append(f"'{text}', {who}: travels {travel_along(v):.0f} px, reads {read_speed(v)}, "
+            labels.append(f"'{text}', {who}: travels {travel_along(v):.0f} px, "
+                          f"reads {read_speed(v)}, "
                           f"{colour_and_direction(v)}")
     return video_rows(videos, labels, size=1.0, title="the capstone: a new word, slow (notebook 16)"), (
         "Per caption: the toy alone ignores \"slow\" (it never saw the word); with the shipped LoRA "
         "(`t2vlab/data/toy_slow_lora/`, 400 steps, 7.9 CPU minutes) the plain caption keeps the usual speed and "
-        f"\"slow ...\" travels less far (each row prints how far), colour and direction read right in {sum(taught_slow)} of "
-        f"{len(taught_slow)} here (a shape that barely moves leaves the judge little to read a direction from). The "
-        "judge calls a travel under 21 px slow. Over all 48 combinations (the LoRA's evaluation.json) the slow "
-        "captions read slow in 91.7%, their colour and direction in 100%.")
+        "\"slow ...\" travels less far (each row prints how far), colour and direction read right in "
+        f"{sum(taught_slow)} of {len(taught_slow)} here (a shape that barely moves leaves the judge little to "
+        "read a direction from). The judge calls a travel under 21 px slow. Over all 48 combinations (the LoRA's "
+        "evaluation.json) the slow captions read slow in 91.7%, their colour and direction in 100%.")
 
 
 FIGURES = {"toy_samples": toy_samples, "x0_strip": x0_strip, "noising": noising, "guidance_sweep": guidance_sweep,

@@ -11,16 +11,16 @@ of wall time (73 s of CPU time; 187 s under a load of about 6); 17 too: 190 s of
 beside another job's installs, most of it the judge's 48-caption runs; 16 too: 136 s of wall time (118 s of CPU
 time) under a load of about 4, on torch 2.13 and 2.14 alike (about 19 minutes for all 19). Writing the
 exercises takes the learner longer.
-t4_minutes_estimate: an estimate, not a measurement (no T4 was at hand):
-on a GPU the notebooks load the real 1.7 B-parameter model, so the first one pays its download (3.6 GB) and each
-one its load (about a minute) besides generating. None where not yet measured or estimated. For 07-18 (estimated
-2026-12-01) the basis is what each does on a GPU outside CI, where T2VLAB_QUICK is unset: 07, 08 and 09 load the
-real model (a minute) and generate with it (07 also 64 frames with offloading, 2 steps); 10, 16 and 17 run
-their full training (10: 300 steps; 16: 400 steps, about 8 CPU minutes on one thread; 17: 150 distillation steps
-and the judge on all 48 captions, then the real model with the published adapters); 11, 12, 13, 14, 15 and 18
-stay on the toy or the tiny checkpoint (14 loads the shipped LoRAs and trains a few steps, as under CI), which a GPU runs about as fast as the CPU's one thread
-(launch-bound tensors: 8 frames of 64x64), so their CPU minutes stand, plus a Colab session's install; 15 also
-compiles with inductor there (about a minute). A T4 run should replace these figures when one is at hand.
+t4_minutes_estimate: an estimate, not a measurement (no T4 was at hand): on a GPU the notebooks load the real 1.7
+B-parameter model, so the first one pays its download (3.6 GB) and each one its load (about a minute) besides
+generating. None where not yet measured or estimated. For 07-18 (estimated 2026-12-01) the basis is what each does
+on a GPU outside CI, where T2VLAB_QUICK is unset: 07, 08 and 09 load the real model (a minute) and generate with it
+(07 also 64 frames with offloading, 2 steps); 10, 16 and 17 run their full training (10: 300 steps; 16: 400 steps,
+about 8 CPU minutes on one thread; 17: 150 distillation steps and the judge on all 48 captions, then the real model
+with the published adapters); 11, 12, 13, 14, 15 and 18 stay on the toy or the tiny checkpoint (14 loads the shipped
+LoRAs and trains a few steps, as under CI), which a GPU runs about as fast as the CPU's one thread (launch-bound
+tensors: 8 frames of 64x64), so their CPU minutes stand, plus a Colab session's install; 15 also compiles with
+inductor there (about a minute). A T4 run should replace these figures when one is at hand.
 """
 
 from __future__ import annotations

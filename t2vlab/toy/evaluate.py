@@ -42,7 +42,8 @@ COLOUR_TOLERANCE = 0.2
 # starts, its trail is partly out of the frame, which moves the first frame's centroid forward), 25-34 through the
 # toy's VAE, and 25-33 as the shipped toy generates the 48 plain captions (and the 48 slow ones, whose word it
 # ignores); a slow one (travel 14-16, toy.speed) 14-16 as drawn and 13.6-16.1 through the VAE. 21 lies about midway:
-# 5 px above the slow clips' largest reading, 4 below the world's smallest; the capstone (notebook 16) measures it again.
+# 5 px above the slow clips' largest reading, 4 below the world's smallest; the capstone (notebook 16) measures it
+# again.
 SLOW_TRAVEL = 21
 
 

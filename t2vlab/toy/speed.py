@@ -6,8 +6,8 @@ capstone (notebooks/16_capstone.ipynb).
                                                         # shipped one), written to LORA_FOLDER/evaluation.json
 
 The world's shapes travel 30 to 34 pixels over their 8 frames. A **slow** shape is drawn from the same
-labels with the travel mapped onto ``SLOW_TRAVEL_RANGE`` (14 to 16 pixels: half the speed) and the start moved so that its
-shorter path lies about the middle of the frame; nothing else changes (colour, shape, radius, the
+labels with the travel mapped onto ``SLOW_TRAVEL_RANGE`` (14 to 16 pixels: half the speed) and the start moved so
+that its shorter path lies about the middle of the frame; nothing else changes (colour, shape, radius, the
 coordinate across the motion, background, tint; the trail still covers the last 5 frame steps of the
 path, so it is shorter too: the clips are still a pure function of the seed). Its caption puts the speed
 word in the place of "a": "slow red circle moving left". The toy's text encoder has 8 positions and learnt
@@ -64,7 +64,8 @@ TRAINING_COMMAND = ("python -m t2vlab finetune --data DATA_FOLDER --out OUT --mo
 
 
 def caption(colour, shape, direction, speed=None) -> str:
-    """The world's caption, or with ``speed="slow"`` the speed word in the place of "a": "slow red circle moving left"."""
+    """The world's caption, or with ``speed="slow"`` the speed word in the place of "a": "slow red circle moving
+    left"."""
     if speed is None:
         return data.caption(colour, shape, direction)
     if speed != SPEED_WORD:
