@@ -32,6 +32,16 @@ def pytest_configure(config):
             torch.set_num_threads(int(threads))
 
 
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: without xdist it is never called
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadfile`` (CI's, the README's) hands out the longest files first (``tests/schedule.py``)."""
+    if config.getoption("dist") == "loadfile":
+        from tests.schedule import LongestFirst
+
+        return LongestFirst(config, log)
+    return None
+
+
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory):
     """A tiny checkpoint in the published layout (random weights) with its fp16 variant. Tests copy it

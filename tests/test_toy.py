@@ -277,14 +277,20 @@ def test_the_toy_context_is_the_caption_itself(tmp_path):
 
 @pytest.fixture(scope="module")
 def shipped_scores():
-    """The toy's recommended setting: 25 DPM-Solver++ steps at the default guidance, all 48 captions (seed 0)."""
+    """The toy's recommended setting: 25 DPM-Solver++ steps at the default guidance (seed 0), on the 6 held-out
+    captions and every third seen one (14: every colour, shape and direction). All 48 took 7 minutes of CI's
+    one thread (issue 31); the 48 are measured in docs/toy-model.md."""
     from t2vlab.pipeline import TextToVideoPipeline
     from t2vlab.toy import toy_checkpoint
+    from t2vlab.toy.data import HELD_OUT, TRAIN_COMBOS
     from t2vlab.toy.evaluate import evaluate, report
 
-    _, summary, _ = evaluate(TextToVideoPipeline.from_pretrained(toy_checkpoint()), seeds=(0,), steps=25)
+    combos = HELD_OUT + TRAIN_COMBOS[::3]
+    assert {c[i] for c in combos for i in range(3)} >= {w for c in TRAIN_COMBOS for w in c}
+    _, summary, _ = evaluate(TextToVideoPipeline.from_pretrained(toy_checkpoint()), seeds=(0,), steps=25,
+                             combos=combos)
     print(report(summary))
-    assert summary["held_out"]["n"] == 6 and summary["seen"]["n"] == 42
+    assert summary["held_out"]["n"] == 6 and summary["seen"]["n"] == 14
     return summary
 
 
