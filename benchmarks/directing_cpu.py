@@ -20,7 +20,9 @@ moves about 4.5 pixels a frame); "off the line": the centroid's distance from th
     evaluator on each chunk (a caption counts when all three read its colour and direction; aim >= 90%); each
     seam's change / the median change within the chunks, the seams left out (aim <= 2). Beside, the same 16 frames
     in one pass, plain and with FreeNoise (windows of 8, stride 4), read on the same three 8-frame windows.
-    ``--more`` adds the chunks chained as pixels (through the VAE) and a story (there, back, there again).
+    ``--more`` adds the chunks chained as pixels (through the VAE) and a story (there, back, there again);
+    ``--slow`` runs (b) on slow shapes (the capstone's LoRA loaded, "slow red circle moving left"), and
+    ``--continuation-resample U`` with RePaint's resampling of the held frames (DDIM in place of DPM-Solver++).
 (c) loops: ``loop=True`` against plain 8-frame videos: the last-to-first change / the median change (aim: at most
     half of plain's), the median change / plain's (aim >= 0.5: still moving), what the evaluator reads, and what
     the shape does: how far it travels along the caption's direction against plain, and the share of videos in
@@ -34,7 +36,7 @@ moves about 4.5 pixels a frame); "off the line": the centroid's distance from th
     python -m benchmarks.directing_cpu [--part keyframes|resampling|continuation|loops|
                                               interpolation|all]
                                        [--captions 16] [--continuation-captions 48] [--seeds 1] [--steps 10]
-                                       [--more] [--strip DIR]
+                                       [--more] [--slow] [--continuation-resample U] [--strip DIR]
 
 ``--captions`` sets how many of the toy's 48 captions parts (a), (a'), (c) and (d) use (16: every third, all colours
 and directions, the shapes in turn), ``--continuation-captions`` those of (b) (48: all, the issue's count). 10
@@ -50,6 +52,7 @@ import argparse
 import math
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
@@ -144,6 +147,7 @@ def save_strip(videos, titles, path):
                 axes[r, f].imshow(torch.as_tensor(video[f]).clamp(0, 1).numpy())
         axes[r, 0].set_title(title, loc="left", fontsize=7)
     fig.subplots_adjust(left=0.01, right=0.99, top=0.95, bottom=0.01, wspace=0.04, hspace=0.45)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)  # --strip names a folder; made if missing
     fig.savefig(path, dpi=72)
     plt.close(fig)
     print("wrote", path)
@@ -258,9 +262,14 @@ def chunk_captions(combo, story):
     return [(colour, shape, d) for d in turns]
 
 
-def continuation_part(pipe, combos, seeds, steps, overlap=4, more=False, strip=None):
-    from t2vlab.toy import data
+def continuation_part(pipe, combos, seeds, steps, overlap=4, more=False, strip=None, slow=False, resample=1):
+    from t2vlab.toy import speed
     from t2vlab.toy.evaluate import colour_and_direction
+
+    def caption(colour, shape, direction):  # --slow: "slow red circle moving left", the capstone's LoRA loaded
+        return speed.caption(colour, shape, direction, speed=speed.SPEED_WORD if slow else None)
+
+    held = {"keyframe_resample": resample} if resample > 1 else {}  # --continuation-resample U (DDIM)
 
     new = 8 - overlap
     frames = 8 + 2 * new
@@ -279,17 +288,17 @@ def continuation_part(pipe, combos, seeds, steps, overlap=4, more=False, strip=N
                 if free_noise:
                     pipe.enable_free_noise(context_length=8, context_stride=4)
                 try:
-                    videos = torch.as_tensor(generate(pipe, [data.caption(*p[0]) for p in plots], seed, steps,
+                    videos = torch.as_tensor(generate(pipe, [caption(*p[0]) for p in plots], seed, steps,
                                                       num_frames=frames))
                 finally:
                     pipe.disable_free_noise()
             else:
-                video = generate(pipe, [data.caption(*p[0]) for p in plots], seed, steps, num_frames=8,
+                video = generate(pipe, [caption(*p[0]) for p in plots], seed, steps, num_frames=8,
                                  output_type=how)
                 for chunk in (1, 2):
                     g = [torch.Generator().manual_seed(seed * 1000 + 100 * chunk + i) for i in range(len(combos))]
-                    video = pipe.extend(video, [data.caption(*p[chunk]) for p in plots], num_frames=8,
-                                        overlap=overlap, num_inference_steps=steps, generator=g, output_type=how).frames
+                    video = pipe.extend(video, [caption(*p[chunk]) for p in plots], num_frames=8, overlap=overlap,
+                                        num_inference_steps=steps, generator=g, output_type=how, **held).frames
                 videos = pipe.decode_latents(video) if how == "latent" else video
             for i, plot in enumerate(plots):
                 reads = [colour_and_direction(videos[i][s:s + 8]) for s in starts]
@@ -305,7 +314,7 @@ def continuation_part(pipe, combos, seeds, steps, overlap=4, more=False, strip=N
                     from_last.append(math.dist(c[8], c[7]))
                     from_clip.append(math.dist(c[8], c[8 - new]))
                 if i < 3 and seed == seeds[0]:
-                    shown.append((videos[i], f"{name}: {data.caption(*plot[0])}"))
+                    shown.append((videos[i], f"{name}: {caption(*plot[0])}"))
         seconds = (time.perf_counter() - t0) / (len(seeds) * len(combos))
         rows.append([name, len(ok), pct(ok), pct(per_chunk), median(seam), f"{max(seam):.2f}",
                      pct([s <= 2 for s in seam]), median(worst), f"{median(from_last)} / {median(from_clip)}",
@@ -315,8 +324,9 @@ def continuation_part(pipe, combos, seeds, steps, overlap=4, more=False, strip=N
                  "change at a seam / median elsewhere (median)", "(max)", "seams <= 2x",
                  "largest change / median (median)", f"frame 8: px from frame 7 / from frame {8 - new} (median)",
                  "s / video"], rows,
-                f"(b) Continuation: 3 chunks of 8 frames, overlap {overlap}, against one pass; {steps} DPM-Solver++ "
-                f"steps, guidance 9 (one pass read at the same frames)")
+                f"(b) Continuation: 3 chunks of 8 frames, overlap {overlap}, against one pass; {steps} "
+                f"{type(pipe.scheduler).__name__} steps{f', RePaint U = {resample}' if held else ''}, guidance 9 (one "
+                f"pass read at the same frames){'; slow shapes, the capstone LoRA loaded' if slow else ''}")
     if strip:
         save_strip([v for v, _ in shown], [t for _, t in shown], f"{strip}/continuation.png")
 
@@ -424,6 +434,9 @@ def main():
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--overlap", type=int, default=4)
     ap.add_argument("--more", action="store_true", help="(b) also with pixels held and a story")
+    ap.add_argument("--slow", action="store_true", help="(b) on slow shapes (the capstone's LoRA loaded)")
+    ap.add_argument("--continuation-resample", type=int, default=1, metavar="U",
+                    help="(b) with RePaint's resampling (U > 1: DDIM in place of DPM-Solver++)")
     ap.add_argument("--quick", action="store_true", help="4 captions everywhere, 8 steps: a smoke run")
     ap.add_argument("--strip", default=None, help="write PNG strips of a few videos per part into this folder")
     ap.add_argument("--threads", type=int, default=1)
@@ -440,7 +453,16 @@ def main():
     if args.part in ("resampling", "all"):
         resampling_part(pipe, combos, seeds, args.strip)
     if args.part in ("continuation", "all"):
-        continuation_part(pipe, long_combos, seeds, args.steps, args.overlap, args.more, args.strip)
+        if args.slow:
+            from t2vlab.toy.speed import slow_lora
+
+            pipe.load_lora_weights(slow_lora())
+        if args.continuation_resample > 1:
+            from t2vlab.schedulers import from_name
+
+            pipe.scheduler = from_name("ddim", pipe.scheduler.config)
+        continuation_part(pipe, long_combos, seeds, args.steps, args.overlap, args.more, args.strip, args.slow,
+                          args.continuation_resample)
     if args.part in ("loops", "all"):
         loops_part(pipe, combos, seeds, args.steps, args.strip)
     if args.part in ("interpolation", "all"):
