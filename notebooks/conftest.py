@@ -139,9 +139,12 @@ def with_solutions(path) -> str | None:
 
 def pytest_configure(config):
     """Under pytest-xdist (``-n 2``) the kernels of two workers share the cores: each kernel gets one OpenMP
-    thread (``OMP_NUM_THREADS=1``, which the kernel inherits), unless the caller set it."""
-    if hasattr(config, "workerinput"):
-        os.environ.setdefault("OMP_NUM_THREADS", "1")
+    thread (``OMP_NUM_THREADS=1``, which the kernel inherits), unless the caller set it to a count of threads
+    (an empty or malformed value counts as unset: libgomp would ignore it and spin a thread per core; see
+    tests/conftest.py's ``one_thread_unless_set``)."""
+    threads = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if hasattr(config, "workerinput") and not (threads.isdigit() and int(threads) > 0):
+        os.environ["OMP_NUM_THREADS"] = "1"
 
 
 @pytest.hookimpl(wrapper=True)

@@ -27,9 +27,19 @@ def pytest_configure(config):
     kernels), unless the caller set ``OMP_NUM_THREADS``. Two workers each spinning two OpenMP threads on two
     cores wait for each other (see ``one_thread``)."""
     if hasattr(config, "workerinput"):
-        threads = os.environ.setdefault("OMP_NUM_THREADS", "1")  # notebooks/conftest.py may have set it first
-        if threads.isdigit() and int(threads) > 0:
-            torch.set_num_threads(int(threads))
+        threads = one_thread_unless_set()  # notebooks/conftest.py may have set it first
+        torch.set_num_threads(int(threads))
+
+
+def one_thread_unless_set() -> str:
+    """``OMP_NUM_THREADS`` as the caller set it, or "1" when it is unset or not a count of threads: libgomp ignores
+    an empty or malformed value ("Invalid value for environment variable OMP_NUM_THREADS") and starts a thread per
+    core, so that every worker and kernel spins on every core (a profile run with ``OMP_NUM_THREADS=`` took half
+    as long again, one notebook nine times as long)."""
+    threads = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if not (threads.isdigit() and int(threads) > 0):
+        threads = os.environ["OMP_NUM_THREADS"] = "1"
+    return threads
 
 
 @pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: without xdist it is never called

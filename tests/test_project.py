@@ -143,3 +143,15 @@ def test_published_configs_match_the_reference_copies():
         theirs = {k: v for k, v in json.loads((ref / name).read_text()).items() if k != "_class_name" or
                   name == "scheduler_config.json"}
         assert ours == theirs, name
+
+
+def test_an_empty_or_malformed_omp_num_threads_counts_as_unset(monkeypatch):
+    """Under xdist each worker and notebook kernel gets one OpenMP thread unless OMP_NUM_THREADS is a count: an
+    empty or malformed value, which libgomp ignores (a thread per core), is replaced by 1 (tests/conftest.py)."""
+    from tests.conftest import one_thread_unless_set
+
+    for value, want in (("", "1"), (" ", "1"), ("abc", "1"), ("0", "1"), ("-2", "1"), ("3", "3")):
+        monkeypatch.setenv("OMP_NUM_THREADS", value)
+        assert (one_thread_unless_set(), os.environ["OMP_NUM_THREADS"]) == (want, want), value
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert one_thread_unless_set() == "1"
