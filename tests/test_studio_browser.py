@@ -33,7 +33,16 @@ NOTEBOOK_RUN_S = 300
 GENERATE_S = 120
 
 
+CHROMIUM_INSTALL_S = 600  # .ci/run installs chromium in the background (about 50 s): a slow mirror is waited for
+
+
 def _chromium():
+    """The chromium executable, or None. When T2VLAB_CHROMIUM_WAIT names a file (.ci/run sets it while it
+    installs chromium in the background), wait for that file first: the install has ended once it exists."""
+    done = os.environ.get("T2VLAB_CHROMIUM_WAIT")
+    deadline = time.monotonic() + CHROMIUM_INSTALL_S
+    while done and not os.path.exists(done) and time.monotonic() < deadline:
+        time.sleep(1)
     for candidate in (os.environ.get("T2VLAB_CHROMIUM"), shutil.which("chromium"), "/usr/bin/chromium"):
         if candidate and os.path.exists(candidate):
             return candidate
@@ -79,7 +88,8 @@ def _stop(proc):
 def test_studio_generates_a_video_in_jupyterlab(tmp_path):
     chromium = _chromium()
     if chromium is None:
-        pytest.skip("no chromium executable (apt-get install chromium); .ci/run installs it")
+        pytest.skip("no chromium executable (apt-get install chromium); .ci/run installs it (its log: "
+                    ".ci-chromium.log)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
 
     root = tmp_path / "notebooks"
