@@ -61,9 +61,9 @@ def settings(tiny):
     if tiny:
         from t2vlab.weights import TINY_TEXT, TINY_UNET, TINY_VAE
         return dict(cfg={"unet": TINY_UNET, "vae": TINY_VAE, "text": TINY_TEXT}, size=64, frames=4, steps=(2, 3),
-                    long_frames=8, long_steps=2, repeats=2, warmup=1)
+                    long_frames=8, long_steps=2, repeats=2, warmup=1, finetune_steps=2)
     return dict(cfg=full_configs(), size=256, frames=16, steps=(25, 50), long_frames=64, long_steps=25,
-                repeats=5, warmup=3)
+                repeats=5, warmup=3, finetune_steps=5)
 
 
 def try_diffusers():
@@ -324,9 +324,12 @@ def section_speed(models, s, dtype, res, diffusers, transformers, tmp, mode="red
     variants, first_call = compile_variants(pipes, mode, backend, s, dtype)
 
     def unet_call(v):
+        # diffusers' UNet as its pipeline calls it (return_dict=False, a tuple): called otherwise, its compiled
+        # program would be traced again (dynamo guards on return_dict), a second compile inside the timings
         with torch.no_grad():
-            out = v.pipe.unet(x, t, ctx)
-        return getattr(out, "sample", out)  # diffusers returns an output object
+            if v.name.startswith("diffusers"):
+                return v.pipe.unet(x, t, ctx, return_dict=False)[0]
+            return v.pipe.unet(x, t, ctx)
 
     eager_out = {}
     for v in variants:  # parity of each compiled UNet with its own eager one (same weights)
@@ -623,7 +626,7 @@ def main():
                 elif n == 3:
                     section_long(models, s, dtype, res, diffusers, transformers, tmp, pipes)
                 elif n == 4:
-                    section_finetune(models, s, res)
+                    section_finetune(models, s, res, s["finetune_steps"])
             elapsed[str(n)] = time.perf_counter() - t0
             print(f"\nsection {n} took {elapsed[str(n)]:.1f} s")
     elapsed["total"] = time.perf_counter() - t_start

@@ -4,7 +4,8 @@ CI runs the notebooks with ``MPLBACKEND=Agg``, and under Agg ipykernel drops eve
 that stopped drawing would still pass. Around each nbmake item this hook
 
 * starts the kernel with matplotlib's inline backend (``MPLBACKEND`` as the kernel sees it), so that
-  figures become ``image/png`` outputs, and with ``T2VLAB_QUICK=1`` (notebooks 10 and 16 train shorter runs);
+  figures become ``image/png`` outputs, and with ``T2VLAB_QUICK=1`` (CI's shorter runs: notebooks 10, 16 and 17
+  train fewer steps; 11, 12, 14 and 16 sample 10 steps instead of 25; 17 scores fewer captions);
 * runs the notebook with every exercise cell (tagged ``exercise``, its key in the cell's ``exercise``
   metadata) replaced by that exercise's solution (``t2vlab.course.solution_source``), so the checks after
   them prove the solutions right (the committed notebook keeps the learner's stub);
