@@ -456,7 +456,7 @@ def lora_step(unet, params, s, dtype, device, steps):
     return 1000 * statistics.median(times), torch.cuda.max_memory_allocated() if cuda else None
 
 
-def section_finetune(models, s, res, steps=5):
+def section_finetune(models, s, res, steps):
     from t2vlab import UNet3DConditionModel
     from t2vlab.lora import add_lora, lora_targets
 

@@ -31,8 +31,6 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 SERVER_START_S = 90
 NOTEBOOK_RUN_S = 300
 GENERATE_S = 120
-
-
 CHROMIUM_INSTALL_S = 600  # .ci/run installs chromium in the background (about 50 s): a slow mirror is waited for
 
 
