@@ -237,6 +237,22 @@ def test_a1111_rule_passes_an_unweighted_chunk_through_even_with_a_zero_mean():
     assert not torch.equal(out[0], z[0])
 
 
+def test_a1111_rule_leaves_a_weighted_chunk_with_no_mean_unrestored():
+    """A weighted chunk whose mean is 0 (every token's mean 0, as a LayerNorm with zero bias and unit scale gives:
+    the tiny checkpoint's encoder) has no mean to restore: z * w, finite, where the ratio 0 / 0 gave inf or NaN
+    (a studio test's video turned NaN on it); a chunk with a mean is still restored."""
+    z = torch.randn(2, 77, 8)
+    z[0] = torch.randint(-5, 6, (77, 8), generator=torch.Generator().manual_seed(1)).float()
+    z[0, :, 0] -= z[0].sum(-1)  # small integers, each token's sum 0: the means are exactly 0 (0 / 0 without the rule)
+    z[1] += 0.5
+    w = torch.ones(2, 77)
+    w[:, 5] = 1.5
+    out = pw.a1111_emphasis(z, w)
+    assert torch.isfinite(out).all()
+    assert torch.equal(out[0], z[0] * w[0, :, None])
+    assert torch.allclose(out[1].mean(), z[1].mean(), rtol=1e-5) and not torch.equal(out[1], z[1] * w[1, :, None])
+
+
 def test_compel_rule_pieces():
     z, e = torch.randn(2, 77, 8), torch.randn(77, 8)
     w = torch.ones(2, 77)

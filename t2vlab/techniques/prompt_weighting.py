@@ -501,6 +501,10 @@ def _fuse(fragments):
 
 
 # -------------------------------------------------------------------------------------------- the rules
+# a float32 mean of 77 x D numbers is off by about 1e-7 of their size: a mean under 1e-6 of it is no mean at all
+ZERO_MEAN = 1e-6
+
+
 def a1111_emphasis(z: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """A1111's "Original" emphasis on encoded chunks: z (..., 77, D), weights (..., 77) -> (..., 77, D).
 
@@ -508,14 +512,19 @@ def a1111_emphasis(z: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
 
     With every weight 1 this is z itself, bit for bit (z * 1 = z, and the two means are the same number); such a
     chunk is passed through as it is, since where its mean is 0 (an empty chunk of an encoder whose last LayerNorm
-    has no bias, like the tiny checkpoint's) the ratio would be 0 / 0.
+    has no bias, like the tiny checkpoint's) the ratio would be 0 / 0. A weighted chunk whose mean(z_w) is no more
+    than ZERO_MEAN times its mean absolute value keeps z_w unrestored: that mean is rounding noise (an encoder
+    whose last LayerNorm has a zero bias and unit scale, the tiny checkpoint's, gives every token a mean of 0), and
+    dividing by it gave an infinite or arbitrary scale (the toy's trained encoder: 1e-4 to 1e-3 of it, restored).
     """
     z32 = z.float()
     w = weights.to(z32.device)
     weighted = z32 * w[..., None]
-    restore = z32.mean(dim=(-2, -1), keepdim=True) / weighted.mean(dim=(-2, -1), keepdim=True)
+    mean_w = weighted.mean(dim=(-2, -1), keepdim=True)
+    restore = z32.mean(dim=(-2, -1), keepdim=True) / mean_w
     unweighted = (w == 1).all(dim=-1)[..., None, None]  # (..., 1, 1): chunks with every weight 1
-    return torch.where(unweighted, z32, weighted * restore).to(z.dtype)
+    no_mean = mean_w.abs() <= ZERO_MEAN * weighted.abs().mean(dim=(-2, -1), keepdim=True)
+    return torch.where(unweighted, z32, torch.where(no_mean, weighted, weighted * restore)).to(z.dtype)
 
 
 def compel_weighting(z: torch.Tensor, weights: torch.Tensor, empty: torch.Tensor) -> torch.Tensor:
