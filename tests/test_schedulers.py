@@ -213,6 +213,18 @@ def test_t2v_turbo_spacing_is_the_stride_selection():
     assert timesteps_of(ours.from_name("lcm", CKPT, timestep_selection="stride"), 4) == [999, 759, 519, 279]
 
 
+def test_even_upper_selection_is_even_over_one_more_step_with_the_lowest_left_out():
+    """"even_upper" (t2vlab distill's students, "lcm-upper") takes the floor(50 i / (n + 1))-th of the 50 points from
+    the top, i = 0..n-1: the last step starts higher than "even"'s; n = 50 still takes all 50, each once."""
+    upper = LCM(timestep_selection="even_upper")
+    assert timesteps_of(upper, 4) == [999, 799, 599, 399]
+    assert timesteps_of(upper, 8) == [999, 899, 779, 679, 559, 459, 339, 239]
+    assert timesteps_of(upper, 2) == [999, 679] and timesteps_of(upper, 1) == [999]
+    assert timesteps_of(upper, 50) == list(range(999, 0, -20))
+    assert timesteps_of(upper, 49) == list(range(999, 19, -20))
+    assert timesteps_of(ours.from_name("lcm-upper", CKPT), 4) == [999, 799, 599, 399]
+
+
 def test_lcm_swaps_with_from_config_like_the_others():
     """The checkpoint's DDIM config -> LCM -> DDIM gives the DDIM config back; LCM's own keys (ours too)
     survive a trip through another sampler; the base class builds what _class_name says."""

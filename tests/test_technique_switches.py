@@ -137,7 +137,7 @@ def test_studio_few_steps_menu_loads_the_student_sets_its_sampler_and_takes_it_o
                                    scheduler="dpm++", guidance=9.0), out_dir=tmp_path)
     plain = studio.run().frames
     studio.few_steps.value = "few-steps-toy-student"
-    assert (studio.scheduler.value, studio.steps.value, studio.guidance.value) == ("lcm", 4, 1.0)
+    assert (studio.scheduler.value, studio.steps.value, studio.guidance.value) == ("lcm-upper", 4, 1.0)
     result = studio.run()
     assert result is not None, studio.status.value
     assert "toy-student" in result.settings.summary() and pipe.get_list_adapters()["unet"] == ["few-steps-toy-student"]

@@ -34,6 +34,7 @@ NAMED_SCHEDULERS = {
     "lcm": (LCMScheduler, {}),  # for consistency-distilled checkpoints (few steps, little or no guidance)
     "lcm-mcm": (LCMScheduler, {"timestep_scaling": 4.0}),  # MCM's adapters, as their authors sample them
     "lcm-t2v-turbo": (LCMScheduler, {"timestep_selection": "stride"}),  # T2V-Turbo's 999, 759, 519, 279 for 4 steps
+    "lcm-upper": (LCMScheduler, {"timestep_selection": "even_upper"}),  # 999, 799, 599, 399: t2vlab distill's students
 }
 SCHEDULER_NAMES = tuple(NAMED_SCHEDULERS)
 

@@ -9,7 +9,7 @@ from ..techniques.consistency import consistency_output
 from .base import Scheduler, SchedulerOutput, vp_x0_eps
 from .config import BETA_DEFAULTS
 
-TIMESTEP_SELECTIONS = ("even", "stride")
+TIMESTEP_SELECTIONS = ("even", "stride", "even_upper")
 
 
 class LCMSchedulerOutput(SchedulerOutput):
@@ -32,6 +32,8 @@ class LCMScheduler(Scheduler):
     ``timestep_selection`` says which n of them n steps take:
         "even"   (diffusers' LCMScheduler):   the floor(i N / n)-th, i = 0..n-1        4 of 50: 999 759 499 259
         "stride" (T2V-Turbo's scheduler):     every (N // n)-th, the first n             4 of 50: 999 759 519 279
+        "even_upper" (t2vlab distill's):      "even" over n + 1, the lowest left out     4 of 50: 999 799 599 399
+                                              (the floor(i N / (n + 1))-th; all N when n = N)
     or ``set_timesteps(timesteps=[...])`` gives them (descending, in [0, T)). Of diffusers' config,
     ``set_alpha_to_one``, ``steps_offset`` and ``timestep_spacing`` change nothing here, nor in diffusers
     (which reads the first only after a negative timestep; those are refused here).
@@ -66,8 +68,10 @@ class LCMScheduler(Scheduler):
         else:
             n = self._check_steps(num_inference_steps, len(origin))
             top_down = origin[::-1]
-            if self._cfg["timestep_selection"] == "even":
-                t = top_down[np.floor(np.linspace(0, len(origin), n, endpoint=False)).astype(np.int64)]
+            selection = self._cfg["timestep_selection"]
+            if selection in ("even", "even_upper"):  # floor(i N / parts), i = 0..n-1 (diffusers' linspace for "even")
+                parts = n if selection == "even" else min(n + 1, len(origin))
+                t = top_down[np.floor(np.linspace(0, len(origin), parts, endpoint=False)[:n]).astype(np.int64)]
             else:
                 t = top_down[::len(origin) // n][:n]
         if len(t) == 0:
