@@ -31,7 +31,8 @@ moves about 4.5 pixels a frame); "off the line": the centroid's distance from th
 (d) in-between frames: the even frames (0, 2, 4, 6) of a generated video, interpolated by 2 to 7 frames: the
     direction the evaluator reads, against the source's (aim >= 90% the same), and new frames whose centroid is
     between their neighbours' (aim: all); the error of each new frame against the generated odd frame it stands
-    for, beside a cross-fade (each new frame the mean of its two neighbours).
+    for, beside a cross-fade (each new frame the mean of its two neighbours). Sampled as (a)-(c) are, and with
+    RePaint's resampling of the held frames (DDIM, 10 steps x U = 3, as in (a')).
 
     python -m benchmarks.directing_cpu [--part keyframes|resampling|continuation|loops|
                                               interpolation|all]
@@ -381,37 +382,54 @@ def loops_part(pipe, combos, seeds, steps, strip=None):
 
 # ---------------------------------------------------------------------------------- (d) in-between frames
 def interpolation_part(pipe, combos, seeds, steps, strip=None):
+    """(d): the even frames of a generated video in-betweened by 2, as sampled (``steps`` of the pipeline's
+    sampler) and with RePaint's resampling of the held frames (DDIM, 10 steps x U = 3: 28 UNet calls), beside a
+    cross-fade of the same frames."""
+    from t2vlab.schedulers import from_name
     from t2vlab.toy import data
     from t2vlab.toy.evaluate import colour_and_direction
 
-    same, inside, err, caption_ok, shown, fade_inside, fade_err = [], [], [], [], [], [], []
-    for seed in seeds:
-        captions = [data.caption(*c) for c in combos]
-        source = torch.as_tensor(generate(pipe, captions, seed, steps, num_frames=8))
-        g = [torch.Generator().manual_seed(seed * 1000 + 500 + i) for i in range(len(combos))]
-        videos = torch.as_tensor(pipe.interpolate(source[:, 0::2], captions, factor=2, num_inference_steps=steps,
-                                                  generator=g).frames)  # (N, 7, ...)
-        for i, c in enumerate(combos):
-            got, src = colour_and_direction(videos[i]), colour_and_direction(source[i, 0::2])
-            same.append(got[1] == src[1])
-            caption_ok.append(got[1] == c[2])
-            c_new = centres(videos[i])
-            inside += [between(c_new[f], c_new[f - 1], c_new[f + 1]) for f in (1, 3, 5)]
-            err += [(videos[i, f] - source[i, f]).abs().mean().item() for f in (1, 3, 5)]
+    variants = [(f"interpolate(even frames, factor=2), {steps} steps", None, steps, {}),
+                ("the same, RePaint's resampling U = 3 (DDIM 10 steps: 28 UNet calls)", "ddim", 10,
+                 {"keyframe_resample": 3})]
+    sources = {seed: torch.as_tensor(generate(pipe, [data.caption(*c) for c in combos], seed, steps, num_frames=8))
+               for seed in seeds}
+    rows, shown, kept = [], [], pipe.scheduler
+    try:
+        for label, sampler, n, extra in variants:
+            pipe.scheduler = kept if sampler is None else from_name(sampler, kept.config)
+            same, inside, err, caption_ok = [], [], [], []
+            for seed, source in sources.items():
+                captions = [data.caption(*c) for c in combos]
+                g = [torch.Generator().manual_seed(seed * 1000 + 500 + i) for i in range(len(combos))]
+                videos = torch.as_tensor(pipe.interpolate(source[:, 0::2], captions, factor=2, num_inference_steps=n,
+                                                          generator=g, **extra).frames)  # (N, 7, ...)
+                for i, c in enumerate(combos):
+                    got, src = colour_and_direction(videos[i]), colour_and_direction(source[i, 0::2])
+                    same.append(got[1] == src[1])
+                    caption_ok.append(got[1] == c[2])
+                    c_new = centres(videos[i])
+                    inside += [between(c_new[f], c_new[f - 1], c_new[f + 1]) for f in (1, 3, 5)]
+                    err += [(videos[i, f] - source[i, f]).abs().mean().item() for f in (1, 3, 5)]
+                    if i < 3 and seed == seeds[0] and sampler is None:
+                        shown += [(source[i, :7], f"source: {captions[i]}"),
+                                  (videos[i], "interpolated from 0, 2, 4, 6")]
+            rows.append([label, len(same), pct(same), pct(caption_ok), pct(inside), f"{statistics.mean(err):.4f}"])
+    finally:
+        pipe.scheduler = kept
+    fade_inside, fade_err = [], []
+    for source in sources.values():
+        for i in range(len(combos)):
             fade = source[i, 0:7].clone()  # a cross-fade: the even frames kept, each odd one the mean of its two
             fade[1::2] = (source[i, 0:6:2] + source[i, 2:7:2]) / 2
             c_fade = centres(fade)
             fade_inside += [between(c_fade[f], c_fade[f - 1], c_fade[f + 1]) for f in (1, 3, 5)]
             fade_err += [(fade[f] - source[i, f]).abs().mean().item() for f in (1, 3, 5)]
-            if i < 3 and seed == seeds[0]:
-                shown += [(source[i, :7], f"source: {captions[i]}"), (videos[i], "interpolated from 0, 2, 4, 6")]
-    rows = [["interpolate(even frames, factor=2)", len(same), pct(same), pct(caption_ok), pct(inside),
-             f"{statistics.mean(err):.4f}"],
-            ["cross-fade (no model: the mean of the two neighbours)", len(same), "", "", pct(fade_inside),
-             f"{statistics.mean(fade_err):.4f}"]]
+    rows.append(["cross-fade (no model: the mean of the two neighbours)", len(fade_inside) // 3, "", "",
+                 pct(fade_inside), f"{statistics.mean(fade_err):.4f}"])
     print_table(["4 -> 7 frames", "videos", "direction as the source's", "direction as the caption's",
                  "new frames between their neighbours", "mean |new - generated odd frame|"], rows,
-                f"(d) In-between frames: {steps} DPM-Solver++ steps, guidance 9")
+                f"(d) In-between frames: sources of {steps} DPM-Solver++ steps, guidance 9")
     if strip:
         save_strip([v for v, _ in shown], [t for _, t in shown], f"{strip}/interpolation.png")
 

@@ -11,7 +11,9 @@ frames in one call; given latents are held directly.
 
 How far the model follows depends on what it learnt: the toy moves its shapes about 4.5 pixels a frame, and with
 factor 2 the new video has to move half as fast (docs/benchmarks.md, "Directing a video", measures whether each new
-frame's shape lies between its neighbours').
+frame's shape lies between its neighbours'). RePaint's resampling of the held frames (``keyframe_resample=3``, with
+DDIM: ``techniques.repaint``) makes the drawn frames agree with the held ones better: on the toy, every new frame
+then lies between its neighbours.
 """
 
 from __future__ import annotations
