@@ -392,15 +392,14 @@ def interpolation_part(pipe, combos, seeds, steps, strip=None):
     variants = [(f"interpolate(even frames, factor=2), {steps} steps", None, steps, {}),
                 ("the same, RePaint's resampling U = 3 (DDIM 10 steps: 28 UNet calls)", "ddim", 10,
                  {"keyframe_resample": 3})]
-    sources = {seed: torch.as_tensor(generate(pipe, [data.caption(*c) for c in combos], seed, steps, num_frames=8))
-               for seed in seeds}
+    captions = [data.caption(*c) for c in combos]
+    sources = {seed: torch.as_tensor(generate(pipe, captions, seed, steps, num_frames=8)) for seed in seeds}
     rows, shown, kept = [], [], pipe.scheduler
     try:
         for label, sampler, n, extra in variants:
             pipe.scheduler = kept if sampler is None else from_name(sampler, kept.config)
             same, inside, err, caption_ok = [], [], [], []
             for seed, source in sources.items():
-                captions = [data.caption(*c) for c in combos]
                 g = [torch.Generator().manual_seed(seed * 1000 + 500 + i) for i in range(len(combos))]
                 videos = torch.as_tensor(pipe.interpolate(source[:, 0::2], captions, factor=2, num_inference_steps=n,
                                                           generator=g, **extra).frames)  # (N, 7, ...)

@@ -510,12 +510,10 @@ def a1111_emphasis(z: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
 
         z_w = z * w;   z_w * mean(z) / mean(z_w)      (the means over each chunk's 77 x D numbers)
 
-    With every weight 1 this is z itself, bit for bit (z * 1 = z, and the two means are the same number); such a
-    chunk is passed through as it is, since where its mean is 0 (an empty chunk of an encoder whose last LayerNorm
-    has no bias, like the tiny checkpoint's) the ratio would be 0 / 0. A weighted chunk whose mean(z_w) is no more
-    than ZERO_MEAN times its mean absolute value keeps z_w unrestored: that mean is rounding noise (an encoder
-    whose last LayerNorm has a zero bias and unit scale, the tiny checkpoint's, gives every token a mean of 0), and
-    dividing by it gave an infinite or arbitrary scale (the toy's trained encoder: 1e-4 to 1e-3 of it, restored).
+    An encoder whose last LayerNorm has a zero bias and unit scale (the tiny checkpoint's) gives every token a mean
+    of 0, so the ratio would be 0 / 0 or rounding noise. Hence: a chunk with every weight 1 is passed through as it
+    is (z * 1 = z, bit for bit), and a weighted chunk whose mean(z_w) is at most ZERO_MEAN times its mean absolute
+    value keeps z_w unrestored (the toy's trained encoder, at 1e-4 to 1e-3 of it, is restored).
     """
     z32 = z.float()
     w = weights.to(z32.device)
