@@ -21,7 +21,8 @@ moves about 4.5 pixels a frame); "off the line": the centroid's distance from th
     seam's change / the median change within the chunks, the seams left out (aim <= 2). Beside, the same 16 frames
     in one pass, plain and with FreeNoise (windows of 8, stride 4), read on the same three 8-frame windows.
     ``--more`` adds the chunks chained as pixels (through the VAE) and a story (there, back, there again);
-    ``--slow`` runs (b) on slow shapes (the capstone's LoRA loaded, "slow red circle moving left"), and
+    ``--slow`` runs (b) on slow shapes (the capstone's LoRA loaded, "slow red circle moving left"; ``--slow-lora
+    FOLDER`` another, e.g. benchmarks/continuation_windows.py's), and
     ``--continuation-resample U`` with RePaint's resampling of the held frames (DDIM in place of DPM-Solver++).
 (c) loops: ``loop=True`` against plain 8-frame videos: the last-to-first change / the median change (aim: at most
     half of plain's), the median change / plain's (aim >= 0.5: still moving), what the evaluator reads, and what
@@ -37,7 +38,7 @@ moves about 4.5 pixels a frame); "off the line": the centroid's distance from th
     python -m benchmarks.directing_cpu [--part keyframes|resampling|continuation|loops|
                                               interpolation|all]
                                        [--captions 16] [--continuation-captions 48] [--seeds 1] [--steps 10]
-                                       [--more] [--slow] [--continuation-resample U] [--strip DIR]
+                                       [--more] [--slow [--slow-lora FOLDER]] [--continuation-resample U] [--strip DIR]
 
 ``--captions`` sets how many of the toy's 48 captions parts (a), (a'), (c) and (d) use (16: every third, all colours
 and directions, the shapes in turn), ``--continuation-captions`` those of (b) (48: all, the issue's count). 10
@@ -452,6 +453,8 @@ def main():
     ap.add_argument("--overlap", type=int, default=4)
     ap.add_argument("--more", action="store_true", help="(b) also with pixels held and a story")
     ap.add_argument("--slow", action="store_true", help="(b) on slow shapes (the capstone's LoRA loaded)")
+    ap.add_argument("--slow-lora", default=None, metavar="FOLDER",
+                    help="with --slow: this LoRA in the capstone's place (benchmarks/continuation_windows.py)")
     ap.add_argument("--continuation-resample", type=int, default=1, metavar="U",
                     help="(b) with RePaint's resampling (U > 1: DDIM in place of DPM-Solver++)")
     ap.add_argument("--quick", action="store_true", help="4 captions everywhere, 8 steps: a smoke run")
@@ -473,7 +476,7 @@ def main():
         if args.slow:
             from t2vlab.toy.speed import slow_lora
 
-            pipe.load_lora_weights(slow_lora())
+            pipe.load_lora_weights(args.slow_lora or slow_lora())
         if args.continuation_resample > 1:
             from t2vlab.schedulers import from_name
 
